@@ -1,0 +1,124 @@
+"""Load, validate and print Sentinel's one YAML config file.
+
+>>> cfg = load_config_text("model: {hidden: 16}", source="inline.yaml")
+>>> cfg.model.hidden, cfg.train.min_history
+(16, 256)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from ..errors import ConfigError
+from ._base import parse_duration
+from .schema import SentinelConfig
+
+__all__ = ["ConfigError", "SentinelConfig", "dump_config", "load_config", "load_config_text", "parse_duration"]
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _expand(node: Any, path: str, problems: list[str], source: str, env: dict[str, str]) -> Any:
+    if isinstance(node, dict):
+        return {k: _expand(v, f"{path}.{k}" if path else str(k), problems, source, env) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_expand(v, f"{path}[{i}]", problems, source, env) for i, v in enumerate(node)]
+    if isinstance(node, str) and "${" in node:
+
+        def sub(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            problems.append(f"{source}:{path}: environment variable {name} is not set (use ${{{name}:-default}})")
+            return ""
+
+        expanded = _ENV.sub(sub, node)
+        # A value that was exactly one reference gets YAML scalar typing (so ${PORT} can be an int).
+        if _ENV.fullmatch(node):
+            try:
+                return yaml.safe_load(expanded) if expanded else expanded
+            except yaml.YAMLError:
+                return expanded
+        return expanded
+    return node
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("simulator", "influxdb", "postgres") and out.endswith("]"):
+            continue  # the discriminated-union tag pydantic inserts; the user's key path has no such level
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def load_config_text(text: str, source: str = "<config>", base_dir: Path | None = None,
+                     env: dict[str, str] | None = None) -> SentinelConfig:
+    """Parse and validate YAML text; raise ConfigError with ``source:key: reason`` lines."""
+    try:
+        raw = yaml.safe_load(text) if text.strip() else {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else "?"
+        raise ConfigError(f"{source}:{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}:(top level): expected a mapping of sections, got {type(raw).__name__}")
+    problems: list[str] = []
+    raw = _expand(raw, "", problems, source, dict(os.environ) if env is None else env)
+    if problems:
+        raise ConfigError(problems)
+    try:
+        cfg = SentinelConfig.model_validate(raw)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key"
+            lines.append(f"{source}:{_loc(err['loc'])}: {msg}")
+        raise ConfigError(lines) from None
+    _resolve_paths(cfg, base_dir)
+    return cfg
+
+
+def _resolve_paths(cfg: SentinelConfig, base_dir: Path | None) -> None:
+    """Paths in a config are relative to the config file unless absolute (DESIGN §5)."""
+    if base_dir is None:
+        return
+    def rel(p: str) -> str:
+        return p if os.path.isabs(p) else str((base_dir / p).resolve())
+    cfg.state.dir = rel(cfg.state.dir)
+    cfg.sinks.outbox.path = rel(cfg.sinks.outbox.path)
+    if cfg.server.web_config_file:
+        cfg.server.web_config_file = rel(cfg.server.web_config_file)
+
+
+def load_config(path: str | os.PathLike[str], env: dict[str, str] | None = None) -> SentinelConfig:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"{p}:(file): cannot read: {e.strerror or e}") from None
+    return load_config_text(text, source=str(p), base_dir=p.resolve().parent, env=env)
+
+
+def dump_config(cfg: SentinelConfig) -> str:
+    """The effective config as YAML (defaults filled in, secrets masked)."""
+    data = cfg.model_dump(mode="json", by_alias=True)
+    for wh in data.get("sinks", {}).get("webhooks", []):
+        if wh.get("hmac_secret"):
+            wh["hmac_secret"] = "<secret>"
+    return yaml.safe_dump(data, sort_keys=False)

@@ -1,0 +1,159 @@
+"""The whole configuration, section by section, with every default in one place.
+
+Every key below has a default; a config file only states what differs. Unknown
+keys are errors. Durations accept ``30s``, ``5m``, ``6h``, ``1d`` or seconds.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from ._base import Duration, Strict
+from .sinks import SinksConfig
+from .source_influxdb import InfluxDBSourceConfig
+from .source_postgres import PostgresSourceConfig
+from .source_simulator import SimulatorSourceConfig
+
+
+class ServerConfig(Strict):
+    listen: str = Field("127.0.0.1:9680", description="HOST:PORT of the one HTTP server")
+    external_url: str | None = Field(None, description="URL alerts link back to; default http://<listen>/")
+    web_config_file: str | None = Field(None, description="Prometheus exporter-style TLS/basic-auth file")
+    max_body_bytes: int = Field(25 * 1024 * 1024, ge=1024)
+    status_page_streams: int = Field(48, ge=0, description="streams drawn with charts on /")
+
+    @model_validator(mode="after")
+    def _listen_ok(self) -> ServerConfig:
+        host, sep, port = self.listen.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"listen must be HOST:PORT, got {self.listen!r}")
+        return self
+
+
+class StreamsConfig(Strict):
+    max_streams: int = Field(100_000, ge=1, description="streams beyond this are refused and counted")
+    history_size: int = Field(2048, ge=64, description="samples kept per stream for training (ring buffer)")
+    max_gap_intervals: float = Field(
+        20.0, gt=1, description="a gap longer than this many typical intervals resets the hidden state"
+    )
+    rewarm_samples: int = Field(32, ge=0, description="samples after a reset before the stream may alert")
+
+
+class ModelConfig(Strict):
+    cell: Literal["lstm", "gru"] = "lstm"
+    hidden: int = Field(32, ge=2, le=1024)
+    window: int = Field(8, ge=1, le=256, description="recent samples the decoder reconstructs from the state")
+    prediction_weight: float = Field(
+        1.0, ge=0, description="weight of the one-step prediction error added to the reconstruction error"
+    )
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    score_threads: int = Field(1, ge=1, description="torch threads for scoring (training gets the rest)")
+
+
+class TrainConfig(Strict):
+    min_history: int = Field(256, ge=16, description="samples a stream needs before its first training")
+    epochs: int = Field(12, ge=1)
+    bptt: int = Field(48, ge=4, description="truncated-BPTT chunk length")
+    segments: int = Field(4, ge=1, description="parallel segments per stream within one step")
+    lr: float = Field(0.01, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    patience: int = Field(3, ge=1, description="epochs without validation improvement before stopping")
+    val_fraction: float = Field(0.2, gt=0, lt=0.9)
+    retrain_interval: Duration = Field(21600.0, description="retrain every stream this often (0 = never)")
+    drift_retrain: bool = Field(True, description="retrain a stream early when its error level drifts")
+    batch_streams: int = Field(4096, ge=1, description="streams trained together in one batch")
+    threads: int = Field(1, ge=1, description="torch threads for background training on CPU")
+    seed: int = 0
+    progress: bool = True
+
+
+class ThresholdConfig(Strict):
+    method: Literal["dspot", "spot", "quantile"] = "dspot"
+    risk: float = Field(1e-4, gt=0, lt=0.5, description="tail probability at which the threshold sits")
+    init_quantile: float = Field(0.98, gt=0.5, lt=1, description="SPOT: quantile above which peaks are fitted")
+    depth: int = Field(32, ge=1, description="DSPOT: samples in the moving average of normal errors")
+    max_peaks: int = Field(256, ge=8, description="SPOT: excesses kept per stream (newest)")
+    decay: float = Field(0.999, gt=0.9, lt=1, description="quantile: per-sample forgetting factor")
+
+
+class DetectConfig(Strict):
+    threshold: ThresholdConfig = Field(default_factory=ThresholdConfig)
+    score_decades: float = Field(
+        8.0, gt=0, description="score = -log10(tail probability)/score_decades, clipped to [0, 1]"
+    )
+
+
+class AlertsConfig(Strict):
+    enter: float = Field(0.5, gt=0, le=1, description="score at or above which a stream goes pending")
+    exit: float = Field(0.4, ge=0, le=1, description="score below which a firing alert may resolve")
+    for_: Duration = Field(0.0, alias="for", description="time pending before firing")
+    resolve_for: Duration = Field(0.0, description="time below exit before resolving")
+    cooldown: Duration = Field(300.0, description="after a resolve, a new crossing re-opens it (counted as a flap)")
+    flap_window: Duration = Field(3600.0)
+    flap_max: int = Field(4, ge=1, description="resolves within flap_window after which resolving needs flap_hold")
+    flap_hold: Duration = Field(600.0)
+    severity: str = "warning"
+
+    model_config = Strict.model_config | {"populate_by_name": True}
+
+    @model_validator(mode="after")
+    def _levels(self) -> AlertsConfig:
+        if self.exit > self.enter:
+            raise ValueError(f"exit ({self.exit}) must not be above enter ({self.enter})")
+        return self
+
+
+class MetricsConfig(Strict):
+    per_stream: Literal["all", "non_ok", "none"] = "all"
+
+
+class StateConfig(Strict):
+    dir: str = Field("state", description="checkpoint directory, relative to the config file")
+    checkpoint_interval: Duration = Field(60.0)
+    on_bad_checkpoint: Literal["fresh", "exit"] = "fresh"
+    keep: int = Field(3, ge=1, description="checkpoints kept")
+
+
+class QueueConfig(Strict):
+    ingest_max_batches: int = Field(1024, ge=1)
+    ingest_overflow: Literal["drop_oldest", "drop_newest", "block"] = "block"
+
+
+class LoggingConfig(Strict):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "text"] = "auto"
+
+
+SourceConfig = Annotated[
+    SimulatorSourceConfig | InfluxDBSourceConfig | PostgresSourceConfig,
+    Field(discriminator="type"),
+]
+
+
+class SentinelConfig(Strict):
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    sources: list[SourceConfig] = Field(default_factory=list)
+    streams: StreamsConfig = Field(default_factory=StreamsConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    detect: DetectConfig = Field(default_factory=DetectConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    sinks: SinksConfig = Field(default_factory=SinksConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    state: StateConfig = Field(default_factory=StateConfig)
+    queues: QueueConfig = Field(default_factory=QueueConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    fields: list[str] = Field(
+        default_factory=lambda: ["value"], min_length=1, description="replay: value columns of the CSV"
+    )
+
+    @model_validator(mode="after")
+    def _unique_source_names(self) -> SentinelConfig:
+        names = [s.name for s in self.sources]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"source names must be unique, repeated: {sorted(dup)}")
+        return self
