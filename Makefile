@@ -32,11 +32,11 @@ run: venv
 	$(BIN)/sentinel run --config config/demo.yaml
 
 test: venv sysdeps
-	$(BIN)/ruff check sentinel tests benchmarks
+	$(BIN)/ruff check sentinel tests benchmarks deploy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: venv
-	$(BIN)/ruff check sentinel tests benchmarks
+	$(BIN)/ruff check sentinel tests benchmarks deploy
 	$(BIN)/mypy sentinel
 
 bench: venv

@@ -1,0 +1,1 @@
+"""Alerts: the per-stream state machine (``state``) and delivery (``notifier``, ``outbox``, ``sinks``)."""

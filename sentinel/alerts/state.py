@@ -1,0 +1,153 @@
+"""The per-stream alert state machine, vectorised over streams. Pure logic; time is passed in.
+
+States (:class:`~sentinel.types.AlertState`)::
+
+    OK --score>=enter--> PENDING --held `for`--> FIRING --below exit for `resolve_for`--> RESOLVED
+    PENDING --score<exit--> OK
+    RESOLVED --score>=enter within `cooldown`--> FIRING (the same alert re-opened: a flap)
+    RESOLVED --`cooldown` over--> OK
+
+Hysteresis: a stream enters at ``enter`` and leaves at ``exit`` (<= enter).
+Flap suppression: resolves are counted with exponential forgetting over
+``flap_window``; while that count is at least ``flap_max``, a firing alert needs
+``flap_hold`` below ``exit`` (instead of ``resolve_for``) to resolve.
+
+:meth:`AlertMachine.advance` applies one tick to many streams and returns the
+transitions that receivers care about (to firing, to resolved).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from ..types import AlertState
+
+OK, PENDING, FIRING, RESOLVED = (int(s) for s in AlertState)
+
+
+@dataclass(frozen=True)
+class AlertRules:
+    enter: float = 0.5
+    exit: float = 0.4
+    for_s: float = 0.0
+    resolve_for_s: float = 0.0
+    cooldown_s: float = 300.0
+    flap_window_s: float = 3600.0
+    flap_max: int = 4
+    flap_hold_s: float = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    slot: int
+    status: str  # "firing" | "resolved"
+    at: float
+    starts_at: float
+
+
+class AlertMachine:
+    """Alert state of every slot. Arrays grow with :meth:`ensure`; :meth:`reset` frees a slot."""
+
+    FIELDS: ClassVar[dict[str, tuple[type, float]]] = {
+        "state": (np.int8, OK),
+        "since": (np.float64, np.nan),       # PENDING: when it started
+        "starts_at": (np.float64, np.nan),   # FIRING/RESOLVED: when the alert began
+        "below_since": (np.float64, np.nan),
+        "resolved_at": (np.float64, np.nan),
+        "flaps": (np.float64, 0.0),
+        "flaps_at": (np.float64, np.nan),
+        "fired": (np.int64, 0),              # alerts that went firing (sentinel_alerts_total)
+    }
+
+    def __init__(self, rules: AlertRules, capacity: int = 64):
+        self.rules = rules
+        self.capacity = 0
+        self.a: dict[str, np.ndarray] = {}
+        self.ensure(capacity)
+
+    def ensure(self, capacity: int) -> None:
+        if capacity <= self.capacity:
+            return
+        new = max(capacity, 2 * self.capacity)
+        for name, (dtype, fill) in self.FIELDS.items():
+            arr = np.full(new, fill, dtype=dtype)
+            if self.capacity:
+                arr[: self.capacity] = self.a[name]
+            self.a[name] = arr
+        self.capacity = new
+
+    def reset(self, slots: np.ndarray) -> None:
+        for name, (_dtype, fill) in self.FIELDS.items():
+            self.a[name][slots] = fill
+
+    def state(self, slots: np.ndarray | None = None) -> np.ndarray:
+        return self.a["state"] if slots is None else self.a["state"][slots]
+
+    def flapping(self, slots: np.ndarray, now: np.ndarray) -> np.ndarray:
+        a, r = self.a, self.rules
+        age = np.nan_to_num(now - a["flaps_at"][slots], nan=0.0)
+        return a["flaps"][slots] * np.exp(-np.maximum(age, 0) / r.flap_window_s) >= r.flap_max
+
+    def advance(self, slots: np.ndarray, now: np.ndarray, score: np.ndarray) -> list[Transition]:
+        """Apply one tick (``now`` and ``score`` per slot; slots unique) and return the transitions."""
+        slots = np.asarray(slots, dtype=np.int64)
+        now = np.broadcast_to(np.asarray(now, dtype=np.float64), slots.shape)
+        score = np.nan_to_num(np.asarray(score, dtype=np.float64), nan=0.0)
+        a, r = self.a, self.rules
+        st = a["state"][slots].copy()
+        above = score >= r.enter
+        below = score < r.exit
+        out: list[Transition] = []
+
+        # RESOLVED: cooldown over -> OK; a new crossing within it re-opens the same alert.
+        res = st == RESOLVED
+        over = res & (now - a["resolved_at"][slots] >= r.cooldown_s)
+        st[over] = OK
+        reopen = res & ~over & above
+        st[reopen] = FIRING
+        # OK -> PENDING
+        go_pending = (st == OK) & above
+        st[go_pending] = PENDING
+        a["since"][slots[go_pending]] = now[go_pending]
+        # PENDING -> OK (fell below exit) or -> FIRING (held for `for`)
+        pend = st == PENDING
+        back = pend & below
+        st[back] = OK
+        fire = pend & ~below & (now - a["since"][slots] >= r.for_s)
+        st[fire] = FIRING
+        a["starts_at"][slots[fire]] = now[fire]
+        a["below_since"][slots[fire | reopen]] = np.nan
+        # FIRING: track time below exit; resolve after resolve_for (flap_hold while flapping).
+        firing = st == FIRING
+        bs = a["below_since"][slots]
+        bs = np.where(firing & below & np.isnan(bs), now, bs)
+        bs = np.where(firing & ~below, np.nan, bs)
+        a["below_since"][slots] = bs
+        hold = np.where(self.flapping(slots, now), r.flap_hold_s, r.resolve_for_s)
+        resolve = firing & below & (now - bs >= hold)
+        st[resolve] = RESOLVED
+        rs = slots[resolve]
+        a["resolved_at"][rs] = now[resolve]
+        age = np.nan_to_num(now[resolve] - a["flaps_at"][rs], nan=0.0)
+        a["flaps"][rs] = a["flaps"][rs] * np.exp(-np.maximum(age, 0) / r.flap_window_s) + 1.0
+        a["flaps_at"][rs] = now[resolve]
+
+        a["state"][slots] = st
+        a["fired"][slots[fire]] += 1
+        for i in np.flatnonzero(fire | reopen):
+            out.append(Transition(int(slots[i]), "firing", float(now[i]), float(a["starts_at"][slots[i]])))
+        for i in np.flatnonzero(resolve):
+            out.append(Transition(int(slots[i]), "resolved", float(now[i]), float(a["starts_at"][slots[i]])))
+        return out
+
+    def snapshot(self) -> dict[str, np.ndarray]:
+        return {k: v.copy() for k, v in self.a.items()}
+
+    def restore(self, arrays: dict[str, np.ndarray]) -> None:
+        n = len(arrays["state"])
+        self.ensure(n)
+        for k, v in arrays.items():
+            self.a[k][:n] = v

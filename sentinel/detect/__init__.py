@@ -1,0 +1,1 @@
+"""Detection: per-stream adaptive thresholds on the reconstruction error, and calibrated scores."""

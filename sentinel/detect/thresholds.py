@@ -1,0 +1,303 @@
+"""Per-stream streaming thresholds, vectorised over streams (numpy, no torch, no I/O).
+
+Two methods share one interface: :meth:`calibrate` from a stream's recent normal
+errors, then :meth:`update` with each new error, which returns the error's tail
+probability ``p`` under the stream's normal behaviour (before the error is learned)
+and the current threshold (the error at which ``p == risk``).
+
+- :class:`SpotThresholds` — SPOT/DSPOT (Siffer et al., KDD 2017): errors above an
+  initial quantile ``t`` are *peaks*; a generalised Pareto distribution fitted to
+  the peaks gives the tail. DSPOT first subtracts a moving average of recent
+  normal errors, so the threshold follows drift. Errors beyond the threshold are
+  anomalies and are *not* learned (the detector is protected from what it flags).
+  Peaks are kept in a bounded ring per stream; the GPD is refitted by
+  probability-weighted moments (Hosking & Wallis 1987), vectorised over the
+  streams that got a new peak.
+- :class:`QuantileThresholds` — an exponentially forgetting histogram of log-error
+  per stream; ``p`` is the decayed mass above the error.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+GAMMA_BOUNDS = (-0.45, 0.45)
+
+
+class _Slots:
+    """Growable per-slot arrays; subclasses declare ``_arrays()``: name -> (trailing shape, dtype, fill)."""
+
+    def __init__(self, capacity: int = 64):
+        self.capacity = 0
+        self.a: dict[str, np.ndarray] = {}
+        self.ensure(capacity)
+
+    def _arrays(self) -> dict[str, tuple[tuple[int, ...], type, float]]:
+        raise NotImplementedError
+
+    def ensure(self, capacity: int) -> None:
+        if capacity <= self.capacity:
+            return
+        new = max(capacity, 2 * self.capacity)
+        for name, (shape, dtype, fill) in self._arrays().items():
+            arr = np.full((new, *shape), fill, dtype=dtype)
+            if self.capacity:
+                arr[: self.capacity] = self.a[name]
+            self.a[name] = arr
+        self.capacity = new
+
+    def reset(self, slots: np.ndarray) -> None:
+        for name, (_shape, _dtype, fill) in self._arrays().items():
+            self.a[name][slots] = fill
+
+    def snapshot(self) -> dict[str, np.ndarray]:
+        return {k: v.copy() for k, v in self.a.items()}
+
+    def restore(self, arrays: dict[str, np.ndarray]) -> None:
+        self.ensure(len(next(iter(arrays.values()))))
+        for k, v in arrays.items():
+            self.a[k][: len(v)] = v
+
+
+class SpotThresholds(_Slots):
+    """SPOT (``depth=0``) or DSPOT (``depth>0``) per slot."""
+
+    def __init__(self, risk: float = 1e-4, init_quantile: float = 0.98, depth: int = 32, max_peaks: int = 256,
+                 capacity: int = 64):
+        self.risk, self.init_quantile, self.depth, self.max_peaks = risk, init_quantile, depth, max_peaks
+        super().__init__(capacity)
+
+    def _arrays(self) -> dict[str, tuple[tuple[int, ...], type, float]]:
+        return {
+            "t": ((), np.float64, np.inf),       # initial threshold (peaks are excesses over it)
+            "n": ((), np.float64, 0.0),          # observations seen (scaled down with nt)
+            "nt": ((), np.float64, 0.0),         # peaks seen
+            "peaks": ((self.max_peaks,), np.float64, np.nan),
+            "ppos": ((), np.int64, 0),
+            "gamma": ((), np.float64, 0.0),
+            "sigma": ((), np.float64, 1.0),
+            "z": ((), np.float64, np.inf),       # threshold on the (drift-removed) error
+            "mwin": ((max(1, self.depth),), np.float64, np.nan),
+            "mpos": ((), np.int64, 0),
+            "m": ((), np.float64, 0.0),          # DSPOT moving average of normal errors
+            "ready": ((), np.bool_, False),
+        }
+
+    # -- tail model ----------------------------------------------------------
+    def _quantile(self, idx: np.ndarray) -> np.ndarray:
+        a = self.a
+        t, g, s = a["t"][idx], a["gamma"][idx], a["sigma"][idx]
+        r = self.risk * a["n"][idx] / np.maximum(a["nt"][idx], 1.0)
+        with np.errstate(all="ignore"):
+            zg = t + s / np.where(np.abs(g) < 1e-6, 1.0, g) * (np.power(r, -g) - 1.0)
+            z0 = t - s * np.log(r)
+        return np.where(np.abs(g) < 1e-6, z0, zg)
+
+    def _fit(self, idx: np.ndarray) -> None:
+        """Refit the GPD of ``idx`` by probability-weighted moments over their stored peaks."""
+        if len(idx) == 0:
+            return
+        P = np.sort(self.a["peaks"][idx], axis=1)  # NaNs sort last
+        k = (~np.isnan(P)).sum(1).astype(np.float64)
+        ranks = np.arange(P.shape[1])[None, :]
+        valid = ranks < k[:, None]
+        Pz = np.where(valid, P, 0.0)
+        b0 = Pz.sum(1) / np.maximum(k, 1)
+        # b1 = mean of x_(i) * (k - i) / (k - 1) over ascending order statistics (i from 1)
+        w = np.where(valid, (k[:, None] - 1 - ranks) / np.maximum(k[:, None] - 1, 1), 0.0)
+        b1 = (Pz * w).sum(1) / np.maximum(k, 1)
+        with np.errstate(all="ignore"):
+            # Hosking & Wallis: k = b0/(b0-2b1) - 2, alpha = 2 b0 b1/(b0-2b1); SPOT's shape gamma = -k
+            gamma = np.clip(np.nan_to_num(2.0 - b0 / (b0 - 2 * b1), nan=0.0), *GAMMA_BOUNDS)
+            sig = 2 * b0 * b1 / (b0 - 2 * b1)
+        few = k < 8  # too few peaks for two parameters: exponential tail with the mean excess
+        sigma = np.where(few | ~np.isfinite(sig) | (sig <= 0), np.maximum(b0, 1e-12), sig)
+        gamma = np.where(few | ~np.isfinite(sig) | (sig <= 0), 0.0, gamma)
+        self.a["gamma"][idx] = gamma
+        self.a["sigma"][idx] = np.maximum(sigma, 1e-12)
+        self.a["z"][idx] = self._quantile(idx)
+
+    # -- public ----------------------------------------------------------------
+    def calibrate(self, slots: np.ndarray, errors: list[np.ndarray]) -> None:
+        """Initialise each slot's tail from its normal errors (one 1-d array per slot)."""
+        self.ensure(int(np.max(slots)) + 1 if len(slots) else 0)
+        self.reset(slots)
+        a = self.a
+        for slot, e in zip(slots, errors, strict=True):
+            e = np.asarray(e, dtype=np.float64)
+            e = e[np.isfinite(e)]
+            if len(e) < 8:
+                continue
+            if self.depth > 0:
+                # DSPOT: residuals against the moving average of the previous `depth` errors
+                d = self.depth
+                csum = np.concatenate(([0.0], np.cumsum(e)))
+                idx = np.arange(len(e))
+                lo = np.maximum(0, idx - d)
+                cnt = idx - lo
+                mov = np.where(cnt > 0, (csum[idx] - csum[lo]) / np.maximum(cnt, 1), e[0])
+                x = e - mov
+                tail = e[-d:]
+                a["mwin"][slot, : len(tail)] = tail
+                a["mpos"][slot] = len(tail) % d
+                a["m"][slot] = tail.mean()
+            else:
+                x = e
+            t = float(np.quantile(x, self.init_quantile))
+            exc = x[x > t] - t
+            a["t"][slot] = t
+            a["n"][slot] = len(x)
+            a["nt"][slot] = len(exc)
+            keep = exc[-self.max_peaks :]
+            a["peaks"][slot, : len(keep)] = keep
+            a["ppos"][slot] = len(keep) % self.max_peaks
+            a["ready"][slot] = True
+        self._fit(np.asarray(slots)[a["ready"][slots]])
+
+    def tail_probability(self, slots: np.ndarray, e: np.ndarray) -> np.ndarray:
+        """``P(E > e)`` under each slot's current model (1.0 where not calibrated)."""
+        a = self.a
+        x = e - (a["m"][slots] if self.depth > 0 else 0.0)
+        t, g, s = a["t"][slots], a["gamma"][slots], a["sigma"][slots]
+        q0 = np.maximum(a["nt"][slots], 0.5) / np.maximum(a["n"][slots], 1.0)
+        with np.errstate(all="ignore"):
+            y = np.maximum(x - t, 0.0)
+            tail_g = q0 * np.power(np.maximum(1.0 + g * y / s, 1e-300), -1.0 / np.where(np.abs(g) < 1e-6, 1.0, g))
+            tail_0 = q0 * np.exp(-y / s)
+            tail = np.where(np.abs(g) < 1e-6, tail_0, tail_g)
+            tail = np.where((g < 0) & (1.0 + g * y / s <= 0), 0.0, tail)
+            # below t: log-linear from p=1 at x<=0 (or at the lower end) to p=q0 at t
+            frac = np.clip(x / np.where(t > 0, t, 1.0), 0.0, 1.0)
+            below = np.where(t > 0, np.power(q0, frac), np.where(x >= t, q0, 1.0))
+        p = np.where(x > t, tail, below)
+        return np.where(a["ready"][slots], np.clip(p, 0.0, 1.0), 1.0)
+
+    def threshold(self, slots: np.ndarray) -> np.ndarray:
+        """The current threshold in error units (``inf`` where not calibrated)."""
+        a = self.a
+        return np.where(a["ready"][slots], a["z"][slots] + (a["m"][slots] if self.depth > 0 else 0.0), np.inf)
+
+    def update(self, slots: np.ndarray, e: np.ndarray, learn: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """Score then learn ``e`` for ``slots`` (unique). Returns ``(p, threshold)`` before learning.
+
+        ``learn`` (bool per slot) can forbid learning (e.g. while an alert is firing).
+        """
+        slots = np.asarray(slots)
+        e = np.asarray(e, dtype=np.float64)
+        p = self.tail_probability(slots, e)
+        thr = self.threshold(slots)
+        a = self.a
+        ok = a["ready"][slots] & np.isfinite(e) & (e <= thr)
+        if learn is not None:
+            ok &= learn
+        s = slots[ok]
+        ev = e[ok]
+        x = ev - a["m"][s] if self.depth > 0 else ev
+        a["n"][s] += 1
+        peak = x > a["t"][s]
+        ps = s[peak]
+        if len(ps):
+            pos = a["ppos"][ps]
+            a["peaks"][ps, pos] = x[peak] - a["t"][ps]
+            a["ppos"][ps] = (pos + 1) % self.max_peaks
+            a["nt"][ps] += 1
+            # keep the observed peak rate over a bounded memory: rescale n and nt together
+            big = ps[a["nt"][ps] > 4 * self.max_peaks]
+            if len(big):
+                f = (2.0 * self.max_peaks) / a["nt"][big]
+                a["nt"][big] *= f
+                a["n"][big] *= f
+        if self.depth > 0 and len(s):
+            pos = a["mpos"][s]
+            a["mwin"][s, pos] = ev
+            a["mpos"][s] = (pos + 1) % self.depth
+            with np.errstate(all="ignore"):
+                a["m"][s] = np.nanmean(a["mwin"][s], axis=1)
+        # Refit where a peak arrived, and (DSPOT) where the moving mean moved the quantile.
+        self._fit(ps)  # DSPOT's moving mean shifts the threshold by itself (threshold = z + m)
+        return p, thr
+
+
+class QuantileThresholds(_Slots):
+    """Streaming quantile of the error per slot: a decayed histogram over log-spaced bins."""
+
+    EDGES = np.concatenate(([0.0], np.logspace(-6, 6, 97)))  # 97 edges above 0 -> 97 bins (+ overflow)
+
+    def __init__(self, risk: float = 1e-4, decay: float = 0.999, capacity: int = 64):
+        self.risk, self.decay = risk, decay
+        super().__init__(capacity)
+
+    def _arrays(self) -> dict[str, tuple[tuple[int, ...], type, float]]:
+        return {"h": ((len(self.EDGES),), np.float64, 0.0), "ready": ((), np.bool_, False)}
+
+    def _bins(self, e: np.ndarray) -> np.ndarray:
+        return np.clip(np.searchsorted(self.EDGES, e, side="right") - 1, 0, len(self.EDGES) - 1)
+
+    def calibrate(self, slots: np.ndarray, errors: list[np.ndarray]) -> None:
+        self.ensure(int(np.max(slots)) + 1 if len(slots) else 0)
+        self.reset(slots)
+        for slot, e in zip(slots, errors, strict=True):
+            e = np.asarray(e, dtype=np.float64)
+            e = e[np.isfinite(e)]
+            if len(e) < 8:
+                continue
+            w = self.decay ** np.arange(len(e))[::-1]
+            np.add.at(self.a["h"][slot], self._bins(e), w)
+            self.a["ready"][slot] = True
+
+    def tail_probability(self, slots: np.ndarray, e: np.ndarray) -> np.ndarray:
+        h = self.a["h"][slots]
+        tot = h.sum(1)
+        b = self._bins(np.asarray(e, dtype=np.float64))
+        above = np.cumsum(h[:, ::-1], 1)[:, ::-1]  # mass in bins >= i
+        nb = h.shape[1]
+        mass_above = np.where(b + 1 < nb, above[np.arange(len(b)), np.minimum(b + 1, nb - 1)], 0.0)
+        p = (mass_above + 0.5) / (tot + 1.0)
+        return np.where(self.a["ready"][slots], np.clip(p, 0, 1), 1.0)
+
+    def threshold(self, slots: np.ndarray) -> np.ndarray:
+        h = self.a["h"][slots]
+        tot = h.sum(1, keepdims=True)
+        above = np.cumsum(h[:, ::-1], 1)[:, ::-1] / np.maximum(tot, 1e-12)
+        # first bin whose upper tail mass falls below risk -> its lower edge
+        idx = np.argmax(above < self.risk, axis=1)
+        thr = self.EDGES[idx]
+        ready = self.a["ready"][slots]
+        return np.where(ready, np.where(above[:, -1] < self.risk, thr, self.EDGES[-1]), np.inf)
+
+    def update(self, slots: np.ndarray, e: np.ndarray, learn: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        slots = np.asarray(slots)
+        e = np.asarray(e, dtype=np.float64)
+        p = self.tail_probability(slots, e)
+        thr = self.threshold(slots)
+        # A quantile at risk 1e-4 cannot be learned from below itself: learn every error the
+        # caller allows (the engine forbids learning while an alert is pending or firing).
+        ok = self.a["ready"][slots] & np.isfinite(e)
+        if learn is not None:
+            ok &= learn
+        s = slots[ok]
+        self.a["h"][s] *= self.decay
+        self.a["h"][s, self._bins(e[ok])] += 1.0
+        return p, thr
+
+
+def make_thresholds(method: str, risk: float, init_quantile: float, depth: int, max_peaks: int, decay: float
+                    ) -> SpotThresholds | QuantileThresholds:
+    if method == "quantile":
+        return QuantileThresholds(risk=risk, decay=decay)
+    return SpotThresholds(risk=risk, init_quantile=init_quantile, depth=depth if method == "dspot" else 0,
+                          max_peaks=max_peaks)
+
+
+def score_from_p(p: np.ndarray, decades: float) -> np.ndarray:
+    """Calibrated score: ``-log10(p) / decades`` clipped to [0, 1].
+
+    A global level means the same rarity on every stream: score 0.5 with 8 decades
+    is an error exceeded by one normal tick in 10^4 on that stream. Scores keep
+    rising above any alert level up to ``p = 10^-decades``.
+    """
+    with np.errstate(divide="ignore"):
+        s = -np.log10(np.maximum(p, 1e-300)) / decades
+    return np.clip(s, 0.0, 1.0)

@@ -1,0 +1,179 @@
+"""The model bank: every stream's weights and recurrent state, stacked, stepped in one batch.
+
+A :class:`Bank` holds streams of one field count ``F`` (the runtime keeps one bank
+per ``F``). Streams occupy *slots*; joining takes a free slot, leaving frees it,
+and no other slot is touched, so a stream's numbers never depend on its
+neighbours. :meth:`Bank.step` advances the given slots by one sample each: O(1)
+work per sample, state ``(h, c)`` carried from tick to tick.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .cells import Dims, cell_step, decode, tick_errors
+
+STD_FLOOR = 1e-6
+
+
+class Bank:
+    """Stacked per-stream autoencoders for streams with ``dims.fields`` fields.
+
+    Tensors (``C`` = capacity): params ``W,b,D,d`` (see :mod:`sentinel.model.cells`),
+    state ``h,c`` ``[C,1,H]``, ``win`` ``[C,1,K,F]`` recent normalised inputs,
+    ``pred`` ``[C,1,F]`` the prediction of the next sample, ``mean,std`` ``[C,F]``.
+    """
+
+    def __init__(self, dims: Dims, *, prediction_weight: float = 1.0, device: str | torch.device = "cpu",
+                 capacity: int = 64, dtype: torch.dtype = torch.float32):
+        self.dims = dims
+        self.prediction_weight = float(prediction_weight)
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.capacity = 0
+        self._free: list[int] = []
+        self.t: dict[str, Tensor] = {}
+        self._grow(max(1, capacity))
+
+    # -- slots -------------------------------------------------------------
+    def _shapes(self, c: int) -> dict[str, tuple[int, ...]]:
+        d = self.dims
+        shapes = d.param_shapes(c)
+        shapes.update({
+            "h": (c, 1, d.hidden), "c": (c, 1, d.hidden if d.cell == "lstm" else 0), "win": (c, 1, d.window, d.fields),
+            "pred": (c, 1, d.fields), "mean": (c, d.fields), "std": (c, d.fields),
+        })
+        return shapes
+
+    def _grow(self, new_cap: int) -> None:
+        old = self.capacity
+        for name, shape in self._shapes(new_cap).items():
+            fill = float("nan") if name == "win" else (1.0 if name == "std" else 0.0)
+            t = torch.full(shape, fill, dtype=self.dtype, device=self.device)
+            if old:
+                t[:old] = self.t[name]
+            self.t[name] = t
+        self._free.extend(range(new_cap - 1, old - 1, -1))
+        self.capacity = new_cap
+
+    def add(self) -> int:
+        """Take a free slot (its state reset); grows the stacked tensors by doubling when full."""
+        if not self._free:
+            self._grow(self.capacity * 2)
+        slot = self._free.pop()
+        self.reset_state(np.array([slot]))
+        return slot
+
+    def remove(self, slot: int) -> None:
+        self._free.append(int(slot))
+
+    @property
+    def used(self) -> int:
+        return self.capacity - len(self._free)
+
+    def _idx(self, slots: np.ndarray | Tensor) -> Tensor:
+        return torch.as_tensor(np.asarray(slots, dtype=np.int64), device=self.device)
+
+    # -- weights and state ---------------------------------------------------
+    def load(self, slots: np.ndarray, params: dict[str, Tensor], mean: Tensor, std: Tensor) -> None:
+        """Set weights and normalisers of ``slots`` (params ``[n, ...]``)."""
+        idx = self._idx(slots)
+        for k in ("W", "b", "D", "d"):
+            self.t[k][idx] = params[k].to(self.device, self.dtype)
+        self.t["mean"][idx] = mean.to(self.device, self.dtype)
+        self.t["std"][idx] = std.to(self.device, self.dtype).clamp(min=STD_FLOOR)
+
+    def params(self, slots: np.ndarray) -> dict[str, Tensor]:
+        idx = self._idx(slots)
+        return {k: self.t[k][idx].clone() for k in ("W", "b", "D", "d", "mean", "std")}
+
+    def reset_state(self, slots: np.ndarray) -> None:
+        idx = self._idx(slots)
+        self.t["h"][idx] = 0.0
+        self.t["c"][idx] = 0.0
+        self.t["pred"][idx] = 0.0
+        self.t["win"][idx] = float("nan")
+
+    def state(self, slots: np.ndarray) -> dict[str, Tensor]:
+        idx = self._idx(slots)
+        return {k: self.t[k][idx].clone() for k in ("h", "c", "win", "pred")}
+
+    def set_state(self, slots: np.ndarray, state: dict[str, Tensor]) -> None:
+        idx = self._idx(slots)
+        for k, v in state.items():
+            self.t[k][idx] = v.to(self.device, self.dtype)
+
+    # -- scoring -------------------------------------------------------------
+    @torch.inference_mode()
+    def step(self, slots: np.ndarray, x: np.ndarray | Tensor) -> tuple[Tensor, Tensor]:
+        """Advance ``slots`` (unique) by one raw sample each; ``x`` ``[n, F]`` (NaN = missing).
+
+        Returns ``(field_err [n, F], err [n])`` on the CPU.
+        """
+        slots = np.asarray(slots, dtype=np.int64)
+        n = len(slots)
+        x_t = torch.as_tensor(x, dtype=self.dtype).to(self.device).reshape(n, 1, self.dims.fields)
+        t = self.t
+        contiguous = n > 0 and slots[0] == 0 and slots[-1] == n - 1 and (n == 1 or bool(np.all(np.diff(slots) == 1)))
+        if contiguous:  # the whole prefix: views, no gather copy of the weights
+            sel = {k: v[:n] for k, v in t.items()}
+            idx = None
+        else:
+            idx = self._idx(slots)
+            sel = {k: v[idx] for k, v in t.items()}
+        d = self.dims
+        xn = (x_t - sel["mean"][:, None, :]) / sel["std"][:, None, :]
+        pred_prev = sel["pred"]
+        x_in = torch.where(torch.isnan(xn), pred_prev, xn)
+        h, c = cell_step(d.cell, sel["W"], sel["b"], x_in, sel["h"], sel["c"] if d.cell == "lstm" else None)
+        win = torch.cat((sel["win"][:, :, 1:], xn[:, :, None, :]), 2)
+        rec, pred = decode(sel["D"], sel["d"], h, d.window, d.fields)
+        field_err, err = tick_errors(xn, pred_prev, win, rec, self.prediction_weight)
+        if idx is None:
+            t["h"][:n] = h
+            if c is not None:
+                t["c"][:n] = c
+            t["win"][:n] = win
+            t["pred"][:n] = pred
+        else:
+            t["h"][idx] = h
+            if c is not None:
+                t["c"][idx] = c
+            t["win"][idx] = win
+            t["pred"][idx] = pred
+        return field_err[:, 0].cpu(), err[:, 0].cpu()
+
+    def run_sequence(self, slots: np.ndarray, xs: np.ndarray | Tensor) -> tuple[Tensor, Tensor]:
+        """Step ``slots`` through ``xs`` ``[n, T, F]`` in order; same result as T calls of :meth:`step`.
+
+        Rows of NaN in all fields (padding before a shorter stream's start) are skipped
+        for that stream: its state is left as it was.
+        Returns ``(field_err [n, T, F], err [n, T])``.
+        """
+        xs_t = torch.as_tensor(xs, dtype=self.dtype)
+        n, T, F = xs_t.shape
+        fe = torch.zeros(n, T, F)
+        er = torch.zeros(n, T)
+        slots = np.asarray(slots, dtype=np.int64)
+        present = ~torch.isnan(xs_t).all(-1)  # [n,T]
+        for i in range(T):
+            m = present[:, i].numpy()
+            if not m.any():
+                continue
+            if m.all():
+                f, e = self.step(slots, xs_t[:, i])
+                fe[:, i], er[:, i] = f, e
+            else:
+                f, e = self.step(slots[m], xs_t[m, i])
+                mt = torch.from_numpy(m)
+                fe[mt, i], er[mt, i] = f, e
+        return fe, er
+
+    def bytes_per_stream(self) -> dict[str, int]:
+        """Model (weights + normalisers) and recurrent-state bytes per slot."""
+        per = {k: v[0].numel() * v.element_size() for k, v in self.t.items()}
+        model = sum(per[k] for k in ("W", "b", "D", "d", "mean", "std"))
+        state = sum(per[k] for k in ("h", "c", "win", "pred"))
+        return {"model": model, "state": state}

@@ -1,0 +1,471 @@
+"""The engine: one synchronous code path from samples to scores and alert transitions.
+
+``sentinel run`` and ``sentinel replay`` both drive an :class:`Engine`; only the
+clock differs (wall time vs the file's timestamps). The engine owns, per group of
+streams with the same field count: a :class:`~sentinel.model.bank.Bank`, a
+threshold object, an :class:`~sentinel.alerts.state.AlertMachine` and bounded
+per-stream history buffers, all indexed by the same slot. It does no I/O: training
+is handed out as :class:`~sentinel.model.train.TrainJob` objects
+(:meth:`Engine.due_training`) and results come back through
+:meth:`Engine.apply_training`, so the daemon can train in another process and
+replay can train inline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+from ..alerts.state import FIRING, PENDING, AlertMachine, AlertRules, Transition
+from ..config import SentinelConfig
+from ..detect.thresholds import make_thresholds, score_from_p
+from ..metrics import StreamRow, label_name
+from ..model.bank import Bank
+from ..model.cells import Dims
+from ..model.train import TrainJob, TrainResult, TrainSettings
+from ..types import AlertEvent, Sample, StreamKey
+
+REJECT_REASONS = ("out_of_order", "duplicate", "non_finite", "no_values", "max_streams", "bad_fields")
+BURN_IN = 16  # ticks after a state reset whose errors are not used for calibration
+
+
+def stream_seed(key: StreamKey, seed: int) -> int:
+    h = hashlib.blake2b(f"{seed}\x00{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(h, "little") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def train_settings(cfg: SentinelConfig) -> TrainSettings:
+    t = cfg.train
+    return TrainSettings(epochs=t.epochs, bptt=t.bptt, segments=t.segments, lr=t.lr, weight_decay=t.weight_decay,
+                         dropout=t.dropout, patience=t.patience, val_fraction=t.val_fraction,
+                         prediction_weight=cfg.model.prediction_weight, seed=t.seed)
+
+
+@dataclass
+class TickOutput:
+    """Per input sample (same order): verdicts; plus the alert events of this call."""
+
+    score: np.ndarray
+    error: np.ndarray
+    threshold: np.ndarray
+    firing: np.ndarray
+    ready: np.ndarray
+    rejected: list[str | None]
+    events: list[AlertEvent] = field(default_factory=list)
+
+
+class Group:
+    """All per-slot state of streams with ``F`` fields."""
+
+    ARRAYS: ClassVar[dict[str, tuple[type, float]]] = {
+        "last_ts": (np.float64, -np.inf), "interval": (np.float64, 0.0), "ready": (np.bool_, False),
+        "rewarm": (np.int64, 0), "version": (np.int64, 0), "trained_at": (np.float64, np.nan),
+        "training": (np.bool_, False), "err_ewma": (np.float64, np.nan), "calib_err": (np.float64, np.nan),
+        "score": (np.float64, 0.0), "error": (np.float64, np.nan), "threshold": (np.float64, np.nan),
+        "hist_n": (np.int64, 0), "since_train": (np.int64, 0), "alive": (np.bool_, False),
+        "drift": (np.bool_, False),
+    }
+
+    def __init__(self, F: int, cfg: SentinelConfig, device: str):
+        self.F = F
+        self.cap = cfg.streams.history_size
+        self.chart = 120
+        m = cfg.model
+        self.bank = Bank(Dims(F, m.hidden, m.window, m.cell), prediction_weight=m.prediction_weight, device=device)
+        th = cfg.detect.threshold
+        self.thr = make_thresholds(th.method, th.risk, th.init_quantile, th.depth, th.max_peaks, th.decay)
+        a = cfg.alerts
+        self.alerts = AlertMachine(AlertRules(a.enter, a.exit, a.for_, a.resolve_for, a.cooldown, a.flap_window,
+                                              a.flap_max, a.flap_hold))
+        self.keys: list[StreamKey | None] = []
+        self.fields: list[tuple[str, ...]] = []
+        self.capacity = 0
+        self.a: dict[str, np.ndarray] = {}
+        self._ensure(64)
+
+    def _ensure(self, cap: int) -> None:
+        if cap <= self.capacity:
+            return
+        new = max(cap, 2 * self.capacity)
+        shapes: dict[str, tuple[tuple[int, ...], type, float]] = {
+            k: ((), dt, fill) for k, (dt, fill) in self.ARRAYS.items()
+        }
+        shapes.update({
+            "hist_ts": ((self.cap,), np.float64, np.nan), "hist_v": ((self.cap, self.F), np.float32, np.nan),
+            "hist_flag": ((self.cap,), np.bool_, False), "share": ((self.F,), np.float32, 0.0),
+            "ch_score": ((self.chart,), np.float32, np.nan), "ch_thr": ((self.chart,), np.float32, np.nan),
+            "ch_state": ((self.chart,), np.int8, 0),
+        })
+        for k, (shape, dt, fill) in shapes.items():
+            arr = np.full((new, *shape), fill, dtype=dt)
+            if self.capacity:
+                arr[: self.capacity] = self.a[k]
+            self.a[k] = arr
+        self.keys.extend([None] * (new - self.capacity))
+        self.fields.extend([()] * (new - self.capacity))
+        self.capacity = new
+        self.thr.ensure(new)
+        self.alerts.ensure(new)
+
+    def add(self, key: StreamKey, fields: tuple[str, ...]) -> int:
+        slot = self.bank.add()
+        self._ensure(self.bank.capacity)
+        for k, (_dt, fill) in self.ARRAYS.items():
+            self.a[k][slot] = fill
+        for k in ("hist_ts", "hist_v", "ch_score", "ch_thr"):
+            self.a[k][slot] = np.nan
+        self.a["hist_flag"][slot] = False
+        self.a["ch_state"][slot] = 0
+        self.a["alive"][slot] = True
+        self.keys[slot] = key
+        self.fields[slot] = fields
+        self.thr.reset(np.array([slot]))
+        self.alerts.reset(np.array([slot]))
+        return slot
+
+    def remove(self, slot: int) -> None:
+        self.a["alive"][slot] = False
+        self.keys[slot] = None
+        self.bank.remove(slot)
+
+    def history(self, slots: np.ndarray, last: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Ordered history of ``slots``: ``(ts [n,L], values [n,L,F], flags [n,L])``, NaN-padded on the left."""
+        cap = self.cap
+        L = cap if last is None else min(last, cap)
+        n_tot = self.a["hist_n"][slots]
+        # position of the oldest of the last L entries, per slot
+        idx = (n_tot[:, None] - L + np.arange(L)[None, :]) % cap
+        valid = (np.arange(L)[None, :] >= (L - np.minimum(n_tot, L))[:, None])
+        ts = np.where(valid, self.a["hist_ts"][slots[:, None], idx], np.nan)
+        v = np.where(valid[..., None], self.a["hist_v"][slots[:, None], idx], np.nan)
+        fl = np.where(valid, self.a["hist_flag"][slots[:, None], idx], False)
+        return ts, v.astype(np.float32), fl
+
+
+class Engine:
+    """Samples in, scores and alert transitions out. See the module docstring."""
+
+    def __init__(self, cfg: SentinelConfig, device: str = "cpu"):
+        self.cfg = cfg
+        self.device = device
+        self.groups: dict[int, Group] = {}
+        self.index: dict[StreamKey, tuple[int, int]] = {}
+        self.rejected: dict[str, int] = dict.fromkeys(REJECT_REASONS, 0)
+        self.model_version = 0
+        self.settings = train_settings(cfg)
+
+    # -- streams ---------------------------------------------------------------
+    def _group(self, F: int) -> Group:
+        g = self.groups.get(F)
+        if g is None:
+            g = self.groups[F] = Group(F, self.cfg, self.device)
+        return g
+
+    def _resolve(self, s: Sample) -> tuple[int, int] | None:
+        loc = self.index.get(s.key)
+        if loc is not None:
+            return loc
+        if len(self.index) >= self.cfg.streams.max_streams:
+            return None
+        F = len(s.fields)
+        slot = self._group(F).add(s.key, s.fields)
+        self.index[s.key] = (F, slot)
+        return F, slot
+
+    def remove_stream(self, key: StreamKey) -> bool:
+        loc = self.index.pop(key, None)
+        if loc is None:
+            return False
+        self.groups[loc[0]].remove(loc[1])
+        return True
+
+    @property
+    def n_streams(self) -> int:
+        return len(self.index)
+
+    # -- scoring ---------------------------------------------------------------
+    def process(self, samples: list[Sample]) -> TickOutput:
+        """Score ``samples`` in arrival order (a stream's samples in one call are applied in turn)."""
+        n = len(samples)
+        out = TickOutput(np.zeros(n), np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, bool),
+                         np.zeros(n, bool), [None] * n)
+        # bucket by (group, round): round r holds each stream's r-th sample of this call
+        buckets: dict[tuple[int, int], list[int]] = {}
+        seen: dict[tuple[int, int], int] = {}
+        locs: list[tuple[int, int] | None] = [None] * n
+        vals: list[np.ndarray | None] = [None] * n
+        for i, s in enumerate(samples):
+            loc = self._resolve(s)
+            if loc is None:
+                out.rejected[i] = "max_streams"
+                continue
+            g = self.groups[loc[0]]
+            v = np.asarray(s.values, dtype=np.float64)
+            want = g.fields[loc[1]]
+            if s.fields != want:
+                if len(s.fields) != len(want) or set(s.fields) != set(want):
+                    out.rejected[i] = "bad_fields"
+                    continue
+                pos = {f: j for j, f in enumerate(s.fields)}
+                v = v[[pos[f] for f in want]]
+            if np.isinf(v).any():
+                out.rejected[i] = "non_finite"
+                continue
+            if np.isnan(v).all():
+                out.rejected[i] = "no_values"
+                continue
+            r = seen.get(loc, 0)
+            seen[loc] = r + 1
+            buckets.setdefault((loc[0], r), []).append(i)
+            locs[i], vals[i] = loc, v
+        for (F, _r), idx in sorted(buckets.items(), key=lambda kv: kv[0][1]):
+            self._round(self.groups[F], np.array(idx), np.array([locs[i][1] for i in idx]),  # type: ignore[index]
+                        np.array([samples[i].ts for i in idx], dtype=np.float64),
+                        np.stack([vals[i] for i in idx]), samples, out)  # type: ignore[misc]
+        for reason in out.rejected:
+            if reason is not None:
+                self.rejected[reason] += 1
+        return out
+
+    def _round(self, g: Group, idx: np.ndarray, slots: np.ndarray, ts: np.ndarray, v: np.ndarray,
+               samples: list[Sample], out: TickOutput) -> None:
+        a = g.a
+        last = a["last_ts"][slots]
+        bad = ts <= last
+        for j in np.flatnonzero(bad):
+            out.rejected[idx[j]] = "duplicate" if ts[j] == last[j] else "out_of_order"
+        keep = ~bad
+        idx, slots, ts, v = idx[keep], slots[keep], ts[keep], v[keep]
+        if len(slots) == 0:
+            return
+        order = np.argsort(slots, kind="stable")  # sorted slots let the bank use views when it can
+        idx, slots, ts, v = idx[order], slots[order], ts[order], v[order]
+        # gaps reset the hidden state; the stream re-warms before it may alert again
+        dt = ts - a["last_ts"][slots]
+        iv = a["interval"][slots]
+        gap = np.isfinite(dt) & (iv > 0) & (dt > self.cfg.streams.max_gap_intervals * iv)
+        a["interval"][slots] = np.where(np.isfinite(dt) & ~gap, np.where(iv > 0, 0.9 * iv + 0.1 * dt, dt), iv)
+        a["last_ts"][slots] = ts
+        ready = a["ready"][slots]
+        gs = slots[gap & ready]
+        if len(gs):
+            g.bank.reset_state(gs)
+            a["rewarm"][gs] = self.cfg.streams.rewarm_samples
+        # history
+        pos = a["hist_n"][slots] % g.cap
+        a["hist_ts"][slots, pos] = ts
+        a["hist_v"][slots, pos] = v
+        a["hist_flag"][slots, pos] = False
+        a["hist_n"][slots] += 1
+        a["since_train"][slots] += 1
+
+        score = np.zeros(len(slots))
+        err = np.full(len(slots), np.nan)
+        thr = np.full(len(slots), np.nan)
+        r = np.flatnonzero(ready)
+        if len(r):
+            rs = slots[r]
+            fe, e = g.bank.step(rs, v[r])
+            e = e.numpy().astype(np.float64)
+            fe = fe.numpy()
+            warming = a["rewarm"][rs] > 0
+            alerting = np.isin(g.alerts.state(rs), (PENDING, FIRING))
+            p, t = g.thr.update(rs, e, learn=~warming & ~alerting)
+            sc = np.where(warming, 0.0, score_from_p(p, self.cfg.detect.score_decades))
+            a["rewarm"][rs] = np.maximum(a["rewarm"][rs] - 1, 0)
+            score[r], err[r], thr[r] = sc, e, t
+            tot = fe.sum(1, keepdims=True)
+            a["share"][rs] = np.where(tot > 0, fe / np.where(tot > 0, tot, 1), 0)
+            ew = a["err_ewma"][rs]
+            a["err_ewma"][rs] = np.where(np.isnan(ew), e, 0.995 * ew + 0.005 * np.where(alerting, ew, e))
+        a["score"][slots], a["error"][slots], a["threshold"][slots] = score, err, thr
+        transitions = g.alerts.advance(slots, ts, score)
+        st = g.alerts.state(slots)
+        alerting_now = np.isin(st, (PENDING, FIRING))
+        a["hist_flag"][slots, pos] = alerting_now
+        cpos = (a["hist_n"][slots] - 1) % g.chart
+        a["ch_score"][slots, cpos] = score
+        a["ch_thr"][slots, cpos] = thr
+        a["ch_state"][slots, cpos] = st
+        out.score[idx], out.error[idx], out.threshold[idx] = score, err, thr
+        out.firing[idx] = st == FIRING
+        out.ready[idx] = ready
+        if transitions:
+            where = {int(s): j for j, s in enumerate(slots)}
+            for tr in transitions:
+                out.events.append(self._event(g, tr, where[tr.slot], score, err, thr))
+
+    def _event(self, g: Group, tr: Transition, j: int, score: np.ndarray, err: np.ndarray, thr: np.ndarray
+               ) -> AlertEvent:
+        key = g.keys[tr.slot]
+        assert key is not None
+        share = g.a["share"][tr.slot]
+        names = g.fields[tr.slot]
+        top = tuple(sorted(((names[i], round(float(share[i]), 4)) for i in range(len(names))),
+                           key=lambda kv: -kv[1]))
+        sev = "critical" if score[j] >= max(0.9, self.cfg.alerts.enter) else self.cfg.alerts.severity
+        return AlertEvent(key=key, status=tr.status, starts_at=tr.starts_at,  # type: ignore[arg-type]
+                          ends_at=tr.at if tr.status == "resolved" else None, at=tr.at,
+                          score=float(score[j]), threshold=float(thr[j]) if np.isfinite(thr[j]) else math.inf,
+                          error=float(err[j]) if np.isfinite(err[j]) else 0.0,
+                          severity=self.cfg.alerts.severity if tr.status == "resolved" and sev == "critical" else sev,
+                          top_fields=top)
+
+    # -- history from a source -------------------------------------------------
+    def preload(self, samples: Iterable[Sample]) -> int:
+        """Append historical samples of warming streams to their buffers without scoring them.
+
+        Used for warm-up from a source's history query; streams already scoring are
+        left alone (their history comes from live samples). Returns samples taken.
+        """
+        taken = 0
+        for s in sorted(samples, key=lambda s: s.ts):
+            loc = self._resolve(s)
+            if loc is None:
+                continue
+            g = self.groups[loc[0]]
+            slot = loc[1]
+            if g.a["ready"][slot] or s.ts <= g.a["last_ts"][slot] or len(s.values) != g.F:
+                continue
+            v = np.asarray(s.values, dtype=np.float64)
+            if np.isinf(v).any() or np.isnan(v).all():
+                continue
+            dt = s.ts - g.a["last_ts"][slot]
+            iv = g.a["interval"][slot]
+            if np.isfinite(dt):
+                g.a["interval"][slot] = dt if iv <= 0 else 0.9 * iv + 0.1 * dt
+            g.a["last_ts"][slot] = s.ts
+            pos = g.a["hist_n"][slot] % g.cap
+            g.a["hist_ts"][slot, pos], g.a["hist_v"][slot, pos], g.a["hist_flag"][slot, pos] = s.ts, v, False
+            g.a["hist_n"][slot] += 1
+            taken += 1
+        return taken
+
+    # -- training ----------------------------------------------------------------
+    def due_training(self, now: float) -> list[TrainJob]:
+        """Jobs for streams that reached ``min_history`` (first training) or are due a retrain."""
+        t = self.cfg.train
+        jobs: list[TrainJob] = []
+        for F, g in self.groups.items():
+            a = g.a
+            C = g.capacity
+            base = a["alive"][:C] & ~a["training"][:C]
+            first = base & ~a["ready"][:C] & (a["hist_n"][:C] >= t.min_history)
+            retrain = np.zeros(C, bool)
+            if t.retrain_interval > 0:
+                retrain = base & a["ready"][:C] & (now - a["trained_at"][:C] >= t.retrain_interval)
+            if t.drift_retrain:
+                # error level well above what the model showed on held-back data, for long enough,
+                # and not more often than a quarter of the retrain interval
+                min_gap = t.retrain_interval / 4 if t.retrain_interval > 0 else 3600.0
+                drift = base & a["ready"][:C] & (a["err_ewma"][:C] > 3.0 * a["calib_err"][:C]) & (
+                    a["since_train"][:C] >= min(g.cap, t.min_history)) & (now - a["trained_at"][:C] >= min_gap)
+                retrain |= drift
+            for mask in (first, retrain):
+                slots = np.flatnonzero(mask)
+                for i in range(0, len(slots), t.batch_streams):
+                    jobs.append(self._job(F, g, slots[i : i + t.batch_streams]))
+        return jobs
+
+    def _job(self, F: int, g: Group, slots: np.ndarray) -> TrainJob:
+        a = g.a
+        a["training"][slots] = True
+        _ts, v, flags = g.history(slots)
+        has = a["ready"][slots].copy()
+        champion = None
+        if has.any():
+            p = g.bank.params(slots)
+            champion = {k: t.cpu().numpy() for k, t in p.items()}
+        keys = [g.keys[s] for s in slots]
+        return TrainJob(
+            dims=g.bank.dims, seeds=[stream_seed(k, self.cfg.train.seed) for k in keys],  # type: ignore[arg-type]
+            values=v, loss_mask=~flags & ~np.isnan(v).all(-1), champion=champion, has_champion=has,
+            tag={"F": F, "slots": slots.tolist(), "keys": [str(k) for k in keys],
+                 "hist_n": a["hist_n"][slots].tolist()},
+        )
+
+    def apply_training(self, job: TrainJob, res: TrainResult, now: float) -> dict[str, int]:
+        """Swap in accepted weights, re-warm their state and recalibrate thresholds. Returns counts."""
+        tag = job.tag
+        assert isinstance(tag, dict)
+        g = self.groups[tag["F"]]
+        slots = np.asarray(tag["slots"], dtype=np.int64)
+        same = np.array([g.keys[s] is not None and str(g.keys[s]) == k for s, k in zip(slots, tag["keys"], strict=True)])
+        g.a["training"][slots] = False
+        accepted = res.accepted & same
+        rejected = ~res.accepted & same
+        g.a["trained_at"][slots[same]] = now
+        g.a["since_train"][slots[same]] = 0
+        g.a["drift"][slots[same]] = False
+        sl = slots[accepted]
+        counts = {"success": int(accepted.sum()), "rejected": int(rejected.sum())}
+        if len(sl) == 0:
+            return counts
+        rows = np.flatnonzero(accepted)
+        g.bank.load(sl, {k: torch.from_numpy(res.params[k][rows]) for k in ("W", "b", "D", "d")},
+                    torch.from_numpy(res.mean[rows]), torch.from_numpy(res.std[rows]))
+        # Re-warm: replay the stream's recent history through the new weights (state from zero),
+        # then calibrate the threshold on those errors. No alert burst: the state is current.
+        g.bank.reset_state(sl)
+        _ts, v, flags = g.history(sl)
+        _fe, err = g.bank.run_sequence(sl, v)
+        err = err.numpy()
+        present = ~np.isnan(v).all(-1)
+        calib = []
+        for i in range(len(sl)):
+            e = err[i][present[i] & ~flags[i]]
+            calib.append(e[BURN_IN:] if len(e) > 2 * BURN_IN else e)
+        g.thr.calibrate(sl, calib)
+        # reference error level for drift: the larger of the in-sample error and the held-back loss
+        insample = np.array([float(np.mean(c)) if len(c) else np.nan for c in calib])
+        g.a["calib_err"][sl] = np.fmax(insample, res.val_loss[rows])
+        g.a["err_ewma"][sl] = g.a["calib_err"][sl]
+        g.a["ready"][sl] = True
+        g.a["rewarm"][sl] = 0
+        self.model_version += 1
+        g.a["version"][sl] = self.model_version
+        return counts
+
+    # -- views -------------------------------------------------------------------
+    def iter_streams(self) -> Iterator[tuple[Group, int, StreamKey]]:
+        for g in self.groups.values():
+            for slot in np.flatnonzero(g.a["alive"][: g.capacity]):
+                key = g.keys[slot]
+                if key is not None:
+                    yield g, int(slot), key
+
+    def stream_rows(self, mode: str = "all") -> Iterator[StreamRow]:
+        """Per-stream metric rows (``mode``: all | non_ok | none)."""
+        if mode == "none":
+            return
+        for g, slot, key in self.iter_streams():
+            st = int(g.alerts.a["state"][slot])
+            if mode == "non_ok" and st in (0, 3):
+                continue
+            labels = {"measurement": key.measurement}
+            labels.update({label_name(k): v for k, v in key.labels})
+            a = g.a
+            yield StreamRow(labels=labels, score=float(a["score"][slot]),
+                            error=float(np.nan_to_num(a["error"][slot], nan=0.0)),
+                            threshold=float(a["threshold"][slot]) if np.isfinite(a["threshold"][slot]) else 0.0,
+                            alert_state=0 if st == 3 else st, alerts_total=int(g.alerts.a["fired"][slot]))
+
+    def state_counts(self) -> dict[str, int]:
+        counts = {"warming": 0, "ready": 0, "ok": 0, "pending": 0, "firing": 0}
+        for g in self.groups.values():
+            C = g.capacity
+            alive = g.a["alive"][:C]
+            ready = g.a["ready"][:C] & alive
+            st = g.alerts.a["state"][:C]
+            counts["warming"] += int((alive & ~ready).sum())
+            counts["ready"] += int(ready.sum())
+            counts["pending"] += int((ready & (st == PENDING)).sum())
+            counts["firing"] += int((ready & (st == FIRING)).sum())
+        counts["ok"] = counts["ready"] - counts["pending"] - counts["firing"]
+        return counts

@@ -1,0 +1,649 @@
+"""InfluxDB line protocol: a full-grammar parser, a fast path, a writer, and stream selection.
+
+Grammar (InfluxDB 1.x/2.x)::
+
+    measurement[,tag=value...] field=value[,field=value...] [timestamp]
+
+* measurement: ``\\,`` ``\\ `` (and ``\\\\``) escaped; tag keys/values and field keys
+  also escape ``=``; a backslash before any other character is literal.
+* field values: float (``1``, ``-1.5e3``), integer ``12i`` (int64), unsigned ``12u``
+  (uint64), boolean (``t T true True TRUE f F false False FALSE``), string
+  ``"..."`` (``\\"`` and ``\\\\`` escaped; may span lines).
+* timestamp: optional integer in the request's precision (missing: receipt time).
+* ``#`` comment lines and blank lines are skipped.
+
+:func:`parse` is the reference parser (every line through the scanner).
+:class:`StreamSelector` turns a body straight into :class:`~sentinel.types.Sample`
+objects; it takes a ``str.split`` fast path for lines without quotes or
+backslashes (the common case) and falls back to the scanner otherwise, so both
+paths accept and reject exactly the same lines.
+
+Errors are per line: a bad line is counted under a reason
+(:data:`REASONS`) and the good lines of the same body are kept.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from ..types import Sample, StreamKey
+
+FieldValue = float | int | bool | str
+
+#: Multiplier from a request's ``precision`` to nanoseconds (v1 and v2 spellings).
+PRECISION_NS: dict[str, int] = {
+    "n": 1, "ns": 1, "u": 1_000, "us": 1_000, "µ": 1_000, "µs": 1_000,
+    "ms": 1_000_000, "s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000,
+}
+
+#: Rejection reasons (``sentinel_samples_rejected_total{reason=...}`` for unparseable lines).
+REASONS = (
+    "lp_missing_measurement", "lp_bad_tag", "lp_missing_fields", "lp_bad_field",
+    "lp_bad_field_value", "lp_unbalanced_quotes", "lp_bad_timestamp",
+)
+
+_I64_MIN, _I64_MAX, _U64_MAX = -(2**63), 2**63 - 1, 2**64 - 1
+_BOOLS = {"t": True, "T": True, "true": True, "True": True, "TRUE": True,
+          "f": False, "F": False, "false": False, "False": False, "FALSE": False}
+_NUM_START = frozenset("-0123456789.")
+_NUM_END = frozenset("0123456789.")
+_NAN = float("nan")
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    """One parsed line. ``ts`` is in nanoseconds since the epoch, or None when the line had none."""
+
+    measurement: str
+    tags: tuple[tuple[str, str], ...]
+    fields: dict[str, FieldValue]
+    ts: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LineError:
+    """A rejected line: 1-based ``lineno`` within the body, a ``reason`` from REASONS, the text."""
+
+    lineno: int
+    reason: str
+    line: str
+    message: str
+
+    def influx_text(self) -> str:
+        """InfluxDB's wording: ``unable to parse '<line>': <message>``."""
+        return f"unable to parse '{self.line[:200]}': {self.message}"
+
+
+class _Bad(Exception):
+    def __init__(self, reason: str, message: str):
+        self.reason, self.message = reason, message
+
+
+# --------------------------------------------------------------------------- values
+
+
+def parse_field_value(v: str) -> FieldValue:
+    """One unquoted field value (see the module grammar); raises ValueError if invalid."""
+    if not v:
+        raise ValueError("missing field value")
+    b = _BOOLS.get(v)
+    if b is not None:
+        return b
+    c = v[-1]
+    if c == "i" or c == "u":
+        d = v[:-1]
+        if not d or "_" in d or not (d.isascii() and (d.isdigit() or (d[0] == "-" and d[1:].isdigit()))):
+            raise ValueError(f"invalid integer {v!r}")
+        x = int(d)
+        if c == "i" and not _I64_MIN <= x <= _I64_MAX:
+            raise ValueError(f"integer out of range {v!r}")
+        if c == "u" and not 0 <= x <= _U64_MAX:
+            raise ValueError(f"unsigned out of range {v!r}")
+        return x
+    if v[0] not in _NUM_START or v[-1] not in _NUM_END or "_" in v or not v.isascii():
+        raise ValueError(f"invalid number {v!r}")
+    f = float(v)
+    if f - f != 0.0:  # inf or nan
+        raise ValueError(f"invalid number {v!r}")
+    return f
+
+
+def _parse_ts(t: str, mult: int) -> int:
+    if not (t.isascii() and (t.isdigit() or (len(t) > 1 and t[0] == "-" and t[1:].isdigit()))):
+        raise ValueError(f"bad timestamp {t!r}")
+    x = int(t)
+    if not _I64_MIN <= x <= _I64_MAX:
+        raise ValueError(f"timestamp out of range {t!r}")
+    return x * mult
+
+
+# --------------------------------------------------------------------------- scanner (full grammar)
+
+
+def _scan_name(s: str, i: int, n: int, stops: str, escapable: str) -> tuple[str, int]:
+    """Read an escaped identifier from ``i`` until an unescaped char in ``stops`` (or newline/end)."""
+    out: list[str] = []
+    start = i
+    while i < n:
+        c = s[i]
+        if c == "\\" and i + 1 < n and s[i + 1] in escapable:
+            out.append(s[start:i])
+            out.append(s[i + 1])
+            i += 2
+            start = i
+            continue
+        if c in stops or c == "\n":
+            break
+        i += 1
+    out.append(s[start:i])
+    return "".join(out), i
+
+
+def _scan_line(s: str, i: int, n: int, mult: int) -> tuple[Point, int]:
+    """Parse one line starting at ``i`` (not blank, not a comment); return (point, index of its end).
+
+    The end is the index of the terminating newline (or ``n``). Raises _Bad with the
+    end stored in ``_Bad.end`` so the caller can skip the line.
+    """
+    meas, i = _scan_name(s, i, n, ", ", ", \\=")
+    if not meas:
+        raise _Bad("lp_missing_measurement", "missing measurement")
+    tags: list[tuple[str, str]] = []
+    while i < n and s[i] == ",":
+        k, i = _scan_name(s, i + 1, n, ",= ", ",= \\")
+        if i >= n or s[i] != "=" or not k:
+            raise _Bad("lp_bad_tag", "missing tag key" if not k else "missing tag value")
+        v, i = _scan_name(s, i + 1, n, ",= ", ",= \\")
+        if not v:
+            raise _Bad("lp_bad_tag", "missing tag value")
+        if i < n and s[i] == "=":
+            raise _Bad("lp_bad_tag", "invalid tag format")
+        tags.append((k, v))
+    if i >= n or s[i] != " ":
+        raise _Bad("lp_missing_fields", "missing fields")
+    while i < n and s[i] == " ":
+        i += 1
+    fields: dict[str, FieldValue] = {}
+    while True:
+        k, i = _scan_name(s, i, n, ",= ", ",= \\")
+        if not k:
+            raise _Bad("lp_missing_fields" if not fields else "lp_bad_field", "missing field key")
+        if i >= n or s[i] != "=":
+            raise _Bad("lp_bad_field", "missing field value")
+        i += 1
+        if i < n and s[i] == '"':
+            i += 1
+            out: list[str] = []
+            start = i
+            while True:
+                if i >= n:
+                    raise _Bad("lp_unbalanced_quotes", "unbalanced quotes")
+                c = s[i]
+                if c == "\\" and i + 1 < n and s[i + 1] in '"\\':
+                    out.append(s[start:i])
+                    out.append(s[i + 1])
+                    i += 2
+                    start = i
+                    continue
+                if c == '"':
+                    out.append(s[start:i])
+                    i += 1
+                    break
+                i += 1
+            fields[k] = "".join(out)
+        else:
+            start = i
+            while i < n and s[i] not in ", \n":
+                i += 1
+            try:
+                fields[k] = parse_field_value(s[start:i])
+            except ValueError as e:
+                raise _Bad("lp_bad_field_value", f"invalid field format: {e}") from None
+        if i < n and s[i] == ",":
+            i += 1
+            continue
+        break
+    ts: int | None = None
+    while i < n and s[i] == " ":
+        i += 1
+    if i < n and s[i] not in "\r\n":
+        start = i
+        while i < n and s[i] not in " \r\n":
+            i += 1
+        try:
+            ts = _parse_ts(s[start:i], mult)
+        except ValueError as e:
+            raise _Bad("lp_bad_timestamp", str(e)) from None
+        while i < n and s[i] == " ":
+            i += 1
+    if i < n and s[i] == "\r":
+        i += 1
+    if i < n and s[i] != "\n":
+        raise _Bad("lp_bad_timestamp", "unexpected text after the timestamp")
+    return Point(meas, tuple(tags), fields, ts), i
+
+
+def _skip_line(s: str, i: int, n: int) -> int:
+    j = s.find("\n", i)
+    return n if j < 0 else j
+
+
+def _scan_body(s: str, mult: int, first_lineno: int = 1) -> Iterable[tuple[int, int, int, Point | _Bad]]:
+    """Yield ``(lineno, start, end, point-or-error)`` for every non-blank, non-comment line of ``s``."""
+    i, n, lineno = 0, len(s), first_lineno
+    while i < n:
+        # skip leading whitespace and blank lines
+        while i < n and s[i] in " \t\r\n":
+            if s[i] == "\n":
+                lineno += 1
+            i += 1
+        if i >= n:
+            break
+        start = i
+        if s[i] == "#":
+            i = _skip_line(s, i, n)
+            continue
+        try:
+            p, end = _scan_line(s, i, n, mult)
+            item: Point | _Bad = p
+        except _Bad as e:
+            item, end = e, _skip_line(s, i, n)
+        yield lineno, start, end, item
+        lineno += s.count("\n", start, end)
+        i = end
+
+
+def parse(body: str, precision: str = "ns") -> tuple[list[Point], list[LineError]]:
+    """Reference parser: every line through the full-grammar scanner.
+
+    >>> pts, errs = parse('cpu,host=a usage=0.5,n=3i 1700000000000000000\\nbad')
+    >>> pts[0].tags, pts[0].fields, pts[0].ts, errs[0].reason
+    ((('host', 'a'),), {'usage': 0.5, 'n': 3}, 1700000000000000000, 'lp_missing_fields')
+    """
+    mult = PRECISION_NS[precision]
+    points: list[Point] = []
+    errors: list[LineError] = []
+    for lineno, start, end, item in _scan_body(body, mult):
+        if isinstance(item, Point):
+            points.append(item)
+        else:
+            errors.append(LineError(lineno, item.reason, body[start:end].rstrip("\r"), item.message))
+    return points, errors
+
+
+# --------------------------------------------------------------------------- writer
+
+
+def _esc_meas(s: str) -> str:
+    return s.replace("\\", "\\\\").replace(",", "\\,").replace(" ", "\\ ")
+
+
+def _esc_key(s: str) -> str:
+    return s.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
+
+
+def format_value(v: FieldValue) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return f"{v}i"
+    if isinstance(v, float):
+        return repr(v)
+    return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def format_point(p: Point) -> str:
+    """One line of line protocol (no newline); inverse of the parser for any valid point."""
+    head = _esc_meas(p.measurement)
+    if p.tags:
+        head += "," + ",".join(f"{_esc_key(k)}={_esc_key(v)}" for k, v in p.tags)
+    body = ",".join(f"{_esc_key(k)}={format_value(v)}" for k, v in p.fields.items())
+    return f"{head} {body}" if p.ts is None else f"{head} {body} {p.ts}"
+
+
+def format_line(measurement: str, tags: dict[str, str] | Iterable[tuple[str, str]],
+                fields: dict[str, FieldValue], ts_ns: int | None) -> str:
+    items = tags.items() if isinstance(tags, dict) else tags
+    return format_point(Point(measurement, tuple(items), fields, ts_ns))
+
+
+# --------------------------------------------------------------------------- selection
+
+
+@dataclass(slots=True)
+class Selection:
+    """Which points form streams (see InfluxDBSourceConfig for the meaning of each knob)."""
+
+    measurements: frozenset[str] = frozenset()
+    tags: dict[str, frozenset[str]] = field(default_factory=dict)
+    ignore_tags: frozenset[str] = frozenset()
+    fields: tuple[str, ...] = ()
+    stream_per: str = "tagset"
+    field_label: str = "field"
+    max_streams: int = 100_000
+
+
+@dataclass(slots=True)
+class ParseOutcome:
+    """Samples from one body (per stream in timestamp order), rejected counts and the first errors."""
+
+    samples: list[Sample]
+    rejected: dict[str, int]
+    errors: list[LineError]
+    lines: int = 0
+    max_ts_ns: int = -1
+
+
+class _Head:
+    """Cached decision for one series head (``measurement,tag=v...`` as written)."""
+
+    __slots__ = ("key", "keys", "labels", "measurement", "order", "perm", "rx", "selected")
+
+    def __init__(self, measurement: str, labels: dict[str, str], selected: bool):
+        self.measurement = measurement
+        self.labels = labels
+        self.selected = selected
+        self.key: StreamKey | None = None  # tagset mode
+        self.order: tuple[str, ...] | None = None  # tagset mode: the stream's fields
+        self.keys: dict[str, StreamKey | None] = {}  # field mode: field -> key (None = refused)
+        self.rx: re.Pattern[str] | None = None  # tagset mode: the field layout last seen, as one regex
+        self.perm: tuple[int, ...] | None = None  # stream field i <- layout value perm[i] (-1: missing)
+
+
+class StreamSelector:
+    """Turns line protocol (or query rows) into Samples, applying the stream selection.
+
+    Stateful: remembers each stream's field order (fixed at first sight when
+    ``fields`` is empty) and the number of streams created, refusing new ones past
+    ``max_streams`` (``on_refused`` is called once per refused stream). Not thread-safe;
+    use from the event loop.
+    """
+
+    MAX_ERRORS_KEPT = 10
+    HEAD_CACHE_MAX = 200_000
+
+    def __init__(self, sel: Selection, on_refused=None):
+        self.sel = sel
+        self._on_refused = on_refused
+        self._heads: dict[str, _Head] = {}
+        self._streams: dict[StreamKey, tuple[str, ...]] = {}
+        self._refused: set[StreamKey] = set()
+        self._max_ns = -1
+
+    @property
+    def stream_count(self) -> int:
+        return len(self._streams)
+
+    # -- stream registry -------------------------------------------------------
+    def _admit(self, key: StreamKey, order: tuple[str, ...]) -> tuple[str, ...] | None:
+        got = self._streams.get(key)
+        if got is not None:
+            return got
+        if key in self._refused:
+            return None
+        if len(self._streams) >= self.sel.max_streams:
+            self._refused.add(key)
+            if self._on_refused is not None:
+                self._on_refused(key)
+            return None
+        self._streams[key] = order
+        return order
+
+    def _head_for(self, measurement: str, tags: Iterable[tuple[str, str]]) -> _Head:
+        sel = self.sel
+        labels = {k: v for k, v in tags if k not in sel.ignore_tags}
+        ok = not sel.measurements or measurement in sel.measurements
+        if ok and sel.tags:
+            ok = all(labels.get(k) in allowed for k, allowed in sel.tags.items())
+        return _Head(measurement, labels, ok)
+
+    def _emit(self, h: _Head, fv: Mapping[str, FieldValue], ts_ns: int, out: list[Sample], rej: dict[str, int]) -> None:
+        sel = self.sel
+        ts = ts_ns / 1e9
+        if ts_ns > self._max_ns:
+            self._max_ns = ts_ns
+        if sel.stream_per == "field":
+            names = sel.fields or [k for k, v in fv.items() if type(v) is float or type(v) is int]
+            for f in names:
+                if f not in fv:
+                    continue
+                v = fv[f]
+                if type(v) is str:
+                    continue
+                key = h.keys.get(f, _MISSING)
+                if key is _MISSING:
+                    labels = dict(h.labels)
+                    labels[sel.field_label] = f
+                    k = StreamKey.of(h.measurement, labels)
+                    key = k if self._admit(k, (f,)) is not None else None
+                    h.keys[f] = key
+                if key is None:
+                    rej["max_streams"] = rej.get("max_streams", 0) + 1
+                    continue
+                out.append(Sample(key, ts, (f,), (float(v),)))
+            return
+        order = h.order
+        if order is None:
+            key = StreamKey.of(h.measurement, h.labels)
+            want = tuple(sel.fields) or tuple(sorted(k for k, v in fv.items() if type(v) is float or type(v) is int))
+            if not want:
+                return
+            got = self._admit(key, want)
+            if got is None:
+                rej["max_streams"] = rej.get("max_streams", 0) + 1
+                return
+            h.key, h.order, order = key, got, got
+        vals = []
+        anyv = False
+        for f in order:
+            x = fv.get(f)
+            if x is None or type(x) is str:
+                vals.append(_NAN)
+            else:
+                vals.append(float(x))
+                anyv = True
+        if anyv:
+            out.append(Sample(h.key, ts, order, tuple(vals)))  # type: ignore[arg-type]
+
+    # -- entry points ----------------------------------------------------------
+    def add_point(self, measurement: str, tags: Iterable[tuple[str, str]], fields: dict[str, FieldValue],
+                  ts_ns: int, out: list[Sample], rejected: dict[str, int]) -> None:
+        """Select one point (from a query result or the scanner) into ``out``."""
+        h = self._head_for(measurement, tags)
+        if h.selected:
+            self._emit(h, fields, ts_ns, out, rejected)
+
+    def parse_body(self, body: str, precision: str = "ns", now_ns: int = 0) -> ParseOutcome:
+        """Parse a whole body; lines without a timestamp get ``now_ns``. Never raises on content."""
+        mult = PRECISION_NS[precision]
+        out: list[Sample] = []
+        rej: dict[str, int] = {}
+        errors: list[LineError] = []
+        heads = self._heads
+        nlines = 0
+        self._max_ns = -1
+        if len(heads) > self.HEAD_CACHE_MAX:
+            heads.clear()
+        if '"' in body:
+            nlines = self._slow(body, mult, now_ns, out, rej, errors, 1)
+        else:
+            # Fast path: str.split on lines without quotes or backslashes; anything unusual
+            # (extra spaces, booleans, odd numbers, bad timestamps) goes to the full scanner.
+            tagset = self.sel.stream_per == "tagset"
+            append = out.append
+            max_ns = -1
+            lineno = 0
+            for line in body.split("\n"):
+                lineno += 1
+                if not line or line[0] == "#":
+                    continue
+                if "\\" not in line:
+                    parts = line.split(" ")
+                    np_ = len(parts)
+                    if np_ == 2 or np_ == 3:
+                        head = parts[0]
+                        h = heads.get(head)
+                        if h is None:
+                            h = self._fast_head(head)
+                        if h is not None and h.rx is not None:
+                            # Fastest path: this head's usual field layout, validated and split
+                            # by one regex; values straight into the stream's field order.
+                            m = h.rx.fullmatch(parts[1])
+                            if m is not None:
+                                lv = tuple(map(float, m.groups()))
+                                tot = sum(lv)
+                                if np_ == 3:
+                                    t = parts[2]
+                                    ts = int(t) if t.isdigit() and t.isascii() and len(t) <= 19 else _TOO_BIG
+                                    ts = ts * mult if ts <= _I64_MAX else -1
+                                else:
+                                    ts = now_ns
+                                if ts >= 0 and tot - tot == 0.0:
+                                    nlines += 1
+                                    perm = h.perm
+                                    if perm is not None:
+                                        lv = tuple([lv[i] if i >= 0 else _NAN for i in perm])
+                                    if ts > max_ns:
+                                        max_ns = ts
+                                    append(Sample(h.key, ts / 1e9, h.order, lv))  # type: ignore[arg-type]
+                                    continue
+                        if h is not None:
+                            fv = _fast_fields(parts[1])
+                            if fv is not None:
+                                if np_ == 3:
+                                    t = parts[2]
+                                    ts = int(t) if t.isdigit() and t.isascii() and len(t) <= 19 else _TOO_BIG
+                                    ts = ts * mult if ts <= _I64_MAX else -1
+                                else:
+                                    ts = now_ns
+                                if ts >= 0:
+                                    nlines += 1
+                                    if not h.selected:
+                                        continue
+                                    order = h.order
+                                    if tagset and order is not None:
+                                        vals = tuple([fv.get(f, _NAN) for f in order])
+                                        if vals.count(_NAN) < len(vals):
+                                            if ts > max_ns:
+                                                max_ns = ts
+                                            append(Sample(h.key, ts / 1e9, order, vals))  # type: ignore[arg-type]
+                                            _learn_layout(h, parts[1])
+                                    else:
+                                        self._emit(h, fv, ts, out, rej)
+                                    continue
+                nlines += self._slow(line, mult, now_ns, out, rej, errors, lineno)
+            if max_ns > self._max_ns:
+                self._max_ns = max_ns
+        if len(out) > 1:
+            out.sort(key=_by_ts)
+        return ParseOutcome(out, rej, errors, nlines, self._max_ns if out else -1)
+
+    def _fast_head(self, head: str) -> _Head | None:
+        parts = head.split(",")
+        meas = parts[0]
+        if not meas or meas[0] == " ":
+            return None
+        tags = []
+        for p in parts[1:]:
+            kv = p.split("=")
+            if len(kv) != 2 or not kv[0] or not kv[1]:
+                return None
+            tags.append((kv[0], kv[1]))
+        h = self._head_for(meas, tags)
+        self._heads[head] = h
+        return h
+
+    def _slow(self, text: str, mult: int, now_ns: int, out: list[Sample], rej: dict[str, int],
+              errors: list[LineError], first_lineno: int) -> int:
+        n = 0
+        for lineno, start, end, item in _scan_body(text, mult, first_lineno):
+            n += 1
+            if isinstance(item, Point):
+                self.add_point(item.measurement, item.tags, item.fields,
+                               now_ns if item.ts is None else item.ts, out, rej)
+            else:
+                rej[item.reason] = rej.get(item.reason, 0) + 1
+                if len(errors) < self.MAX_ERRORS_KEPT:
+                    errors.append(LineError(lineno, item.reason, text[start:end].rstrip("\r"), item.message))
+        return n
+
+
+_MISSING = StreamKey("\x00missing")
+
+
+_by_ts = operator.attrgetter("ts")
+
+
+_TOO_BIG = 2**64
+_RX_CACHE: dict[tuple[tuple[str, str], ...], re.Pattern[str]] = {}
+_RX_KIND = {
+    "f": r"(-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?)",
+    "i": r"(-?[0-9]{1,18})i",
+    "u": r"([0-9]{1,19})u",
+}
+
+
+def _learn_layout(h: _Head, text: str) -> None:
+    """Remember a selected head's field layout (keys in written order and their kinds) as a regex.
+
+    Only for heads whose stream is known (tagset mode) and layouts whose every value is
+    numeric; the regex accepts a subset of what the full grammar accepts, so a line it
+    does not match simply takes the general path.
+    """
+    if h.rx is not None or h.order is None:
+        return
+    layout = []
+    for kv in text.split(","):
+        k, _, v = kv.partition("=")
+        c = v[-1:]
+        layout.append((k, c if c in ("i", "u") else "f"))
+    if len({k for k, _ in layout}) != len(layout):
+        return
+    lt = tuple(layout)
+    rx = _RX_CACHE.get(lt)
+    if rx is None:
+        if len(_RX_CACHE) > 10_000:
+            _RX_CACHE.clear()
+        rx = _RX_CACHE[lt] = re.compile(",".join(re.escape(k) + "=" + _RX_KIND[kind] for k, kind in lt))
+    keys = [k for k, _ in lt]
+    perm = tuple(keys.index(f) if f in keys else -1 for f in h.order)
+    if all(i < 0 for i in perm):
+        return
+    h.perm = None if perm == tuple(range(len(keys))) else perm
+    h.rx = rx
+
+
+_KEY = r'[^,=\s"\\]+'
+_NUM = r"-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?"
+_INT = r"(?:-?[0-9]{1,18}i|[0-9]{1,19}u)"
+_KV = rf"{_KEY}=(?:{_NUM}|{_INT})"
+_FIELDS_FAST = re.compile(rf"{_KV}(?:,{_KV})*", re.ASCII)
+
+
+def _fast_fields(text: str) -> dict[str, float] | None:
+    """``k=v,k=v`` with float/integer/unsigned values, as floats; None when the full scanner must decide
+    (booleans, anything odd). One C-level regex validates the syntax; callers ensure no quotes or backslashes."""
+    if _FIELDS_FAST.fullmatch(text) is None:
+        return None
+    fv: dict[str, float] = {}
+    for kv in text.split(","):
+        k, _, v = kv.partition("=")
+        c = v[-1]
+        if c == "i" or c == "u":
+            f = float(int(v[:-1]))
+            if c == "u" and int(v[:-1]) > _U64_MAX:
+                return None
+        else:
+            f = float(v)
+            if f - f != 0.0:
+                return None
+        fv[k] = f
+    return fv
+
+
+def is_finite(x: float) -> bool:
+    return math.isfinite(x)

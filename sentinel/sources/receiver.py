@@ -1,0 +1,191 @@
+"""HTTP line-protocol receiver: ``POST /write`` (InfluxDB v1) and ``POST /api/v2/write`` (v2).
+
+Any agent that writes to InfluxDB (Telegraf, an InfluxDB 1.x subscription, client
+libraries) can point at Sentinel instead. Behaviour follows InfluxDB's:
+
+* v1 query parameters ``db`` (required), ``rp``, ``precision`` (n/ns/u/µ/us/ms/s/m/h),
+  ``u``/``p`` credentials; v2 parameters ``bucket`` (required), ``org``, ``precision``
+  (ns/us/ms/s).
+* ``Content-Encoding: gzip`` bodies; the size limit applies to the decompressed body (413).
+* Auth (when configured): ``Authorization: Token <t>`` / ``Bearer <t>``, basic auth, or
+  ``u``/``p`` parameters; failure is 401.
+* Success is 204. Malformed lines are rejected and counted per reason while the good
+  lines of the same body are kept; the answer is then 400 with an InfluxDB-style
+  ``{"error": "partial write: unable to parse '<line>': <reason> ..."}`` body.
+* When the runtime cannot take more data in time the answer is 503 with
+  ``Retry-After`` (Telegraf retries; nothing was kept).
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import json
+import time
+import zlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
+
+from ..config.source_influxdb import InfluxDBReceiverConfig
+from .lineprotocol import PRECISION_NS, ParseOutcome, StreamSelector
+
+V2_PRECISIONS = frozenset({"ns", "us", "ms", "s"})
+
+
+@dataclass(frozen=True, slots=True)
+class Pushed:
+    """One accepted body: where it was written to and what it held."""
+
+    database: str
+    retention_policy: str
+    outcome: ParseOutcome
+    received_at: float
+
+
+Deliver = Callable[[Pushed], Awaitable[bool]]
+"""Hands a parsed body to the source; returns False when it could not be taken in time (-> 503)."""
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    safe = "".join(c if " " <= c < "\x7f" else "?" for c in message[:500])
+    h = {"X-Influxdb-Error": safe, "X-Influxdb-Version": "sentinel"}
+    if headers:
+        h.update(headers)
+    return web.Response(status=status, text=json.dumps({"error": message}), content_type="application/json",
+                        headers=h)
+
+
+class LineProtocolReceiver:
+    """aiohttp handlers for the two write endpoints of one source.
+
+    ``selector`` turns bodies into samples (shared with the source so streams and the
+    ``max_streams`` bound are common to push and backfill); ``deliver`` gets every body
+    that had at least one line (good or bad). ``databases``: accepted db/bucket names
+    (empty = any).
+    """
+
+    def __init__(self, cfg: InfluxDBReceiverConfig, selector: StreamSelector, deliver: Deliver, *,
+                 databases: list[str] | None = None, clock: Callable[[], float] = time.time):
+        self.cfg = cfg
+        self.selector = selector
+        self.deliver = deliver
+        self.clock = clock
+        self.databases = frozenset(databases if databases is not None else cfg.databases)
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post("/write", self.handle_v1), web.post("/api/v2/write", self.handle_v2)]
+
+    # ---------------------------------------------------------------- auth
+    def _authorized(self, request: web.Request) -> bool:
+        cfg = self.cfg
+        token = cfg.token or None  # an empty ${VAR:-} means no token
+        if token is None and cfg.username is None:
+            return True
+        user = pw = tok = None
+        auth = request.headers.get("Authorization", "")
+        scheme, _, cred = auth.partition(" ")
+        scheme = scheme.lower()
+        if scheme in ("token", "bearer"):
+            tok = cred.strip()
+        elif scheme == "basic":
+            try:
+                user, _, pw = base64.b64decode(cred.strip()).decode("utf-8").partition(":")
+            except (ValueError, UnicodeDecodeError):
+                return False
+        else:
+            user, pw = request.query.get("u"), request.query.get("p")
+        if token is not None and (
+            (tok is not None and hmac.compare_digest(tok, token))
+            or (pw is not None and cfg.username is None and hmac.compare_digest(pw, token))
+        ):
+            return True
+        return bool(
+            cfg.username is not None and user is not None and pw is not None
+            and hmac.compare_digest(user, cfg.username) and hmac.compare_digest(pw, cfg.password or "")
+        )
+
+    # ---------------------------------------------------------------- body
+    async def _read_body(self, request: web.Request) -> bytes | web.Response:
+        """The body, decompressed, at most ``max_body_bytes`` (413 beyond, 400 for bad gzip).
+
+        aiohttp's server decompresses ``Content-Encoding: gzip`` itself by default, so the
+        limit is enforced while reading; a server built with ``auto_decompress=False``
+        hands over the gzip stream, which is then inflated here with the same limit.
+        """
+        limit = self.cfg.max_body_bytes
+        gz = request.headers.get("Content-Encoding", "").lower() == "gzip"
+        if not gz and request.content_length is not None and request.content_length > limit:
+            return _error(413, "http: request body too large")
+        chunks, size = [], 0
+        try:
+            while True:
+                chunk = await request.content.read(1 << 16)
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > limit:
+                    return _error(413, "http: request body too large")
+                chunks.append(chunk)
+        except (RequestPayloadError, aiohttp.ClientPayloadError, HttpProcessingError, zlib.error, ValueError) as e:
+            return _error(400, f"invalid request body: {e}")
+        raw = b"".join(chunks)
+        if gz and raw[:2] == b"\x1f\x8b":
+            d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            try:
+                data = d.decompress(raw, limit + 1)
+            except zlib.error as e:
+                return _error(400, f"invalid gzip body: {e}")
+            if len(data) > limit or d.unconsumed_tail:
+                return _error(413, "http: request body too large")
+            if not d.eof:
+                return _error(400, "invalid gzip body: truncated")
+            return data
+        return raw
+
+    # ---------------------------------------------------------------- handlers
+    async def handle_v1(self, request: web.Request) -> web.StreamResponse:
+        if not self._authorized(request):
+            return _error(401, "authorization failed", {"WWW-Authenticate": 'Basic realm="InfluxDB"'})
+        db = request.query.get("db", "")
+        if not db:
+            return _error(400, "database is required")
+        precision = request.query.get("precision", "ns") or "ns"
+        if precision not in PRECISION_NS:
+            return _error(400, f"invalid precision {precision!r}")
+        return await self._write(request, db, request.query.get("rp", ""), precision)
+
+    async def handle_v2(self, request: web.Request) -> web.StreamResponse:
+        if not self._authorized(request):
+            return _error(401, "unauthorized access")
+        bucket = request.query.get("bucket", "")
+        if not bucket:
+            return _error(400, "bucket is required")
+        precision = request.query.get("precision", "ns") or "ns"
+        if precision not in V2_PRECISIONS:
+            return _error(400, f"invalid precision {precision!r}")
+        db, _, rp = bucket.partition("/")
+        return await self._write(request, db, rp, precision)
+
+    async def _write(self, request: web.Request, db: str, rp: str, precision: str) -> web.StreamResponse:
+        if self.databases and db not in self.databases:
+            return _error(404, f'database not found: "{db}"')
+        body = await self._read_body(request)
+        if isinstance(body, web.Response):
+            return body
+        now = self.clock()
+        text = body.decode("utf-8", errors="replace")
+        outcome = self.selector.parse_body(text, precision, now_ns=int(now * 1e9))
+        if outcome.lines and not await self.deliver(Pushed(db, rp, outcome, now)):
+            return _error(503, "sentinel is busy, retry later", {"Retry-After": "1"})
+        if outcome.errors:
+            bad = sum(v for k, v in outcome.rejected.items() if k.startswith("lp_"))
+            first = outcome.errors[0]
+            prefix = "partial write: " if bad < outcome.lines else ""
+            return _error(400, f"{prefix}{first.influx_text()} (line {first.lineno}; "
+                               f"{bad} of {outcome.lines} lines rejected)")
+        return web.Response(status=204, headers={"X-Influxdb-Version": "sentinel"})
