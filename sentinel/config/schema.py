@@ -39,6 +39,9 @@ class StreamsConfig(Strict):
         20.0, gt=1, description="a gap longer than this many typical intervals resets the hidden state"
     )
     rewarm_samples: int = Field(32, ge=0, description="samples after a reset before the stream may alert")
+    history_lookback: Duration = Field(
+        7200.0, description="on a fresh start, read this much of each source's history for warm-up (0 = none)"
+    )
 
 
 class ModelConfig(Strict):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import Field
 
@@ -22,10 +22,7 @@ class SimulatorSourceConfig(Strict):
     speed: float = Field(1.0, gt=0, description="simulated seconds per real second (1 = real time)")
     anomaly_rate: float = Field(0.002, ge=0, le=1, description="chance per sensor per hour of simulated time")
     anomaly_kinds: list[AnomalyKind] = Field(
-        default_factory=lambda: [
-            "spike", "dip", "level_shift", "variance_burst", "drift", "stuck", "frequency_change",
-            "correlation_break",
-        ],
+        default_factory=lambda: list(get_args(AnomalyKind)),
         min_length=1,
         description="kinds injected (correlation_break needs at least two fields)",
     )

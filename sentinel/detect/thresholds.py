@@ -300,4 +300,4 @@ def score_from_p(p: np.ndarray, decades: float) -> np.ndarray:
     """
     with np.errstate(divide="ignore"):
         s = -np.log10(np.maximum(p, 1e-300)) / decades
-    return np.clip(s, 0.0, 1.0)
+    return np.clip(s, 0.0, 1.0) + 0.0  # + 0.0 turns -0.0 into 0.0

@@ -207,6 +207,9 @@ def train(job: TrainJob, s: TrainSettings, device: str = "cpu",
     best = {k: v.detach().clone() for k, v in params.items()}
     best_val = torch.full((n,), math.inf, device=dev)
     stale = torch.zeros(n, dtype=torch.int64, device=dev)
+    # A stream that ran out of patience keeps its best weights from then on, whatever its batch
+    # mates do: without this, its result would depend on when the slowest stream stops.
+    stopped = torch.zeros(n, dtype=torch.bool, device=dev)
     history: list[float] = []
     epochs_run = 0
     for epoch in range(s.epochs):
@@ -230,7 +233,7 @@ def train(job: TrainJob, s: TrainSettings, device: str = "cpu",
                 _, _, last = _run(dims, det, rest[:, None], torch.zeros(rest.shape[:2], dtype=torch.bool,
                                   device=dev)[:, None], last, s.prediction_weight, 0.0, False)
         val = _val_loss(dims, det, Xtr, Xval, Mval, s.prediction_weight, start=last)
-        improved = val < best_val * (1 - 1e-4)
+        improved = (val < best_val * (1 - 1e-4)) & ~stopped
         for k in params:
             m = improved.view(-1, *[1] * (params[k].dim() - 1))
             best[k] = torch.where(m, params[k].detach(), best[k])
@@ -239,7 +242,8 @@ def train(job: TrainJob, s: TrainSettings, device: str = "cpu",
         history.append(float(best_val[torch.isfinite(best_val)].mean()) if torch.isfinite(best_val).any() else math.nan)
         if progress is not None:
             progress(epochs_run, s.epochs, history[-1])
-        if bool((stale >= s.patience).all()):
+        stopped |= stale >= s.patience
+        if bool(stopped.all()):
             break
     return TrainResult(
         params={k: v.cpu().numpy() for k, v in best.items()},

@@ -469,3 +469,66 @@ class Engine:
             counts["firing"] += int((ready & (st == FIRING)).sum())
         counts["ok"] = counts["ready"] - counts["pending"] - counts["firing"]
         return counts
+
+    # -- checkpoints ---------------------------------------------------------------
+    def snapshot(self) -> tuple[dict, dict[str, torch.Tensor]]:
+        """Everything needed to resume: ``(meta as plain data, tensors)``."""
+        meta: dict = {"model_version": self.model_version, "rejected": dict(self.rejected), "groups": {},
+                      "dims": {}}
+        tensors: dict[str, torch.Tensor] = {}
+        for F, g in self.groups.items():
+            C = g.bank.capacity
+            g._ensure(C)
+            meta["groups"][str(F)] = {
+                "capacity": C, "free": list(g.bank._free),
+                "keys": [str(k) if k is not None else None for k in g.keys[:C]],
+                "fields": [list(f) for f in g.fields[:C]],
+            }
+            meta["dims"][str(F)] = [g.bank.dims.fields, g.bank.dims.hidden, g.bank.dims.window, g.bank.dims.cell]
+            for k, v in g.bank.t.items():
+                tensors[f"g{F}.bank.{k}"] = v[:C]
+            for k, v in g.a.items():
+                tensors[f"g{F}.a.{k}"] = torch.from_numpy(np.ascontiguousarray(v[:C]))
+            for k, v in g.thr.snapshot().items():
+                tensors[f"g{F}.thr.{k}"] = torch.from_numpy(np.ascontiguousarray(v[:C]))
+            for k, v in g.alerts.snapshot().items():
+                tensors[f"g{F}.alert.{k}"] = torch.from_numpy(np.ascontiguousarray(v[:C]))
+        return meta, tensors
+
+    def restore(self, meta: dict, tensors: dict[str, torch.Tensor]) -> None:
+        """Load a snapshot into this (fresh) engine. Raises ValueError when it does not fit the config."""
+        self.model_version = int(meta.get("model_version", 0))
+        for r, v in meta.get("rejected", {}).items():
+            if r in self.rejected:
+                self.rejected[r] = int(v)
+        m = self.cfg.model
+        for Fs, gm in meta["groups"].items():
+            F = int(Fs)
+            dims = meta["dims"][Fs]
+            want = [F, m.hidden, m.window, m.cell]
+            if list(dims) != want:
+                raise ValueError(f"checkpoint model dims (fields, hidden, window, cell) {dims} differ from the config's {want}")
+            g = self._group(F)
+            C = int(gm["capacity"])
+            if g.bank.capacity < C:
+                g.bank._grow(C)
+            g.bank._free = [int(s) for s in gm["free"]]
+            g._ensure(C)
+            hist = tensors[f"g{F}.a.hist_ts"]
+            if hist.shape[1] != g.cap:
+                raise ValueError(f"checkpoint history_size {hist.shape[1]} differs from the config's {g.cap}")
+            for k in g.bank.t:
+                g.bank.t[k][:C] = tensors[f"g{F}.bank.{k}"].to(g.bank.device)
+            for k in g.a:
+                g.a[k][:C] = tensors[f"g{F}.a.{k}"].numpy()
+            g.thr.restore({k[len(f"g{F}.thr."):]: v.numpy() for k, v in tensors.items() if k.startswith(f"g{F}.thr.")})
+            g.alerts.restore({k[len(f"g{F}.alert."):]: v.numpy() for k, v in tensors.items()
+                              if k.startswith(f"g{F}.alert.")})
+            g.a["training"][:C] = False  # jobs in flight at the checkpoint are simply re-issued
+            for slot, (ks, fs) in enumerate(zip(gm["keys"], gm["fields"], strict=True)):
+                if ks is None:
+                    continue
+                key = StreamKey.parse(ks)
+                g.keys[slot] = key
+                g.fields[slot] = tuple(fs)
+                self.index[key] = (F, slot)

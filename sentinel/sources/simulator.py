@@ -31,16 +31,16 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from typing import get_args
 
 import numpy as np
 
-from ..config.source_simulator import SimulatorSourceConfig
+from ..config.source_simulator import AnomalyKind, SimulatorSourceConfig
 from ..types import Sample, SourceBatch, StreamKey
 from .base import Emit
 
-ANOMALY_KINDS: tuple[str, ...] = (
-    "spike", "dip", "level_shift", "variance_burst", "drift", "stuck", "frequency_change", "correlation_break",
-)
+ANOMALY_KINDS: tuple[str, ...] = tuple(get_args(AnomalyKind))
+"""spike, dip, level_shift, variance_burst, drift, stuck, frequency_change, correlation_break."""
 
 # Duration range of each kind, in ticks (inclusive).
 _DURATION: dict[str, tuple[int, int]] = {
@@ -370,7 +370,8 @@ class Fleet:
         ts, vals = self.render(s, t0, t1)
         if len(ts) == 0 or len(s) == 0:
             return []
-        skeys, fields, out = [self.keys[i] for i in s.tolist()], self.fields, []
+        skeys, fields = [self.keys[i] for i in s.tolist()], self.fields
+        out: list[Sample] = []
         append = out.append
         for t, row in zip(ts.tolist(), vals.tolist(), strict=True):
             for key, v in zip(skeys, row, strict=True):
@@ -410,8 +411,8 @@ def make_series(kind: str, n: int, seed: int, interval: float = 60.0, n_anomalie
     if n < 10 or n_anomalies < 0 or fields < 1:
         raise ValueError("need n >= 10, n_anomalies >= 0, fields >= 1")
     names = ["value"] if fields == 1 else [f"x{i}" for i in range(fields)]
-    cfg = SimulatorSourceConfig(streams=1, fields=names, interval=interval, anomaly_rate=0.0,
-                                regime_rate=regime_rate, seed=seed)
+    cfg = SimulatorSourceConfig.model_validate({"streams": 1, "fields": names, "interval": interval,
+                                                "anomaly_rate": 0.0, "regime_rate": regime_rate, "seed": seed})
     k0 = math.ceil(1_600_000_000.0 / interval)
     fleet = Fleet(cfg, start=k0 * interval)
     k = np.arange(k0, k0 + n, dtype=np.int64)
@@ -423,7 +424,7 @@ def make_series(kind: str, n: int, seed: int, interval: float = 60.0, n_anomalie
     injs, labels = [], np.zeros(n, dtype=bool)
     lo_d, hi_d = _DURATION[kind]
     for i in range(n_anomalies if seg >= 4 else 0):
-        dur = int(min(rng.integers(lo_d, hi_d + 1), max(1, seg // 3)))
+        dur = min(int(rng.integers(lo_d, hi_d + 1)), max(1, seg // 3))
         first = train + i * seg + seg // 5
         last = train + (i + 1) * seg - dur - 1
         r = int(rng.integers(first, max(first, last) + 1))

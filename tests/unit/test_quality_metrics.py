@@ -116,3 +116,56 @@ def test_nab_profile_and_combine():
     want = 100 * ((r1.raw + r2.raw) - (-2.0)) / (2 * sig(-1.0) + 2.0)
     assert combined == pytest.approx(want)
     assert math.isnan(nab_score(np.zeros(10, bool), np.ones(10, bool)).score)
+
+
+# ---------------------------------------------------------------- baselines
+def test_rolling_zscore_hand_computed_and_multifield_max():
+    from benchmarks.baselines import RollingZScore
+
+    z = RollingZScore(window=3, min_periods=2)
+    assert z.score(np.array([1.0, 2.0, 3.0, 10.0])).tolist() == pytest.approx([0, 0, 1.5 / math.sqrt(0.5), 8.0])
+    two = np.array([[1.0, 5.0], [2.0, 5.0], [3.0, 5.0], [10.0, float("nan")]])
+    assert z.score(two)[3] == pytest.approx(8.0)  # NaN field ignored, max over fields
+    flat = np.array([4.0] * 5 + [4.5])
+    s = z.score(flat)
+    assert s[:5].tolist() == [0.0] * 5 and s[5] > 1e6  # leaving a flatline scores high
+    assert RollingZScore().score(np.zeros((0, 2))).shape == (0,)
+
+
+def test_pick_threshold_gives_the_false_alarm_rate_on_training_rows():
+    from benchmarks.baselines import pick_threshold
+
+    rng = np.random.default_rng(0)
+    scores = np.concatenate([rng.random(1000), np.full(10, 5.0)])
+    thr = pick_threshold(scores, 1000, 0.02)
+    assert (scores[:1000] > thr).mean() == pytest.approx(0.02, abs=0.002)
+    assert (scores[1000:] > thr).all()
+    assert pick_threshold(np.array([np.nan]), 1) == math.inf
+
+
+def test_half_space_trees_scores_or_is_skipped():
+    from benchmarks.baselines import baselines, half_space_trees
+
+    hst = half_space_trees(seed=1)
+    assert set(baselines()) == {"rolling_zscore", "half_space_trees"}
+    if hst is None:
+        pytest.skip("river not installed: the benchmark reports half_space_trees as skipped")
+    rng = np.random.default_rng(1)
+    v = rng.normal(0.5, 0.02, size=(600, 2))
+    v[500] = [0.95, 0.05]
+    s = hst.score(v)
+    assert s.shape == (600,) and np.all(np.isfinite(s))
+    assert s[500] > np.quantile(s[300:500], 0.95)
+    assert np.array_equal(s, half_space_trees(seed=1).score(v))  # seeded
+
+
+def test_public_data_loads_with_labels():
+    from benchmarks.baselines import load_public
+
+    sets = {name: (ts, v, y) for name, ts, v, y in load_public()}
+    assert set(sets) == {"streamad_univariate", "streamad_multivariate"}
+    ts, v, y = sets["streamad_univariate"]
+    assert v.shape == (999, 1) and y.sum() == 9 and len(runs(y)) == 3
+    assert np.all(np.diff(ts) == 3600.0)
+    ts, v, y = sets["streamad_multivariate"]
+    assert v.shape == (999, 3) and y.sum() == 1 and np.all(np.isfinite(v))

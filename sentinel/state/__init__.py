@@ -1,0 +1,1 @@
+"""State: checkpoints written atomically and loaded without unpickling code."""
