@@ -84,5 +84,114 @@ def run(config_path: str, listen: str | None, shard: str | None, web_config_file
         sys.exit(getattr(e, "exit_code", 1))
 
 
+@main.command()
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False))
+@click.option("--duration", default="1h", show_default=True, help="simulated time to write (e.g. 30m, 2h)")
+@click.option("--end", "end", type=float, help="end of the simulated range, epoch seconds (default: now)")
+@click.option("--stdout", "to_stdout", is_flag=True, help="print line protocol instead of writing to the databases")
+@click.option("--follow", is_flag=True, help="after the range, keep writing new samples in real time")
+def simulate(config_path: str, duration: str, end: float | None, to_stdout: bool, follow: bool) -> None:
+    """Write the simulator's fleet into the configured InfluxDB/PostgreSQL sources (or stdout)."""
+    import asyncio
+    import time
+
+    from .config import parse_duration
+    from .runtime.factory import write_samples
+    from .sources.simulator import Fleet, to_line_protocol
+
+    cfg = _load(config_path)
+    sims = [s for s in cfg.sources if s.type == "simulator"]
+    if not sims:
+        click.echo(f"{config_path}:sources: sentinel simulate needs a source of type simulator (the fleet)", err=True)
+        sys.exit(2)
+    targets = [s for s in cfg.sources if s.type in ("influxdb", "postgres")]
+    if not targets and not to_stdout:
+        click.echo(f"{config_path}:sources: no influxdb/postgres source to write into (or use --stdout)", err=True)
+        sys.exit(2)
+    sim = sims[0]
+    t1 = end if end is not None else time.time()
+    t0 = t1 - parse_duration(duration)
+    fleet = Fleet(sim, start=t0)
+    step = max(sim.interval, min(3600.0, 200_000 / max(sim.streams, 1) * sim.interval))
+
+    async def write(a: float, b: float) -> int:
+        samples = fleet.samples(a, b)
+        if to_stdout:
+            sys.stdout.write(to_line_protocol(samples))
+        for tgt in targets if not to_stdout else []:
+            await write_samples(tgt, samples)
+        return len(samples)
+
+    async def go() -> None:
+        total, a = 0, t0
+        while a < t1:
+            b = min(t1, a + step)
+            total += await write(a, b)
+            a = b
+            click.echo(f"simulate: {total} samples up to {b:.0f}", err=True)
+        while follow:
+            await asyncio.sleep(sim.interval)
+            b = time.time()
+            total += await write(a, b)
+            a = b
+
+    try:
+        asyncio.run(go())
+    except KeyboardInterrupt:
+        pass
+    except SentinelError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+
+
+@main.command("train")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False))
+def train_cmd(config_path: str) -> None:
+    """Train every stream from the sources' history now and write a checkpoint (a new model version)."""
+    import asyncio
+    import time
+
+    from .metrics import Metrics
+    from .model.train import resolve_device, train
+    from .runtime.engine import Engine
+    from .runtime.factory import build_source
+    from .state import checkpoint as ckpt
+
+    cfg = _load(config_path)
+    engine = Engine(cfg, device="cpu")
+    existing = ckpt.load_latest(cfg.state.dir)
+    cursors: dict = {}
+    if existing is not None:
+        engine.restore(existing.meta, existing.tensors)
+        cursors = dict(existing.meta.get("cursors", {}))
+    now = time.time()
+
+    async def load() -> int:
+        n = 0
+        for sc in cfg.sources:
+            src = build_source(sc, cfg, Metrics(), cursors.get(sc.name))
+            samples = await src.history(None, now - cfg.streams.history_lookback, now)
+            n += engine.preload(samples)
+        return n
+
+    n = asyncio.run(load())
+    device = str(resolve_device(cfg.model.device))
+    click.echo(f"train: {n} history samples, {engine.n_streams} streams, device {device}", err=True)
+    for g in engine.groups.values():  # retrain everything that has enough history
+        g.a["trained_at"][:] = -float("inf")
+    jobs = engine.due_training(now)
+    for i, job in enumerate(jobs):
+        res = train(job, engine.settings, device=device,
+                    progress=lambda e, E, v, i=i: click.echo(f"train: job {i + 1}/{len(jobs)} epoch {e}/{E} "
+                                                             f"val_loss={v:.4f}", err=True))
+        counts = engine.apply_training(job, res, now)
+        click.echo(f"train: job {i + 1}/{len(jobs)}: {counts}", err=True)
+    meta, tensors = engine.snapshot()
+    meta["cursors"] = cursors
+    meta["saved_at"] = now
+    path = ckpt.save(cfg.state.dir, meta, tensors, cfg.state.keep)
+    click.echo(f"train: model version {engine.model_version} written to {path}", err=True)
+
+
 if __name__ == "__main__":
     main()
