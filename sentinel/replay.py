@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .config import SentinelConfig
 from .errors import InputError
@@ -117,6 +118,8 @@ def read_rows(path: str | Path, fields: list[str]) -> tuple[list[str], list[list
 def replay(cfg: SentinelConfig, input_path: str | Path, *, progress: bool = True,
            on_train: Callable[[int, float], None] | None = None) -> ReplayResult:
     t0 = time.perf_counter()
+    # Replay's tensors are tiny: extra threads only spin (and crawl on a busy machine).
+    torch.set_num_threads(max(1, cfg.model.score_threads))
     fields = list(cfg.fields)
     stamps, rows = read_rows(input_path, fields)
     N, F = len(rows), len(fields)

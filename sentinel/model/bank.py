@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .cells import Dims, cell_step, decode, tick_errors
+from .cells import Dims, cell_step, decode, tick_errors, tick_errors_dense
 
 STD_FLOOR = 1e-6
 
@@ -22,8 +22,10 @@ class Bank:
     """Stacked per-stream autoencoders for streams with ``dims.fields`` fields.
 
     Tensors (``C`` = capacity): params ``W,b,D,d`` (see :mod:`sentinel.model.cells`),
-    state ``h,c`` ``[C,1,H]``, ``win`` ``[C,1,K,F]`` recent normalised inputs,
-    ``pred`` ``[C,1,F]`` the prediction of the next sample, ``mean,std`` ``[C,F]``.
+    ``xh`` ``[C,1,F+H]`` holding the last input and the hidden state ``h`` side by side
+    (so the step's ``[x, h] @ W`` needs no concatenation), ``c`` ``[C,1,H]`` (LSTM),
+    ``win`` ``[C,1,K,F]`` recent normalised inputs, ``pred`` ``[C,1,F]`` the prediction
+    of the next sample, ``mean,std`` ``[C,F]``.
     """
 
     def __init__(self, dims: Dims, *, prediction_weight: float = 1.0, device: str | torch.device = "cpu",
@@ -35,6 +37,7 @@ class Bank:
         self.capacity = 0
         self._free: list[int] = []
         self.t: dict[str, Tensor] = {}
+        self._dirty = np.zeros(0, dtype=np.int64)  # ticks until a slot's window holds no NaN
         self._grow(max(1, capacity))
 
     # -- slots -------------------------------------------------------------
@@ -42,8 +45,8 @@ class Bank:
         d = self.dims
         shapes = d.param_shapes(c)
         shapes.update({
-            "h": (c, 1, d.hidden), "c": (c, 1, d.hidden if d.cell == "lstm" else 0), "win": (c, 1, d.window, d.fields),
-            "pred": (c, 1, d.fields), "mean": (c, d.fields), "std": (c, d.fields),
+            "xh": (c, 1, d.fields + d.hidden), "c": (c, 1, d.hidden if d.cell == "lstm" else 0),
+            "win": (c, 1, d.window, d.fields), "pred": (c, 1, d.fields), "mean": (c, d.fields), "std": (c, d.fields),
         })
         return shapes
 
@@ -55,6 +58,9 @@ class Bank:
             if old:
                 t[:old] = self.t[name]
             self.t[name] = t
+        dirty = np.full(new_cap, self.dims.window, dtype=np.int64)
+        dirty[:old] = self._dirty
+        self._dirty = dirty
         self._free.extend(range(new_cap - 1, old - 1, -1))
         self.capacity = new_cap
 
@@ -91,58 +97,86 @@ class Bank:
 
     def reset_state(self, slots: np.ndarray) -> None:
         idx = self._idx(slots)
-        self.t["h"][idx] = 0.0
+        self.t["xh"][idx] = 0.0
         self.t["c"][idx] = 0.0
         self.t["pred"][idx] = 0.0
         self.t["win"][idx] = float("nan")
+        self._dirty[np.asarray(slots, dtype=np.int64)] = self.dims.window
 
     def state(self, slots: np.ndarray) -> dict[str, Tensor]:
+        """``h`` ``[n,1,H]``, ``c``, ``win``, ``pred`` of ``slots`` (copies)."""
         idx = self._idx(slots)
-        return {k: self.t[k][idx].clone() for k in ("h", "c", "win", "pred")}
+        F = self.dims.fields
+        return {"h": self.t["xh"][idx][..., F:].clone(), "c": self.t["c"][idx].clone(),
+                "win": self.t["win"][idx].clone(), "pred": self.t["pred"][idx].clone()}
 
     def set_state(self, slots: np.ndarray, state: dict[str, Tensor]) -> None:
         idx = self._idx(slots)
+        F = self.dims.fields
         for k, v in state.items():
-            self.t[k][idx] = v.to(self.device, self.dtype)
+            v = v.to(self.device, self.dtype)
+            if k == "h":
+                xh = self.t["xh"][idx]
+                xh[..., F:] = v
+                self.t["xh"][idx] = xh
+            else:
+                self.t[k][idx] = v
+        self._dirty[np.asarray(slots, dtype=np.int64)] = self.dims.window
 
     # -- scoring -------------------------------------------------------------
     @torch.inference_mode()
     def step(self, slots: np.ndarray, x: np.ndarray | Tensor) -> tuple[Tensor, Tensor]:
         """Advance ``slots`` (unique) by one raw sample each; ``x`` ``[n, F]`` (NaN = missing).
 
-        Returns ``(field_err [n, F], err [n])`` on the CPU.
+        Returns ``(field_err [n, F], err [n])`` on the CPU. When ``slots`` is the prefix
+        ``0..n-1`` (every stream ticking, the common case) the stacked tensors are used
+        as views and updated in place: the weights are read once and nothing is gathered.
         """
         slots = np.asarray(slots, dtype=np.int64)
         n = len(slots)
-        x_t = torch.as_tensor(x, dtype=self.dtype).to(self.device).reshape(n, 1, self.dims.fields)
+        d = self.dims
+        F = d.fields
+        x_t = torch.as_tensor(x, dtype=self.dtype).to(self.device).reshape(n, 1, F)
         t = self.t
         contiguous = n > 0 and slots[0] == 0 and slots[-1] == n - 1 and (n == 1 or bool(np.all(np.diff(slots) == 1)))
-        if contiguous:  # the whole prefix: views, no gather copy of the weights
+        if contiguous:
             sel = {k: v[:n] for k, v in t.items()}
             idx = None
         else:
             idx = self._idx(slots)
             sel = {k: v[idx] for k, v in t.items()}
-        d = self.dims
         xn = (x_t - sel["mean"][:, None, :]) / sel["std"][:, None, :]
         pred_prev = sel["pred"]
-        x_in = torch.where(torch.isnan(xn), pred_prev, xn)
-        h, c = cell_step(d.cell, sel["W"], sel["b"], x_in, sel["h"], sel["c"] if d.cell == "lstm" else None)
+        nan_rows = torch.isnan(xn).any(-1).any(-1).cpu().numpy()
+        dense = not nan_rows.any() and not self._dirty[slots].any()
+        xh = sel["xh"]
+        xh[..., :F] = xn if not nan_rows.any() else torch.where(torch.isnan(xn), pred_prev, xn)
+        if d.cell == "lstm":
+            # the same update as cells.lstm_gates, written into the state tensors in place
+            H = d.hidden
+            z = torch.baddbmm(sel["b"], xh, sel["W"])
+            sg = torch.sigmoid(z[..., : 3 * H])
+            c = sel["c"]
+            c.mul_(sg[..., H : 2 * H]).addcmul_(sg[..., :H], torch.tanh(z[..., 3 * H :]))
+            h = torch.mul(sg[..., 2 * H :], torch.tanh(c), out=xh[..., F:])
+        else:
+            h, c = cell_step(d.cell, sel["W"], sel["b"], xh[..., :F], xh[..., F:], None)
         win = torch.cat((sel["win"][:, :, 1:], xn[:, :, None, :]), 2)
-        rec, pred = decode(sel["D"], sel["d"], h, d.window, d.fields)
-        field_err, err = tick_errors(xn, pred_prev, win, rec, self.prediction_weight)
-        if idx is None:
-            t["h"][:n] = h
-            if c is not None:
-                t["c"][:n] = c
+        rec, pred = decode(sel["D"], sel["d"], h, d.window, F)
+        errs = tick_errors_dense if dense else tick_errors
+        field_err, err = errs(xn, pred_prev, win, rec, self.prediction_weight)
+        if d.cell != "lstm":
+            xh[..., F:] = h
+        if idx is None:  # xh and c were updated in place
             t["win"][:n] = win
             t["pred"][:n] = pred
         else:
-            t["h"][idx] = h
+            t["xh"][idx] = xh
             if c is not None:
                 t["c"][idx] = c
             t["win"][idx] = win
             t["pred"][idx] = pred
+        self._dirty[slots] = np.where(nan_rows, d.window, np.maximum(self._dirty[slots] - 1, 0))
         return field_err[:, 0].cpu(), err[:, 0].cpu()
 
     def run_sequence(self, slots: np.ndarray, xs: np.ndarray | Tensor) -> tuple[Tensor, Tensor]:
@@ -175,5 +209,5 @@ class Bank:
         """Model (weights + normalisers) and recurrent-state bytes per slot."""
         per = {k: v[0].numel() * v.element_size() for k, v in self.t.items()}
         model = sum(per[k] for k in ("W", "b", "D", "d", "mean", "std"))
-        state = sum(per[k] for k in ("h", "c", "win", "pred"))
+        state = sum(per[k] for k in ("xh", "c", "win", "pred"))
         return {"model": model, "state": state}

@@ -48,7 +48,7 @@ from ..metrics import Metrics
 from ..model.train import resolve_device
 from ..state import checkpoint as ckpt
 from ..types import AlertEvent, Sample, ScoreRecord, SourceBatch, StreamKey
-from .engine import FIRING, PENDING, Engine
+from .engine import FIRING, PENDING, REJECT_REASONS, Engine
 from .factory import build_source, build_writeback
 from .logs import setup_logging
 from .trainer import BackgroundTrainer
@@ -114,6 +114,8 @@ class Daemon:
         self.metrics.add_stream_collector(lambda: self.engine.stream_rows(self.cfg.metrics.per_stream))
         for r in ("success", "rejected", "failure"):
             self.metrics.retrain.labels(r)
+        for r in REJECT_REASONS:  # exported as 0 from the start, so rate() and dashboards see every reason
+            self.metrics.samples_rejected.labels(r)
         for s in ("warming", "ready", "ok", "pending", "firing"):
             self.metrics.streams.labels(s).set(0)
 
@@ -343,8 +345,11 @@ class Daemon:
             if c is None:
                 log.info("no checkpoint, starting fresh", extra={"dir": str(d)})
                 return
-            self.engine.restore(c.meta, c.tensors)
-        except (CheckpointError, ValueError, KeyError) as e:
+            try:
+                self.engine.restore(c.meta, c.tensors)
+            except Exception as e:  # it loaded safely but does not fit: missing keys, wrong shapes or types
+                raise CheckpointError(f"{c.path}: does not fit this config ({type(e).__name__}: {e})") from None
+        except CheckpointError as e:
             if self.cfg.state.on_bad_checkpoint == "exit":
                 raise CheckpointError(f"cannot resume: {e} (state.on_bad_checkpoint: exit)") from None
             bad = ckpt.list_checkpoints(d)

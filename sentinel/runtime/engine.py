@@ -201,12 +201,19 @@ class Engine:
         locs: list[tuple[int, int] | None] = [None] * n
         vals: list[np.ndarray | None] = [None] * n
         for i, s in enumerate(samples):
+            v0 = np.asarray(s.values, dtype=np.float64)
+            if v0.size == 0 or np.isnan(v0).all():
+                out.rejected[i] = "no_values"  # checked before the key: a rejected sample creates no stream
+                continue
+            if np.isinf(v0).any():
+                out.rejected[i] = "non_finite"
+                continue
             loc = self._resolve(s)
             if loc is None:
                 out.rejected[i] = "max_streams"
                 continue
             g = self.groups[loc[0]]
-            v = np.asarray(s.values, dtype=np.float64)
+            v = v0
             want = g.fields[loc[1]]
             if s.fields != want:
                 if len(s.fields) != len(want) or set(s.fields) != set(want):
@@ -214,12 +221,6 @@ class Engine:
                     continue
                 pos = {f: j for j, f in enumerate(s.fields)}
                 v = v[[pos[f] for f in want]]
-            if np.isinf(v).any():
-                out.rejected[i] = "non_finite"
-                continue
-            if np.isnan(v).all():
-                out.rejected[i] = "no_values"
-                continue
             r = seen.get(loc, 0)
             seen[loc] = r + 1
             buckets.setdefault((loc[0], r), []).append(i)

@@ -46,7 +46,19 @@ class BackgroundTrainer:
             return f
         return self._pool.submit(_run, job, self.settings, self.device)
 
-    def shutdown(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Drop queued jobs and end the worker now: a job in flight is abandoned (re-issued after a restart).
+
+        Without terminating the worker, interpreter exit would wait for the job in flight to finish,
+        so SIGTERM during a long training would take as long as the training.
+        """
+        if self._pool is None:
+            return
+        pool, self._pool = self._pool, None
+        procs = list((getattr(pool, "_processes", None) or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+        for p in procs:
+            p.join(timeout)

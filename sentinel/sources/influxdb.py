@@ -68,6 +68,25 @@ def selection_from(cfg: InfluxDBSourceConfig) -> Selection:
     )
 
 
+def own_writeback_measurement(cfg: InfluxDBSourceConfig) -> str | None:
+    """The write-back measurement when it lands in the database this source follows, else None.
+
+    Sentinel's own scores must not come back as streams (in subscription mode InfluxDB
+    pushes them to ``/write``; polling would read them): a feedback loop where scores of
+    scores are written back forever. Listing the measurement in ``measurements`` opts in.
+    """
+    wb = cfg.write_back
+    if not wb.enabled or wb.measurement in cfg.measurements:
+        return None
+    if (wb.url or cfg.url).rstrip("/") != cfg.url.rstrip("/"):
+        return None
+    if wb.api == "v2":
+        same = (wb.bucket or cfg.effective_bucket) == cfg.effective_bucket
+    else:
+        same = (wb.database or cfg.database) == cfg.database
+    return wb.measurement if same else None
+
+
 def quote_ident(s: str) -> str:
     """InfluxQL identifier: ``"name"`` with ``"`` and ``\\`` escaped."""
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -387,6 +406,7 @@ class InfluxDBSource:
         self.clock = clock
         self._rng = rng or random.Random()
         self.selector = StreamSelector(selection_from(cfg), on_refused=lambda _k: metrics.streams_refused.inc())
+        self._exclude = own_writeback_measurement(cfg)
         t = (resume or {}).get("t")
         self._t: int | None = int(t) if t is not None else None
         self._stop = asyncio.Event()
@@ -515,7 +535,8 @@ class InfluxDBSource:
         rejected: dict[str, int] = {}
         newest = after
         for ts, m, tags, fv in merge_points(series, end):
-            self.selector.add_point(m, tags, fv, ts, samples, rejected)
+            if m != self._exclude:
+                self.selector.add_point(m, tags, fv, ts, samples, rejected)
             newest = ts
         self.stats["pages"] += 1
         return samples, rejected, end, end < upto, newest
@@ -559,6 +580,10 @@ class InfluxDBSource:
     async def _deliver(self, p: Pushed) -> bool:
         if self.cfg.mode == "subscription" and p.retention_policy not in ("", self.cfg.retention_policy):
             return True  # another retention policy of the same database: not ours
+        if self._exclude is not None and any(s.key.measurement == self._exclude for s in p.outcome.samples):
+            p.outcome.samples = [s for s in p.outcome.samples if s.key.measurement != self._exclude]
+            if not p.outcome.samples and not p.outcome.rejected:
+                return True  # only our own write-back: nothing to score
         try:
             await asyncio.wait_for(self._queue.put(p), timeout=10.0)
         except TimeoutError:

@@ -13,8 +13,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pickle
 import re
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from ..errors import CheckpointError
 FORMAT = "sentinel-checkpoint"
 VERSION = 1
 _NAME = re.compile(r"^checkpoint-(\d{8})\.pt$")
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's (zip) format; anything else is refused unread
 
 
 @dataclass
@@ -80,18 +81,36 @@ def save(directory: str | Path, meta: dict[str, Any], tensors: dict[str, torch.T
     return path
 
 
+def _unpickle_reason(e: Exception) -> str:
+    """The line of torch's weights-only error that names what was refused (not its advice to disable it)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    for ln in lines:
+        if "GLOBAL" in ln or "nsupported" in ln:
+            return ln
+    return lines[-1] if lines and "weights_only" not in lines[-1] else "disallowed pickle content"
+
+
 def load(path: str | Path) -> Checkpoint:
     """Load one checkpoint file safely; raise :class:`CheckpointError` saying what is wrong."""
     p = Path(path)
     try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
+        with open(p, "rb") as f:
+            head = f.read(len(_ZIP_MAGIC))
     except FileNotFoundError:
         raise CheckpointError(f"{p}: no such checkpoint") from None
-    except (zipfile.BadZipFile, EOFError, RuntimeError) as e:
-        raise CheckpointError(f"{p}: unreadable or truncated checkpoint ({type(e).__name__}: {e})") from None
-    except Exception as e:  # the weights-only unpickler refuses code: UnpicklingError and friends
-        raise CheckpointError(f"{p}: refused to load (not tensors and plain data only): {type(e).__name__}: "
-                              f"{str(e).splitlines()[0] if str(e) else ''}") from None
+    except OSError as e:
+        raise CheckpointError(f"{p}: cannot read checkpoint: {e.strerror or e}") from None
+    if head != _ZIP_MAGIC:  # refused before any unpickler sees it (legacy torch files, plain pickles, junk)
+        what = "an empty file" if not head else "not a torch zip archive"
+        raise CheckpointError(f"{p}: not a Sentinel checkpoint ({what})")
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:  # the weights-only unpickler refused a global: code, not data
+        raise CheckpointError(f"{p}: refused to load, it holds more than tensors and plain data "
+                              f"({type(e).__name__}: {_unpickle_reason(e)})") from None
+    except Exception as e:  # BadZipFile, EOFError, RuntimeError (miniz), OSError: a damaged file
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise CheckpointError(f"{p}: unreadable or truncated checkpoint ({type(e).__name__}: {first})") from None
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise CheckpointError(f"{p}: not a Sentinel checkpoint")
     if obj.get("version") != VERSION:

@@ -19,7 +19,7 @@ def state(m: AlertMachine, slot: int = 0) -> int:
 
 
 def test_state_constants_match_alert_state() -> None:
-    assert (OK, PENDING, FIRING, RESOLVED) == tuple(int(s) for s in AlertState)
+    assert tuple(int(s) for s in AlertState) == (OK, PENDING, FIRING, RESOLVED)
 
 
 def test_full_cycle_ok_pending_firing_resolved_ok() -> None:

@@ -97,7 +97,7 @@ def test_step_equals_run_sequence_equals_training_forward(cell: str) -> None:
     bank_b, _ = make_bank(dims, n, pw=pw)
     xs = series(n, T, 2, seed=7, nan_frac=0.15)
     xs[:, :, 0][xs[:, :, 1] != xs[:, :, 1]] = 0.5  # never both fields missing: every tick is present
-    fe_seq, e_seq = bank_a.run_sequence(slots, xs)
+    _fe_seq, e_seq = bank_a.run_sequence(slots, xs)
     e_steps = torch.stack([bank_b.step(slots, xs[:, t])[1] for t in range(T)], 1)
     torch.testing.assert_close(e_seq, e_steps, atol=1e-6, rtol=1e-6)
 
@@ -216,7 +216,7 @@ def test_all_nan_rows_in_run_sequence_leave_state_alone() -> None:
     xs = series(2, 8, 1, seed=2)
     padded = np.concatenate([np.full((2, 3, 1), np.nan, np.float32), xs], 1)
     padded[1, 5] = np.nan  # a hole in stream 1 only
-    fe, e = bank.run_sequence(slots, padded)
+    _fe, e = bank.run_sequence(slots, padded)
     assert torch.count_nonzero(e[:, :3]) == 0 and e[1, 5] == 0
     # stream 0 is the same as without padding
     _, e_ref = ref.run_sequence(slots[:1], xs[:1])
@@ -248,5 +248,5 @@ def test_bytes_per_stream_counts_weights_and_state() -> None:
     b = bank.bytes_per_stream()
     H, F, K = 32, 1, 8
     assert b["model"] == 4 * ((F + H) * 4 * H + 4 * H + H * (K + 1) * F + (K + 1) * F + 2 * F)
-    assert b["state"] == 4 * (H + H + K * F + F)
+    assert b["state"] == 4 * ((F + H) + H + K * F + F)  # xh holds the last input beside h
     assert dims.params_per_stream() == (F + H) * 4 * H + 4 * H + H * (K + 1) * F + (K + 1) * F

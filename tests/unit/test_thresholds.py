@@ -114,7 +114,7 @@ def test_calibrated_score_means_the_same_rarity_at_any_error_scale(method: str) 
     th = make(method, risk=1e-4)
     e = exp_errors(4000, 10)
     th.calibrate(np.array([0, 1]), [e, 100.0 * e])
-    qs = np.quantile(e, [0.5, 0.9, 0.99, 0.999]).tolist() + [8.0, 12.0]
+    qs = [*np.quantile(e, [0.5, 0.9, 0.99, 0.999]).tolist(), 8.0, 12.0]
     tol = 1e-6 if method != "quantile" else 0.02
     for q in qs:
         p = th.tail_probability(np.array([0, 1]), np.array([q, 100.0 * q]))

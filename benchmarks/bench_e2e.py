@@ -1,0 +1,365 @@
+"""End to end: line-protocol samples/s from HTTP arrival to scored, thresholded and exported,
+tick-to-alert latency p50/p99, and resident bytes per stream, at 1k, 10k and 100k streams.
+
+What runs
+---------
+Each configuration runs in a fresh child process (so RSS is that configuration's own):
+the real :class:`~sentinel.runtime.daemon.Daemon` with one ``influxdb`` source in
+``receiver`` mode (``POST /write``), default model (LSTM, hidden 32, window 8), DSPOT
+thresholds, the alert state machine, the notifier (durable SQLite outbox, no sinks) and
+the per-stream Prometheus collector. A **sender in a second process** (multiprocessing,
+spawn) posts line protocol, 5,000 lines per POST, one tick = one sample per stream,
+sequentially on one keep-alive connection, so a stream's samples arrive in order.
+
+1. *Create*: tick 0 creates every stream through the normal path (warming).
+2. *Make ready* (instead of training 100k models): on the scoring thread, each stream gets
+   random LSTM weights (N(0, 0.2), fixed seed), normaliser mean 10 / std 1; its state is
+   run through 48 samples of its normal signal and the DSPOT threshold is calibrated on
+   those errors (what ``Engine.apply_training`` does after a real training). The stream
+   is then ``ready`` and scores every sample from here on.
+3. *Sustained*: the sender posts ``--ticks`` worth of samples as fast as the daemon takes
+   them (backpressure: the receiver answers only once a body is queued). Throughput =
+   samples / (first POST start .. the moment ``sentinel_samples_ingested_total`` reaches
+   the total, i.e. all scored, thresholded, alert state advanced and visible to /metrics).
+4. *Latency*: ticks paced at ``min(100k, 0.7 x sustained)`` samples/s; each tick spikes 5
+   fresh streams. Latency = ``Notifier.submit`` receiving the firing event (a wrapper
+   installed on the daemon's notifier, daemon code untouched) minus the start of that
+   tick's first POST (CLOCK_MONOTONIC is system-wide, so the two processes agree).
+
+Memory: (RSS after the sustained phase - RSS of the started daemon with no streams) / streams.
+
+Run: ``.venv/bin/python benchmarks/bench_e2e.py [--quick]`` (``--quick``: 1k and 10k only).
+Each configuration prints ``RESULT streams=... samples_per_s=... p50_alert_ms=...
+p99_alert_ms=... rss_bytes_per_stream=...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import multiprocessing as mp
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+LINES_PER_POST = 5000
+SPIKES_PER_TICK = 5
+CALIB_STEPS = 96
+T0 = 1_700_000_000  # first tick's timestamp (s)
+
+
+def signal_value(stream: int, k: int) -> float:
+    """Normal signal of ``stream`` at tick ``k`` (deterministic, cheap): 10 + sine + small ripple."""
+    return 10.0 + math.sin(2 * math.pi * (k + stream % 20) / 20.0) + 0.05 * math.sin(k * 1.7 + stream)
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+# =============================================================================== sender process
+
+
+def tick_lines(streams: int, k: int, spikes: frozenset[int] = frozenset()) -> list[str]:
+    ts = (T0 + k) * 1_000_000_000
+    return [f"pump,site=s{i % 16},pump=p{i} temp={(60.0 if i in spikes else signal_value(i, k + CALIB_STEPS)):.4f} {ts}"
+            for i in range(streams)]
+
+
+def bodies_of(lines: list[str]) -> list[bytes]:
+    return [("\n".join(lines[j:j + LINES_PER_POST]) + "\n").encode() for j in range(0, len(lines), LINES_PER_POST)]
+
+
+def sender_main(url: str, streams: int, ticks: int, conn) -> None:  # runs in the child process
+    from aiohttp import ClientSession, TCPConnector
+
+    async def post_all(s: ClientSession, bodies: list[bytes]) -> None:
+        for b in bodies:
+            for _attempt in range(100):
+                async with s.post(url, data=b) as r:
+                    if r.status == 204:
+                        break
+                    if r.status == 503:
+                        await asyncio.sleep(0.05)
+                        continue
+                    raise RuntimeError(f"POST answered {r.status}: {await r.text()}")
+
+    async def go() -> None:
+        async with ClientSession(connector=TCPConnector(limit=1)) as s:
+            await post_all(s, bodies_of(tick_lines(streams, 0)))
+            # pre-generate the sustained phase while the daemon makes the streams ready
+            lines: list[str] = []
+            for k in range(1, ticks + 1):
+                lines.extend(tick_lines(streams, k))
+            sustained = bodies_of(lines)
+            del lines
+            conn.send(("created", None))
+            msg, rate = conn.recv()  # "go", and the latency phase's samples/s once known
+            t_first = time.monotonic()
+            await post_all(s, sustained)
+            t_last = time.monotonic()
+            conn.send(("sustained", (t_first, t_last)))
+            del sustained
+            msg, rate = conn.recv()  # "latency", samples/s
+            interval = streams / rate
+            n_ticks = max(12, min(60, int(8.0 / interval)))
+            n_ticks = min(n_ticks, streams // SPIKES_PER_TICK)
+            plan, next_spike = [], 0
+            for j in range(n_ticks):
+                spk = frozenset(range(next_spike, next_spike + SPIKES_PER_TICK))
+                next_spike += SPIKES_PER_TICK
+                plan.append((ticks + 1 + j, spk))
+            prepared = [(k, spk, bodies_of(tick_lines(streams, k, spk))) for k, spk in plan]
+            starts: list[tuple[float, list[int]]] = []
+            t_next = time.monotonic()
+            for _k, spk, bodies in prepared:
+                now = time.monotonic()
+                if now < t_next:
+                    await asyncio.sleep(t_next - now)
+                t_tick = time.monotonic()
+                await post_all(s, bodies)
+                starts.append((t_tick, sorted(spk)))
+                t_next = t_tick + interval
+            conn.send(("latency", (starts, interval)))
+
+    asyncio.run(go())
+
+
+# =============================================================================== daemon side (one config)
+
+
+def make_ready(engine, now: float, seed: int = 0) -> int:
+    """Give every warming stream random weights, run its state in, calibrate its threshold; mark it ready."""
+    import numpy as np
+    import torch
+
+    from sentinel.runtime.engine import BURN_IN
+
+    gen = torch.Generator().manual_seed(seed)
+    done = 0
+    for g in engine.groups.values():
+        C = g.capacity
+        sl = np.flatnonzero(g.a["alive"][:C] & ~g.a["ready"][:C])
+        if len(sl) == 0:
+            continue
+        n, F = len(sl), g.F
+        params = {k: torch.randn((n, *g.bank.t[k].shape[1:]), generator=gen) * 0.2 for k in ("W", "b", "D", "d")}
+        g.bank.load(sl, params, torch.full((n, F), 10.0), torch.ones(n, F))
+        g.bank.reset_state(sl)
+        streams = np.array([int(str(g.keys[s]).split("pump=p")[1].split(",")[0]) for s in sl])[:, None]
+        ks = np.arange(CALIB_STEPS)[None, :]  # signal indices 0..CALIB_STEPS-1 precede tick 0's
+        xs = (10.0 + np.sin(2 * np.pi * (ks + streams % 20) / 20.0) + 0.05 * np.sin(ks * 1.7 + streams))
+        xs = np.repeat(xs.astype(np.float32)[..., None], F, axis=2)
+        _fe, err = g.bank.run_sequence(sl, xs)
+        err = err.numpy()
+        g.thr.calibrate(sl, [e[BURN_IN:] for e in err])
+        calib = err[:, BURN_IN:].mean(1)
+        g.a["calib_err"][sl] = calib
+        g.a["err_ewma"][sl] = calib
+        g.a["ready"][sl] = True
+        g.a["rewarm"][sl] = 0
+        g.a["trained_at"][sl] = now
+        engine.model_version += 1
+        g.a["version"][sl] = engine.model_version
+        done += n
+    return done
+
+
+def run_one(streams: int, ticks: int) -> dict:
+    import numpy as np
+    import torch
+    from prometheus_client import CollectorRegistry
+
+    from sentinel.config import SentinelConfig
+    from sentinel.runtime.daemon import Daemon
+    from tests.servers._proc import free_port
+
+    torch.set_num_threads(1)  # as `sentinel run` does (model.score_threads)
+    tmp = Path(tempfile.mkdtemp(prefix="sentinel-bench-e2e-"))
+    port = free_port()
+    cfg = SentinelConfig.model_validate({
+        "server": {"listen": f"127.0.0.1:{port}"},
+        "sources": [{"type": "influxdb", "name": "rx", "mode": "receiver", "fields": ["temp"],
+                     "max_streams": 1_000_000, "receiver": {"max_pending_batches": 64}}],
+        "streams": {"max_streams": 1_000_000, "history_size": 64, "history_lookback": 0},
+        "train": {"min_history": 1_000_000, "retrain_interval": 0, "drift_retrain": False, "progress": False},
+        "alerts": {"for": 0, "cooldown": 0},
+        "state": {"dir": str(tmp / "state"), "checkpoint_interval": 86400},
+        "sinks": {"outbox": {"path": str(tmp / "outbox")}, "log_alerts": False},
+        "logging": {"level": "error", "format": "text"},
+        "model": {"device": "cpu"},
+    })
+    import logging
+
+    logging.getLogger().setLevel(logging.ERROR)
+    registry = CollectorRegistry()
+    d = Daemon(cfg, registry=registry, inline_training=True)
+    alerts: list[tuple[float, str, str]] = []
+    result: dict = {"streams": streams}
+
+    def ingested() -> float:
+        return registry.get_sample_value("sentinel_samples_ingested_total", {"source": "rx"}) or 0.0
+
+    async def wait_ingested(n: float, timeout: float) -> float:
+        deadline = time.monotonic() + timeout
+        while ingested() < n:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"ingested {ingested()} of {n}")
+            await asyncio.sleep(0.005)
+        return time.monotonic()
+
+    async def main() -> None:
+        await d.start()
+        assert d.notifier is not None
+        orig = d.notifier.submit
+
+        def submit(events):  # the instrumentation point: the alert reaches the notifier
+            t = time.monotonic()
+            for ev in events:
+                alerts.append((t, str(ev.key), ev.status))
+            return orig(events)
+
+        d.notifier.submit = submit  # type: ignore[method-assign]
+        await asyncio.sleep(0.5)
+        rss0 = rss_bytes()
+        ctx = mp.get_context("spawn")
+        parent, child = ctx.Pipe()
+        sender = ctx.Process(target=sender_main, args=(f"http://127.0.0.1:{port}/write?db=sensors&precision=ns",
+                                                       streams, ticks, child), daemon=True)
+        sender.start()
+        loop = asyncio.get_running_loop()
+        recv = lambda: loop.run_in_executor(None, parent.recv)  # noqa: E731
+        try:
+            msg, _ = await asyncio.wait_for(recv(), 600)
+            assert msg == "created"
+            await wait_ingested(streams, 120)
+            t = time.perf_counter()
+            ready = await loop.run_in_executor(d._score_pool, make_ready, d.engine, time.time())
+            result["make_ready_s"] = round(time.perf_counter() - t, 2)
+            assert ready == streams, (ready, streams)
+            rss1 = rss_bytes()
+            base = ingested()
+            total = streams * ticks
+            parent.send(("go", None))
+            t_done = await wait_ingested(base + total, 600)
+            msg, (t_first, t_last) = await asyncio.wait_for(recv(), 60)
+            sps = total / (t_done - t_first)
+            result.update(samples_per_s=round(sps), sustained_samples=total, sustained_s=round(t_done - t_first, 3),
+                          post_s=round(t_last - t_first, 3))
+            rss2 = rss_bytes()
+            rejected = sum(s.value for m in registry.collect() if m.name == "sentinel_samples_rejected"
+                           for s in m.samples if s.name.endswith("_total"))
+            result["rejected"] = int(rejected)
+            # latency phase
+            rate = min(100_000.0, 0.7 * sps)
+            alerts.clear()
+            n_before = ingested()
+            parent.send(("latency", rate))
+            msg, (starts, interval) = await asyncio.wait_for(recv(), 600)
+            sent = sum(1 for _ in starts) * streams
+            await wait_ingested(n_before + sent, 120)
+            await asyncio.sleep(0.2)
+            fired = {k: t for t, k, st in alerts if st == "firing"}
+            lat, missed = [], 0
+            for t_tick, spk in starts:
+                for i in spk:
+                    key = f"pump,pump=p{i},site=s{i % 16}"
+                    if key in fired:
+                        lat.append(fired[key] - t_tick)
+                    else:
+                        missed += 1
+            lat_ms = np.array(lat) * 1000
+            result.update(
+                latency_rate=round(rate), latency_ticks=len(starts), tick_interval_ms=round(interval * 1000, 1),
+                alerts=len(lat), missed_alerts=missed, false_alerts=len(set(fired) - {
+                    f"pump,pump=p{i},site=s{i % 16}" for _, spk in starts for i in spk}),
+                p50_alert_ms=round(float(np.percentile(lat_ms, 50)), 1) if len(lat) else None,
+                p99_alert_ms=round(float(np.percentile(lat_ms, 99)), 1) if len(lat) else None,
+                p90_alert_ms=round(float(np.percentile(lat_ms, 90)), 1) if len(lat) else None,
+                max_alert_ms=round(float(lat_ms.max()), 1) if len(lat) else None,
+                rss_base=rss0, rss_ready=rss1, rss_after=rss2,
+                rss_bytes_per_stream=round((rss2 - rss0) / streams),
+                bank_bytes_per_stream=sum(d.engine.groups[1].bank.bytes_per_stream().values()),
+            )
+            # one Prometheus scrape of everything (per-stream series for every stream)
+            import urllib.request
+
+            t = time.perf_counter()
+            body = await loop.run_in_executor(None, lambda: urllib.request.urlopen(
+                f"http://127.0.0.1:{port}/metrics", timeout=120).read())
+            result["scrape_s"] = round(time.perf_counter() - t, 3)
+            result["scrape_bytes"] = len(body)
+        finally:
+            sender.join(timeout=10)
+            if sender.is_alive():
+                sender.terminate()
+            await d.stop()
+
+    asyncio.run(main())
+    return result
+
+
+# =============================================================================== driver
+
+
+def default_ticks(streams: int) -> int:
+    """Enough samples for a sustained figure (>= ~400k samples, >= 5 ticks)."""
+    return max(5, min(400, 400_000 // streams))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="1k and 10k streams only")
+    ap.add_argument("--streams", type=int, nargs="*", help="override the configurations")
+    ap.add_argument("--ticks", type=int, help="sustained ticks (default: ~400k samples per configuration)")
+    ap.add_argument("--run-one", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.run_one:
+        res = run_one(args.run_one, args.ticks or default_ticks(args.run_one))
+        print("JSON " + json.dumps(res), flush=True)
+        return
+    configs = args.streams or ([1_000, 10_000] if args.quick else [1_000, 10_000, 100_000])
+    rows = []
+    for s in configs:
+        cmd = [sys.executable, __file__, "--run-one", str(s)] + (["--ticks", str(args.ticks)] if args.ticks else [])
+        t = time.perf_counter()
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+        line = next((ln for ln in p.stdout.splitlines() if ln.startswith("JSON ")), None)
+        if p.returncode != 0 or line is None:
+            print(f"streams={s}: failed ({p.returncode})\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}", file=sys.stderr)
+            continue
+        r = json.loads(line[5:])
+        r["wall_s"] = round(time.perf_counter() - t, 1)
+        rows.append(r)
+    print(f"machine: {platform.processor() or platform.machine()}, cpus={os.cpu_count()}, "
+          f"python {platform.python_version()}; sender in a second process; 5000 lines/POST; hidden 32, window 8")
+    hdr = ("streams", "samples/s", "p50 ms", "p99 ms", "alerts", "missed", "RSS B/stream", "bank B/stream",
+           "rejected", "scrape s", "wall s")
+    print(" | ".join(f"{h:>13}" for h in hdr))
+    for r in rows:
+        vals = (r["streams"], r["samples_per_s"], r["p50_alert_ms"], r["p99_alert_ms"], r["alerts"],
+                r["missed_alerts"], r["rss_bytes_per_stream"], r["bank_bytes_per_stream"], r["rejected"],
+                r["scrape_s"], r["wall_s"])
+        print(" | ".join(f"{v:>13}" for v in vals))
+    for r in rows:
+        print(f"RESULT streams={r['streams']} samples_per_s={r['samples_per_s']} p50_alert_ms={r['p50_alert_ms']} "
+              f"p99_alert_ms={r['p99_alert_ms']} rss_bytes_per_stream={r['rss_bytes_per_stream']} "
+              f"latency_rate={r['latency_rate']} alerts={r['alerts']} missed_alerts={r['missed_alerts']} "
+              f"false_alerts={r['false_alerts']} target_samples_per_s=100000 "
+              f"meets_target={int(r['samples_per_s'] >= 100_000 and (r['p99_alert_ms'] or 1e9) < 1000)}")
+
+
+if __name__ == "__main__":
+    main()
