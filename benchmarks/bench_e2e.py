@@ -106,13 +106,13 @@ def sender_main(url: str, streams: int, ticks: int, conn) -> None:  # runs in th
             sustained = bodies_of(lines)
             del lines
             conn.send(("created", None))
-            msg, rate = conn.recv()  # "go", and the latency phase's samples/s once known
+            conn.recv()  # "go"
             t_first = time.monotonic()
             await post_all(s, sustained)
             t_last = time.monotonic()
             conn.send(("sustained", (t_first, t_last)))
             del sustained
-            msg, rate = conn.recv()  # "latency", samples/s
+            _msg, rate = conn.recv()  # "latency", samples/s
             interval = streams / rate
             n_ticks = max(12, min(60, int(8.0 / interval)))
             n_ticks = min(n_ticks, streams // SPIKES_PER_TICK)

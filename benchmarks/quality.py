@@ -396,7 +396,7 @@ def result_line(report: Report, seconds: float, extra: dict[str, object] | None 
     for g in kinds:
         dets = report.groups[g]
         others = [t.nab_score for k, t in dets.items() if k != SENTINEL and math.isfinite(t.nab_score)]
-        if SENTINEL in dets and all(dets[SENTINEL].nab_score > o for o in others):
+        if SENTINEL in dets and others and all(dets[SENTINEL].nab_score > o for o in others):
             wins += 1
     kv["kinds_sentinel_best_nab"] = f"{wins}/{len(kinds)}"
     kv.update(extra or {})

@@ -177,7 +177,9 @@ def train(job: TrainJob, s: TrainSettings, device: str = "cpu",
     torch.manual_seed(s.seed)
     n_val = max(1, round(L * s.val_fraction))
     n_tr = L - n_val
-    mean, std = normalisers(job.values[:, :n_tr], job.loss_mask[:, :n_tr])
+    # Normalisers from every usable sample (the held-back tail included): a stream whose history
+    # is shorter than the job's (left-padded) may have little or nothing in the training part.
+    mean, std = normalisers(job.values, job.loss_mask)
     Xall = torch.from_numpy(((job.values - mean[:, None]) / std[:, None]).astype(np.float32)).to(dev)
     Mall = torch.from_numpy(job.loss_mask & ~np.isnan(job.values).all(-1)).to(dev)
     Xtr, Xval, Mtr, Mval = Xall[:, :n_tr], Xall[:, n_tr:], Mall[:, :n_tr], Mall[:, n_tr:]

@@ -377,7 +377,8 @@ class Engine:
     def _job(self, F: int, g: Group, slots: np.ndarray) -> TrainJob:
         a = g.a
         a["training"][slots] = True
-        _ts, v, flags = g.history(slots)
+        # only as much history as the longest stream of the job has: no all-padding columns
+        _ts, v, flags = g.history(slots, last=int(min(g.cap, a["hist_n"][slots].max())))
         has = a["ready"][slots].copy()
         champion = None
         if has.any():
