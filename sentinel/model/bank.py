@@ -128,9 +128,10 @@ class Bank:
     def step(self, slots: np.ndarray, x: np.ndarray | Tensor) -> tuple[Tensor, Tensor]:
         """Advance ``slots`` (unique) by one raw sample each; ``x`` ``[n, F]`` (NaN = missing).
 
-        Returns ``(field_err [n, F], err [n])`` on the CPU. When ``slots`` is the prefix
-        ``0..n-1`` (every stream ticking, the common case) the stacked tensors are used
-        as views and updated in place: the weights are read once and nothing is gathered.
+        Returns ``(field_err [n, F], err [n])`` on the CPU. When ``slots`` is a range
+        ``lo..lo+n-1`` (every stream ticking, or a body carrying a run of them: the common
+        case) the stacked tensors are used as views and updated in place: the weights are
+        read once and nothing is gathered.
         """
         slots = np.asarray(slots, dtype=np.int64)
         n = len(slots)
@@ -138,9 +139,10 @@ class Bank:
         F = d.fields
         x_t = torch.as_tensor(x, dtype=self.dtype).to(self.device).reshape(n, 1, F)
         t = self.t
-        contiguous = n > 0 and slots[0] == 0 and slots[-1] == n - 1 and (n == 1 or bool(np.all(np.diff(slots) == 1)))
-        if contiguous:
-            sel = {k: v[:n] for k, v in t.items()}
+        lo = int(slots[0]) if n else 0
+        contiguous = n > 0 and int(slots[-1]) - lo == n - 1 and (n == 1 or bool(np.all(np.diff(slots) == 1)))
+        if contiguous:  # a range of slots: views, no gather copy of the weights, state updated in place
+            sel = {k: v[lo : lo + n] for k, v in t.items()}
             idx = None
         else:
             idx = self._idx(slots)
@@ -168,8 +170,8 @@ class Bank:
         if d.cell != "lstm":
             xh[..., F:] = h
         if idx is None:  # xh and c were updated in place
-            t["win"][:n] = win
-            t["pred"][:n] = pred
+            t["win"][lo : lo + n] = win
+            t["pred"][lo : lo + n] = pred
         else:
             t["xh"][idx] = xh
             if c is not None:

@@ -283,7 +283,7 @@ class Daemon:
                 self.metrics.alert_transitions.labels(ev.status).inc()
         if self.writebacks:
             recs = [ScoreRecord(s.key, s.ts, s.values, float(out.score[i]), float(out.error[i]),
-                                float(out.threshold[i]), 2 if out.firing[i] else 0, bool(out.ready[i]))
+                                float(out.threshold[i]), int(out.state[i]), bool(out.ready[i]))
                     for i, s in enumerate(samples) if out.rejected[i] is None]
             for wb in self.writebacks:
                 wb.submit(recs)

@@ -57,6 +57,7 @@ class TickOutput:
     firing: np.ndarray
     ready: np.ndarray
     rejected: list[str | None]
+    state: np.ndarray  # AlertState after the sample (0 ok, 1 pending, 2 firing, 3 resolved)
     events: list[AlertEvent] = field(default_factory=list)
 
 
@@ -194,7 +195,7 @@ class Engine:
         """Score ``samples`` in arrival order (a stream's samples in one call are applied in turn)."""
         n = len(samples)
         out = TickOutput(np.zeros(n), np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, bool),
-                         np.zeros(n, bool), [None] * n)
+                         np.zeros(n, bool), [None] * n, np.zeros(n, np.int8))
         # bucket by (group, round): round r holds each stream's r-th sample of this call
         buckets: dict[tuple[int, int], list[int]] = {}
         seen: dict[tuple[int, int], int] = {}
@@ -296,6 +297,7 @@ class Engine:
         a["ch_state"][slots, cpos] = st
         out.score[idx], out.error[idx], out.threshold[idx] = score, err, thr
         out.firing[idx] = st == FIRING
+        out.state[idx] = st
         out.ready[idx] = ready
         if transitions:
             where = {int(s): j for j, s in enumerate(slots)}
