@@ -93,13 +93,19 @@ class Case:
 
 
 def simulator_cases(kinds: Iterable[str], seeds: Iterable[int], rows: int, interval: float = 60.0) -> list[Case]:
-    """``make_series`` for every (kind, seed); ``correlation_break`` gets 3 fields, the rest 1."""
-    from sentinel.sources.simulator import make_series
+    """``make_series`` for every (kind, seed); ``correlation_break`` gets 3 fields, the rest 1.
+
+    The seed passed is ``seed + 100 * (index of kind in ANOMALY_KINDS)``: one seed gives one clean
+    signal, so without the offset every kind would share the same few clean series (and the same
+    false alarms); with it, each (kind, seed) is an independent sensor.
+    """
+    from sentinel.sources.simulator import ANOMALY_KINDS, make_series
 
     out = []
     for kind in kinds:
         F = MULTIVARIATE_FIELDS if kind in MULTIVARIATE_KINDS else 1
-        for seed in seeds:
+        for s in seeds:
+            seed = s + 100 * ANOMALY_KINDS.index(kind)
             ts, vals, labels = make_series(kind, rows, seed, interval, n_anomalies=3, fields=F)
             names = ("value",) if F == 1 else tuple(f"x{i}" for i in range(F))
             out.append(Case(kind, f"{kind}/s{seed}", ts, vals, labels, names))

@@ -159,11 +159,15 @@ def train_cmd(config_path: str) -> None:
 
     cfg = _load(config_path)
     engine = Engine(cfg, device="cpu")
-    existing = ckpt.load_latest(cfg.state.dir)
     cursors: dict = {}
-    if existing is not None:
-        engine.restore(existing.meta, existing.tensors)
-        cursors = dict(existing.meta.get("cursors", {}))
+    try:
+        existing = ckpt.load_latest(cfg.state.dir)
+        if existing is not None:
+            engine.restore(existing.meta, existing.tensors)
+            cursors = dict(existing.meta.get("cursors", {}))
+    except (SentinelError, ValueError, KeyError, TypeError) as e:  # a bad checkpoint: say why, no traceback
+        click.echo(f"error: cannot resume from {cfg.state.dir}: {e}", err=True)
+        sys.exit(1)
     now = time.time()
 
     async def load() -> int:

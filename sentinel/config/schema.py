@@ -57,6 +57,10 @@ class ModelConfig(Strict):
 
 class TrainConfig(Strict):
     min_history: int = Field(256, ge=16, description="samples a stream needs before its first training")
+    min_history_span: Duration = Field(
+        86400.0, description="time a stream's history must also span before its first training "
+        "(a full history buffer suffices; 0 = samples only)"
+    )
     epochs: int = Field(12, ge=1)
     bptt: int = Field(48, ge=4, description="truncated-BPTT chunk length")
     segments: int = Field(8, ge=1, description="parallel segments per stream within one step")

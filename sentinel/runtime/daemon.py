@@ -247,14 +247,14 @@ class Daemon:
         """Runs on the scoring thread: the only code that mutates the engine."""
         t0 = time.perf_counter()
         samples: list[Sample] = []
-        per_source: dict[str, int] = {}
+        spans: list[tuple[str, int, int]] = []  # (source, first, end) of each batch's samples
         for b in batches:
             ss = b.samples
             if self.shard is not None:
                 i, n = self.shard
                 ss = [s for s in ss if owner(s.key, n) == i]
+            spans.append((b.source, len(samples), len(samples) + len(ss)))
             samples.extend(ss)
-            per_source[b.source] = per_source.get(b.source, 0) + len(ss)
             for reason, cnt in (b.rejected or {}).items():
                 self.metrics.samples_rejected.labels(reason).inc(cnt)
         out = self.engine.process(samples) if samples else None
@@ -270,8 +270,8 @@ class Daemon:
                 rej[r] = rej.get(r, 0) + 1
         for r, c in rej.items():
             self.metrics.samples_rejected.labels(r).inc(c)
-        for src, c in per_source.items():
-            self.metrics.samples_ingested.labels(src).inc(c)
+        for src, a, e in spans:  # ingested = accepted for scoring; rejects are counted by reason above
+            self.metrics.samples_ingested.labels(src).inc(sum(1 for r in out.rejected[a:e] if r is None))
         newest = max((s.ts for s in samples), default=now)
         for b in batches:
             self.metrics.ingest_lag_seconds.labels(b.source).set(max(0.0, now - newest))
@@ -458,7 +458,8 @@ class Daemon:
         if start is not None:
             spans.append([start, None])
         return {"ts": ts[0].tolist(), "values": v[0].tolist(), "fields": list(g.fields[slot]),
-                "score": score.tolist(), "threshold": thr.tolist(), "error": [None] * n, "alert_spans": spans,
+                "score": score.tolist(), "threshold": thr.tolist(), "error": g.a["ch_err"][slot, cp].tolist(),
+                "alert_spans": spans,
                 "pending": bool((st == PENDING).any())}
 
     async def reload(self) -> tuple[bool, str]:

@@ -33,6 +33,19 @@ from ..types import AlertEvent, Sample, StreamKey
 
 REJECT_REASONS = ("out_of_order", "duplicate", "non_finite", "no_values", "max_streams", "bad_fields")
 BURN_IN = 16  # ticks after a state reset whose errors are not used for calibration
+STUCK_MIN = 8  # identical values in a row before a field can count as stuck
+
+
+def longest_runs(v: np.ndarray) -> np.ndarray:
+    """Longest run of identical consecutive values per stream and field; ``v`` ``[n, L, F]`` (NaN = gap)."""
+    n, L, F = v.shape
+    best = np.zeros((n, F), dtype=np.int64)
+    cur = np.zeros((n, F), dtype=np.int64)
+    for i in range(1, L):
+        same = (v[:, i] == v[:, i - 1]) & ~np.isnan(v[:, i])
+        cur = np.where(same, cur + 1, 0)
+        np.maximum(best, cur + 1, out=best, where=same)
+    return np.maximum(best, 1)
 
 
 def stream_seed(key: StreamKey, seed: int) -> int:
@@ -70,7 +83,7 @@ class Group:
         "training": (np.bool_, False), "err_ewma": (np.float64, np.nan), "calib_err": (np.float64, np.nan),
         "score": (np.float64, 0.0), "error": (np.float64, np.nan), "threshold": (np.float64, np.nan),
         "hist_n": (np.int64, 0), "since_train": (np.int64, 0), "alive": (np.bool_, False),
-        "drift": (np.bool_, False),
+        "drift": (np.bool_, False), "critical": (np.bool_, False),
     }
 
     def __init__(self, F: int, cfg: SentinelConfig, device: str):
@@ -100,7 +113,12 @@ class Group:
         shapes.update({
             "hist_ts": ((self.cap,), np.float64, np.nan), "hist_v": ((self.cap, self.F), np.float32, np.nan),
             "hist_flag": ((self.cap,), np.bool_, False), "share": ((self.F,), np.float32, 0.0),
+            # stuck-sensor check: current run of identical values per field, the last value,
+            # and the longest run seen in the training history
+            "run": ((self.F,), np.int64, 0), "last_v": ((self.F,), np.float64, np.nan),
+            "max_run": ((self.F,), np.int64, 0),
             "ch_score": ((self.chart,), np.float32, np.nan), "ch_thr": ((self.chart,), np.float32, np.nan),
+            "ch_err": ((self.chart,), np.float32, np.nan),
             "ch_state": ((self.chart,), np.int8, 0),
         })
         for k, (shape, dt, fill) in shapes.items():
@@ -119,10 +137,11 @@ class Group:
         self._ensure(self.bank.capacity)
         for k, (_dt, fill) in self.ARRAYS.items():
             self.a[k][slot] = fill
-        for k in ("hist_ts", "hist_v", "ch_score", "ch_thr"):
+        for k in ("hist_ts", "hist_v", "ch_score", "ch_thr", "ch_err"):
             self.a[k][slot] = np.nan
         self.a["hist_flag"][slot] = False
         self.a["ch_state"][slot] = 0
+        self.a["run"][slot], self.a["last_v"][slot], self.a["max_run"][slot] = 0, np.nan, 0
         self.a["alive"][slot] = True
         self.keys[slot] = key
         self.fields[slot] = fields
@@ -286,6 +305,22 @@ class Engine:
             a["share"][rs] = np.where(tot > 0, fe / np.where(tot > 0, tot, 1), 0)
             ew = a["err_ewma"][rs]
             a["err_ewma"][rs] = np.where(np.isnan(ew), e, 0.995 * ew + 0.005 * np.where(alerting, ew, e))
+        # A flat line is easy to reconstruct, so the error cannot flag a stuck sensor: a field that
+        # repeats the same value for longer than twice its longest run in training (and at least
+        # STUCK_MIN samples) scores 1 and is named as the field that drove the alert.
+        nan_v = np.isnan(v)
+        same = (v == a["last_v"][slots]) & ~nan_v
+        run = np.where(same, a["run"][slots] + 1, np.where(nan_v, a["run"][slots], 1))
+        a["run"][slots] = run
+        a["last_v"][slots] = np.where(nan_v, a["last_v"][slots], v)
+        if len(r):
+            stuck_f = run[r] >= np.maximum(STUCK_MIN, 2 * a["max_run"][slots[r]])
+            stuck = stuck_f.any(1) & (a["rewarm"][slots[r]] == 0)
+            if stuck.any():
+                ri = r[stuck]
+                score[ri] = 1.0
+                sf = stuck_f[stuck].astype(np.float32)
+                a["share"][slots[ri]] = sf / sf.sum(1, keepdims=True)
         a["score"][slots], a["error"][slots], a["threshold"][slots] = score, err, thr
         transitions = g.alerts.advance(slots, ts, score)
         st = g.alerts.state(slots)
@@ -294,6 +329,7 @@ class Engine:
         cpos = (a["hist_n"][slots] - 1) % g.chart
         a["ch_score"][slots, cpos] = score
         a["ch_thr"][slots, cpos] = thr
+        a["ch_err"][slots, cpos] = err
         a["ch_state"][slots, cpos] = st
         out.score[idx], out.error[idx], out.threshold[idx] = score, err, thr
         out.firing[idx] = st == FIRING
@@ -312,13 +348,15 @@ class Engine:
         names = g.fields[tr.slot]
         top = tuple(sorted(((names[i], round(float(share[i]), 4)) for i in range(len(names))),
                            key=lambda kv: -kv[1]))
-        sev = "critical" if score[j] >= max(0.9, self.cfg.alerts.enter) else self.cfg.alerts.severity
+        # severity is a label, so it is part of the alert's identity: fixed when the alert opens and kept
+        # for its re-opens and its resolve (else Alertmanager sees the resolve as another alert)
+        if tr.status == "firing" and tr.starts_at == tr.at:
+            g.a["critical"][tr.slot] = score[j] >= max(0.9, self.cfg.alerts.enter)
+        sev = "critical" if g.a["critical"][tr.slot] else self.cfg.alerts.severity
         return AlertEvent(key=key, status=tr.status, starts_at=tr.starts_at,  # type: ignore[arg-type]
                           ends_at=tr.at if tr.status == "resolved" else None, at=tr.at,
                           score=float(score[j]), threshold=float(thr[j]) if np.isfinite(thr[j]) else math.inf,
-                          error=float(err[j]) if np.isfinite(err[j]) else 0.0,
-                          severity=self.cfg.alerts.severity if tr.status == "resolved" and sev == "critical" else sev,
-                          top_fields=top)
+                          error=float(err[j]) if np.isfinite(err[j]) else 0.0, severity=sev, top_fields=top)
 
     # -- history from a source -------------------------------------------------
     def preload(self, samples: Iterable[Sample]) -> int:
@@ -359,10 +397,18 @@ class Engine:
             a = g.a
             C = g.capacity
             base = a["alive"][:C] & ~a["training"][:C]
-            first = base & ~a["ready"][:C] & (a["hist_n"][:C] >= t.min_history)
+            # A first model also needs min_history_span of time (a daily cycle by default): a model
+            # trained on a few hours cannot know the rest of the day and alarms on it. A full
+            # history buffer is enough when the buffer spans less than that.
+            n = a["hist_n"][:C]
+            oldest = a["hist_ts"][np.arange(C), np.where(n >= g.cap, n % g.cap, 0)]
+            span_ok = (n >= g.cap) | (a["last_ts"][:C] - oldest >= t.min_history_span)
+            first = base & ~a["ready"][:C] & (n >= t.min_history) & span_ok
             retrain = np.zeros(C, bool)
             if t.retrain_interval > 0:
-                retrain = base & a["ready"][:C] & (now - a["trained_at"][:C] >= t.retrain_interval)
+                # and only once the stream has min_history new samples to learn from
+                retrain = base & a["ready"][:C] & (now - a["trained_at"][:C] >= t.retrain_interval) & (
+                    a["since_train"][:C] >= t.min_history)
             if t.drift_retrain:
                 # error level well above what the model showed on held-back data, for long enough,
                 # and not more often than a quarter of the retrain interval
@@ -426,6 +472,7 @@ class Engine:
             e = err[i][present[i] & ~flags[i]]
             calib.append(e[BURN_IN:] if len(e) > 2 * BURN_IN else e)
         g.thr.calibrate(sl, calib)
+        g.a["max_run"][sl] = longest_runs(v)
         # reference error level for drift: the larger of the in-sample error and the held-back loss
         insample = np.array([float(np.mean(c)) if len(c) else np.nan for c in calib])
         g.a["calib_err"][sl] = np.fmax(insample, res.val_loss[rows])

@@ -50,7 +50,7 @@ def small_config(tmp: Path, sources: list[dict[str, Any]], *, webhook_url: str |
         "sources": sources,
         "streams": {"history_size": 256, "history_lookback": 3600, "rewarm_samples": 4},
         "model": {"hidden": 8, "window": 4, "device": "cpu"},
-        "train": {"min_history": 64, "epochs": 2, "bptt": 16, "segments": 2, "patience": 1,
+        "train": {"min_history": 64, "min_history_span": 0, "epochs": 2, "bptt": 16, "segments": 2, "patience": 1,
                   "retrain_interval": 0, "drift_retrain": False, "progress": False},
         "alerts": {"enter": 0.5, "exit": 0.4, "for": 0, "cooldown": 0},
         "state": {"dir": str(tmp / "state"), "checkpoint_interval": 3600},

@@ -20,7 +20,7 @@ REWARM = 6
 CONFIG = f"""
 streams: {{history_size: 64, max_gap_intervals: 5, rewarm_samples: {REWARM}, max_streams: 8}}
 model: {{hidden: 8, window: 4}}
-train: {{min_history: {MIN_HISTORY}, epochs: 2, bptt: 16, segments: 2, retrain_interval: 0, drift_retrain: false}}
+train: {{min_history: {MIN_HISTORY}, min_history_span: 0, epochs: 2, bptt: 16, segments: 2, retrain_interval: 0, drift_retrain: false}}
 detect: {{threshold: {{method: spot}}}}
 alerts: {{for: 0, resolve_for: 0}}
 """
@@ -229,3 +229,30 @@ def test_scores_of_a_stream_do_not_depend_on_other_streams() -> None:
     np.testing.assert_allclose(err_ab, err_a, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(np.array([o.ready[0] for o in outs_ab]), np.array([o.ready[0] for o in outs_a]))
     np.testing.assert_allclose([o.score[0] for o in outs_ab], [o.score[0] for o in outs_a], atol=1e-6)
+
+
+def test_a_stuck_field_scores_one_and_is_named_while_the_others_keep_moving() -> None:
+    from sentinel.runtime.engine import STUCK_MIN
+
+    e = engine()
+    feed(e, [A], 0, MIN_HISTORY + 10, F=3)
+    g = e.groups[3]
+    slot = e.index[A][1]
+    assert g.a["ready"][slot] and g.a["max_run"][slot].tolist() == [1, 1, 1]  # noisy history: no repeats
+    start = MIN_HISTORY + 10
+    frozen = value(A, start - 1, 3)[1]  # "vib" freezes at its last value
+    scores, shares, events = [], [], []
+    for i in range(start, start + STUCK_MIN + 3):
+        vals = list(value(A, i, 3))
+        vals[1] = frozen
+        out = e.process([Sample(A, float(i), FIELDS, tuple(vals))])
+        scores.append(float(out.score[0]))
+        shares.append(g.a["share"][slot].tolist())
+        events += out.events
+    # run length reaches STUCK_MIN at the (STUCK_MIN-1)-th frozen tick (the value before counts too)
+    k = STUCK_MIN - 2
+    assert all(sh != [0.0, 1.0, 0.0] for sh in shares[:k])  # until then: the model's own error shares
+    assert scores[k:] == [1.0] * len(scores[k:])
+    assert shares[k:] == [[0.0, 1.0, 0.0]] * len(shares[k:])
+    assert g.a["run"][slot].tolist()[1] == STUCK_MIN + 4
+    assert any(ev.status == "firing" for ev in events)

@@ -97,7 +97,7 @@ def test_real_replay_wiring():
     """A tiny real run through sentinel.replay: warm-up is detected and excluded."""
     case = _case(120)
     text = Q.config_text(case.fields, Q.parse_overrides(
-        ["train.min_history=64", "train.epochs=1", "model.hidden=4", "streams.history_size=64"]))
+        ["train.min_history=64", "train.min_history_span=0", "train.epochs=1", "model.hidden=4", "streams.history_size=64"]))
     run = Q.run_case(case, text, 0.01, baselines=False)
     assert 64 <= run.ready_from < 120
     assert run.preds[Q.SENTINEL].shape == (120,) and run.trainings >= 1
