@@ -419,6 +419,7 @@ class InfluxDBSource:
                       "unavailable": 0}
         self._buffer: list[Pushed] = []
         self._held = 0
+        self._emitted: dict[StreamKey, float] = {}
         self.receiver: LineProtocolReceiver | None = None
         if cfg.mode in ("subscription", "receiver") and cfg.receiver.enabled:
             dbs = [cfg.database] if cfg.mode == "subscription" else list(cfg.receiver.databases)
@@ -609,8 +610,20 @@ class InfluxDBSource:
         o = p.outcome
         if o.max_ts_ns > (self._t or -1):
             self._t = o.max_ts_ns
-        if o.samples or o.rejected:
-            await emit(SourceBatch(self.name, o.samples, self.cursor, p.received_at, dict(o.rejected)))
+        if self.cfg.mode != "subscription":  # no catch-up, no overlap: the engine counts late points
+            if o.samples or o.rejected:
+                await emit(SourceBatch(self.name, o.samples, self.cursor, p.received_at, dict(o.rejected)))
+            return
+        fresh = []
+        for smp in o.samples:  # drop what a catch-up already handed over
+            lt = self._emitted.get(smp.key)
+            if lt is not None and smp.ts <= lt:
+                self.stats["deduplicated"] += 1
+                continue
+            self._emitted[smp.key] = smp.ts
+            fresh.append(smp)
+        if fresh or o.rejected:
+            await emit(SourceBatch(self.name, fresh, self.cursor, p.received_at, dict(o.rejected)))
 
     async def _run_receiver(self, emit: Emit) -> None:
         self._set_connected(True)
@@ -724,7 +737,9 @@ class InfluxDBSource:
         saw_push = bool(self._buffer)
         self.stats["backfill_rounds"] += 1
         task = asyncio.create_task(drainer())
-        last: dict[StreamKey, float] = {}
+        # Per-stream newest timestamp handed over, kept across rounds: a push held after one round
+        # may carry points an earlier round already read from the database.
+        last = self._emitted
         try:
             t = self._start_t()
             while True:
