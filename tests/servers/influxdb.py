@@ -51,6 +51,9 @@ bind-address = "127.0.0.1:{rpc_port}"
 [subscriber]
   enabled = true
   http-timeout = "5s"
+  # one writer per subscription keeps pushes in write order (the default 40 writers can reorder
+  # them, and Sentinel rejects a sample older than its stream's last one); docs/influxdb.md says so
+  write-concurrency = 1
 
 [http]
   enabled = true
