@@ -62,6 +62,11 @@ class TrainResult:
     seconds: float
     tag: object = None
     history: list[float] = field(default_factory=list)
+    # The best weights replayed over the job's whole history by the scoring code (Bank.run_sequence):
+    # per-sample errors ``[n, L]`` for threshold calibration and the final state (``h,c,win,pred``),
+    # so the runtime only has to catch up the samples that arrived while this job ran.
+    errors: np.ndarray | None = None
+    state: dict[str, np.ndarray] | None = None
 
     @property
     def accepted(self) -> np.ndarray:
@@ -247,10 +252,29 @@ def train(job: TrainJob, s: TrainSettings, device: str = "cpu",
         stopped |= stale >= s.patience
         if bool(stopped.all()):
             break
+    params_np = {k: v.cpu().numpy() for k, v in best.items()}
+    errors, state = rewarm(dims, params_np, mean, std, job.values, s.prediction_weight, dev)
     return TrainResult(
-        params={k: v.cpu().numpy() for k, v in best.items()},
-        mean=mean, std=std,
+        params=params_np, mean=mean, std=std,
         val_loss=best_val.cpu().numpy().astype(np.float64),
         champion_val_loss=champion_val,
         epochs=epochs_run, seconds=time.perf_counter() - t0, tag=job.tag, history=history,
+        errors=errors, state=state,
     )
+
+
+def rewarm(dims: Dims, params: dict[str, np.ndarray], mean: np.ndarray, std: np.ndarray, values: np.ndarray,
+           prediction_weight: float, device: torch.device | str = "cpu") -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Run ``values`` ``[n, L, F]`` through the weights from a zero state with the scoring code.
+
+    Returns the per-sample errors ``[n, L]`` (0 on padding) and the final state of each stream.
+    """
+    from .bank import Bank
+
+    n = values.shape[0]
+    bank = Bank(dims, prediction_weight=prediction_weight, device=device, capacity=max(1, n))
+    slots = np.array([bank.add() for _ in range(n)], dtype=np.int64)
+    bank.load(slots, {k: torch.from_numpy(params[k]) for k in PARAM_KEYS}, torch.from_numpy(mean),
+              torch.from_numpy(std))
+    _fe, err = bank.run_sequence(slots, values)
+    return err.numpy(), {k: v.cpu().numpy() for k, v in bank.state(slots).items()}

@@ -460,19 +460,39 @@ class Engine:
         rows = np.flatnonzero(accepted)
         g.bank.load(sl, {k: torch.from_numpy(res.params[k][rows]) for k in ("W", "b", "D", "d")},
                     torch.from_numpy(res.mean[rows]), torch.from_numpy(res.std[rows]))
-        # Re-warm: replay the stream's recent history through the new weights (state from zero),
-        # then calibrate the threshold on those errors. No alert burst: the state is current.
-        g.bank.reset_state(sl)
-        _ts, v, flags = g.history(sl)
-        _fe, err = g.bank.run_sequence(sl, v)
-        err = err.numpy()
-        present = ~np.isnan(v).all(-1)
-        calib = []
-        for i in range(len(sl)):
-            e = err[i][present[i] & ~flags[i]]
-            calib.append(e[BURN_IN:] if len(e) > 2 * BURN_IN else e)
+        # Re-warm: the new weights take the state they reach over the stream's history (the trainer
+        # replayed the job's history through them), then only the samples that arrived while the job
+        # ran are replayed here, so the swap neither stalls scoring nor causes an alert burst. The
+        # threshold is recalibrated on the errors of that whole replay.
+        new = g.a["hist_n"][sl] - np.asarray(tag["hist_n"], dtype=np.int64)[rows]
+        if res.state is not None and res.errors is not None and int(new.max()) <= g.cap:
+            g.bank.set_state(sl, {k: torch.from_numpy(v[rows]) for k, v in res.state.items()})
+            job_ok = job.loss_mask[rows]
+            calib = []
+            for i in range(len(sl)):
+                e = res.errors[rows[i]][job_ok[i]]
+                calib.append(e[BURN_IN:] if len(e) > 2 * BURN_IN else e)
+            m = int(new.max())
+            if m > 0:
+                _ts, vn, fl = g.history(sl, last=m)
+                older = np.arange(m)[None, :] < (m - new)[:, None]  # before the job's snapshot: done
+                vn = np.where(older[..., None], np.nan, vn)
+                _fe, en = g.bank.run_sequence(sl, vn)
+                ok = ~np.isnan(vn).all(-1) & ~fl
+                calib = [np.concatenate((c, en.numpy()[i][ok[i]])) for i, c in enumerate(calib)]
+            g.a["max_run"][sl] = longest_runs(job.values[rows])
+        else:  # no state from the trainer, or the history moved on past the job: replay all of it here
+            g.bank.reset_state(sl)
+            _ts, v, flags = g.history(sl)
+            _fe, err = g.bank.run_sequence(sl, v)
+            err = err.numpy()
+            present = ~np.isnan(v).all(-1)
+            calib = []
+            for i in range(len(sl)):
+                e = err[i][present[i] & ~flags[i]]
+                calib.append(e[BURN_IN:] if len(e) > 2 * BURN_IN else e)
+            g.a["max_run"][sl] = longest_runs(v)
         g.thr.calibrate(sl, calib)
-        g.a["max_run"][sl] = longest_runs(v)
         # reference error level for drift: the larger of the in-sample error and the held-back loss
         insample = np.array([float(np.mean(c)) if len(c) else np.nan for c in calib])
         g.a["calib_err"][sl] = np.fmax(insample, res.val_loss[rows])
