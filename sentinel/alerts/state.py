@@ -23,6 +23,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from ..slots import SlotArrays
 from ..types import AlertState
 
 OK, PENDING, FIRING, RESOLVED = (int(s) for s in AlertState)
@@ -48,8 +49,8 @@ class Transition:
     starts_at: float
 
 
-class AlertMachine:
-    """Alert state of every slot. Arrays grow with :meth:`ensure`; :meth:`reset` frees a slot."""
+class AlertMachine(SlotArrays):
+    """Alert state of every slot (arrays in ``a``; grow with :meth:`ensure`, free with :meth:`reset`)."""
 
     FIELDS: ClassVar[dict[str, tuple[type, float]]] = {
         "state": (np.int8, OK),
@@ -64,24 +65,7 @@ class AlertMachine:
 
     def __init__(self, rules: AlertRules, capacity: int = 64):
         self.rules = rules
-        self.capacity = 0
-        self.a: dict[str, np.ndarray] = {}
-        self.ensure(capacity)
-
-    def ensure(self, capacity: int) -> None:
-        if capacity <= self.capacity:
-            return
-        new = max(capacity, 2 * self.capacity)
-        for name, (dtype, fill) in self.FIELDS.items():
-            arr = np.full(new, fill, dtype=dtype)
-            if self.capacity:
-                arr[: self.capacity] = self.a[name]
-            self.a[name] = arr
-        self.capacity = new
-
-    def reset(self, slots: np.ndarray) -> None:
-        for name, (_dtype, fill) in self.FIELDS.items():
-            self.a[name][slots] = fill
+        super().__init__({k: ((), dt, fill) for k, (dt, fill) in self.FIELDS.items()}, capacity)
 
     def state(self, slots: np.ndarray | None = None) -> np.ndarray:
         return self.a["state"] if slots is None else self.a["state"][slots]
@@ -142,12 +126,3 @@ class AlertMachine:
         for i in np.flatnonzero(resolve):
             out.append(Transition(int(slots[i]), "resolved", float(now[i]), float(a["starts_at"][slots[i]])))
         return out
-
-    def snapshot(self) -> dict[str, np.ndarray]:
-        return {k: v.copy() for k, v in self.a.items()}
-
-    def restore(self, arrays: dict[str, np.ndarray]) -> None:
-        n = len(arrays["state"])
-        self.ensure(n)
-        for k, v in arrays.items():
-            self.a[k][:n] = v

@@ -21,42 +21,19 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..slots import SlotArrays, Spec
+
 GAMMA_BOUNDS = (-0.45, 0.45)
 
 
-class _Slots:
-    """Growable per-slot arrays; subclasses declare ``_arrays()``: name -> (trailing shape, dtype, fill)."""
+class _Slots(SlotArrays):
+    """Per-slot threshold state; subclasses declare ``_arrays()`` (a :data:`~sentinel.slots.Spec`)."""
 
     def __init__(self, capacity: int = 64):
-        self.capacity = 0
-        self.a: dict[str, np.ndarray] = {}
-        self.ensure(capacity)
+        super().__init__(self._arrays(), capacity)
 
-    def _arrays(self) -> dict[str, tuple[tuple[int, ...], type, float]]:
+    def _arrays(self) -> Spec:
         raise NotImplementedError
-
-    def ensure(self, capacity: int) -> None:
-        if capacity <= self.capacity:
-            return
-        new = max(capacity, 2 * self.capacity)
-        for name, (shape, dtype, fill) in self._arrays().items():
-            arr = np.full((new, *shape), fill, dtype=dtype)
-            if self.capacity:
-                arr[: self.capacity] = self.a[name]
-            self.a[name] = arr
-        self.capacity = new
-
-    def reset(self, slots: np.ndarray) -> None:
-        for name, (_shape, _dtype, fill) in self._arrays().items():
-            self.a[name][slots] = fill
-
-    def snapshot(self) -> dict[str, np.ndarray]:
-        return {k: v.copy() for k, v in self.a.items()}
-
-    def restore(self, arrays: dict[str, np.ndarray]) -> None:
-        self.ensure(len(next(iter(arrays.values()))))
-        for k, v in arrays.items():
-            self.a[k][: len(v)] = v
 
 
 class SpotThresholds(_Slots):
@@ -67,7 +44,7 @@ class SpotThresholds(_Slots):
         self.risk, self.init_quantile, self.depth, self.max_peaks = risk, init_quantile, depth, max_peaks
         super().__init__(capacity)
 
-    def _arrays(self) -> dict[str, tuple[tuple[int, ...], type, float]]:
+    def _arrays(self) -> Spec:
         return {
             "t": ((), np.float64, np.inf),       # initial threshold (peaks are excesses over it)
             "n": ((), np.float64, 0.0),          # observations seen (scaled down with nt)
@@ -228,7 +205,7 @@ class QuantileThresholds(_Slots):
         self.risk, self.decay = risk, decay
         super().__init__(capacity)
 
-    def _arrays(self) -> dict[str, tuple[tuple[int, ...], type, float]]:
+    def _arrays(self) -> Spec:
         return {"h": ((len(self.EDGES),), np.float64, 0.0), "ready": ((), np.bool_, False)}
 
     def _bins(self, e: np.ndarray) -> np.ndarray:

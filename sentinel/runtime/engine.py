@@ -29,6 +29,7 @@ from ..metrics import StreamRow, label_name
 from ..model.bank import Bank
 from ..model.cells import Dims
 from ..model.train import TrainJob, TrainResult, TrainSettings
+from ..slots import SlotArrays, Spec
 from ..types import AlertEvent, Sample, StreamKey
 
 REJECT_REASONS = ("out_of_order", "duplicate", "non_finite", "no_values", "max_streams", "bad_fields")
@@ -99,54 +100,44 @@ class Group:
                                               a.flap_max, a.flap_hold))
         self.keys: list[StreamKey | None] = []
         self.fields: list[tuple[str, ...]] = []
-        self.capacity = 0
-        self.a: dict[str, np.ndarray] = {}
-        self._ensure(64)
-
-    def _ensure(self, cap: int) -> None:
-        if cap <= self.capacity:
-            return
-        new = max(cap, 2 * self.capacity)
-        shapes: dict[str, tuple[tuple[int, ...], type, float]] = {
-            k: ((), dt, fill) for k, (dt, fill) in self.ARRAYS.items()
-        }
-        shapes.update({
-            "hist_ts": ((self.cap,), np.float64, np.nan), "hist_v": ((self.cap, self.F), np.float32, np.nan),
-            "hist_flag": ((self.cap,), np.bool_, False), "share": ((self.F,), np.float32, 0.0),
+        spec: Spec = {k: ((), dt, fill) for k, (dt, fill) in self.ARRAYS.items()}
+        spec.update({
+            "hist_ts": ((self.cap,), np.float64, np.nan), "hist_v": ((self.cap, F), np.float32, np.nan),
+            "hist_flag": ((self.cap,), np.bool_, False), "share": ((F,), np.float32, 0.0),
             # stuck-sensor check: current run of identical values per field, the last value,
             # and the longest run seen in the training history
-            "run": ((self.F,), np.int64, 0), "last_v": ((self.F,), np.float64, np.nan),
-            "max_run": ((self.F,), np.int64, 0),
+            "run": ((F,), np.int64, 0), "last_v": ((F,), np.float64, np.nan), "max_run": ((F,), np.int64, 0),
+            # recent score, threshold, error and alert state for the status page's charts
             "ch_score": ((self.chart,), np.float32, np.nan), "ch_thr": ((self.chart,), np.float32, np.nan),
-            "ch_err": ((self.chart,), np.float32, np.nan),
-            "ch_state": ((self.chart,), np.int8, 0),
+            "ch_err": ((self.chart,), np.float32, np.nan), "ch_state": ((self.chart,), np.int8, 0),
         })
-        for k, (shape, dt, fill) in shapes.items():
-            arr = np.full((new, *shape), fill, dtype=dt)
-            if self.capacity:
-                arr[: self.capacity] = self.a[k]
-            self.a[k] = arr
-        self.keys.extend([None] * (new - self.capacity))
-        self.fields.extend([()] * (new - self.capacity))
-        self.capacity = new
-        self.thr.ensure(new)
-        self.alerts.ensure(new)
+        self.slots = SlotArrays(spec, 0)
+        self.a = self.slots.a
+        self._ensure(64)
+
+    @property
+    def capacity(self) -> int:
+        return self.slots.capacity
+
+    def _ensure(self, cap: int) -> None:
+        """Grow every per-slot store of the group together."""
+        self.slots.ensure(cap)
+        grow = self.slots.capacity - len(self.keys)
+        self.keys.extend([None] * grow)
+        self.fields.extend([()] * grow)
+        self.thr.ensure(self.slots.capacity)
+        self.alerts.ensure(self.slots.capacity)
 
     def add(self, key: StreamKey, fields: tuple[str, ...]) -> int:
         slot = self.bank.add()
         self._ensure(self.bank.capacity)
-        for k, (_dt, fill) in self.ARRAYS.items():
-            self.a[k][slot] = fill
-        for k in ("hist_ts", "hist_v", "ch_score", "ch_thr", "ch_err"):
-            self.a[k][slot] = np.nan
-        self.a["hist_flag"][slot] = False
-        self.a["ch_state"][slot] = 0
-        self.a["run"][slot], self.a["last_v"][slot], self.a["max_run"][slot] = 0, np.nan, 0
+        one = np.array([slot])
+        self.slots.reset(one)
         self.a["alive"][slot] = True
         self.keys[slot] = key
         self.fields[slot] = fields
-        self.thr.reset(np.array([slot]))
-        self.alerts.reset(np.array([slot]))
+        self.thr.reset(one)
+        self.alerts.reset(one)
         return slot
 
     def remove(self, slot: int) -> None:

@@ -1,0 +1,52 @@
+"""Per-slot arrays: the storage behind every vectorised per-stream component.
+
+A stream occupies the same slot index in the model bank, its thresholds, its alert
+state and its history; each of those keeps its numbers in numpy arrays indexed by
+slot. :class:`SlotArrays` is that storage once: arrays declared by name with a
+trailing shape, dtype and fill value, grown together (capacity doubles), reset per
+slot, and copied out and back for checkpoints.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+Spec = dict[str, tuple[tuple[int, ...], type, float]]
+"""name -> (trailing shape, dtype, fill value of a fresh or reset slot)"""
+
+
+class SlotArrays:
+    """``a[name]`` is an array of shape ``[capacity, *trailing]`` for every name in ``spec``."""
+
+    def __init__(self, spec: Spec, capacity: int = 64):
+        self.spec = spec
+        self.capacity = 0
+        self.a: dict[str, np.ndarray] = {}
+        self.ensure(capacity)
+
+    def ensure(self, capacity: int) -> None:
+        """Make room for ``capacity`` slots (at least doubling); existing values are kept."""
+        if capacity <= self.capacity:
+            return
+        new = max(capacity, 2 * self.capacity)
+        for name, (shape, dtype, fill) in self.spec.items():
+            arr = np.full((new, *shape), fill, dtype=dtype)
+            if self.capacity:
+                arr[: self.capacity] = self.a[name]
+            self.a[name] = arr
+        self.capacity = new
+
+    def reset(self, slots: np.ndarray) -> None:
+        """Give ``slots`` their fill values, as if new."""
+        for name, (_shape, _dtype, fill) in self.spec.items():
+            self.a[name][slots] = fill
+
+    def snapshot(self) -> dict[str, np.ndarray]:
+        return {k: v.copy() for k, v in self.a.items()}
+
+    def restore(self, arrays: dict[str, np.ndarray]) -> None:
+        """Load ``arrays`` (as from :meth:`snapshot`, possibly of a smaller capacity) into the first slots."""
+        if arrays:
+            self.ensure(len(next(iter(arrays.values()))))
+        for k, v in arrays.items():
+            self.a[k][: len(v)] = v
