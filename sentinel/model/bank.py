@@ -149,7 +149,9 @@ class Bank:
             sel = {k: v[idx] for k, v in t.items()}
         xn = (x_t - sel["mean"][:, None, :]) / sel["std"][:, None, :]
         pred_prev = sel["pred"]
-        nan_rows = torch.isnan(xn).any(-1).any(-1).cpu().numpy()
+        # missing fields per row, from the raw input (a numpy check is far cheaper than torch's here)
+        xr = x if isinstance(x, np.ndarray) else x_t.cpu().numpy()
+        nan_rows = np.isnan(xr).reshape(n, F).any(1)
         dense = not nan_rows.any() and not self._dirty[slots].any()
         xh = sel["xh"]
         xh[..., :F] = xn if not nan_rows.any() else torch.where(torch.isnan(xn), pred_prev, xn)
