@@ -33,6 +33,7 @@ run: venv
 
 test: venv sysdeps
 	$(BIN)/ruff check sentinel tests benchmarks deploy
+	$(BIN)/mypy sentinel
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: venv

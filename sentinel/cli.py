@@ -185,9 +185,11 @@ def train_cmd(config_path: str) -> None:
         g.a["trained_at"][:] = -float("inf")
     jobs = engine.due_training(now)
     for i, job in enumerate(jobs):
-        res = train(job, engine.settings, device=device,
-                    progress=lambda e, E, v, i=i: click.echo(f"train: job {i + 1}/{len(jobs)} epoch {e}/{E} "
-                                                             f"val_loss={v:.4f}", err=True))
+
+        def progress(epoch: int, epochs: int, val: float, i: int = i) -> None:
+            click.echo(f"train: job {i + 1}/{len(jobs)} epoch {epoch}/{epochs} val_loss={val:.4f}", err=True)
+
+        res = train(job, engine.settings, device=device, progress=progress)
         counts = engine.apply_training(job, res, now)
         click.echo(f"train: job {i + 1}/{len(jobs)}: {counts}", err=True)
     meta, tensors = engine.snapshot()

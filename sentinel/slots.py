@@ -30,7 +30,7 @@ class SlotArrays:
             return
         new = max(capacity, 2 * self.capacity)
         for name, (shape, dtype, fill) in self.spec.items():
-            arr = np.full((new, *shape), fill, dtype=dtype)
+            arr: np.ndarray = np.full((new, *shape), fill, dtype=dtype)
             if self.capacity:
                 arr[: self.capacity] = self.a[name]
             self.a[name] = arr

@@ -73,7 +73,9 @@ def _unescape(s: str) -> str:
 
 
 def _split_escaped(s: str, sep: str, maxsplit: int = -1) -> list[str]:
-    parts, cur, i = [], [], 0
+    parts: list[str] = []
+    cur: list[str] = []
+    i = 0
     while i < len(s):
         c = s[i]
         if c == "\\" and i + 1 < len(s):

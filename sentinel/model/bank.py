@@ -155,6 +155,7 @@ class Bank:
         dense = not nan_rows.any() and not self._dirty[slots].any()
         xh = sel["xh"]
         xh[..., :F] = xn if not nan_rows.any() else torch.where(torch.isnan(xn), pred_prev, xn)
+        c: Tensor | None
         if d.cell == "lstm":
             # the same update as cells.lstm_gates, written into the state tensors in place
             H = d.hidden

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -100,25 +101,14 @@ def resolve_device(device: str) -> torch.device:
 def normalisers(values: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-stream, per-field mean and std over masked-in, observed training samples."""
     v = np.where(mask[..., None], values, np.nan)
-    with np.errstate(all="ignore"), _quiet():
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: handled below
         mean = np.nanmean(v, axis=1)
         std = np.nanstd(v, axis=1)
     mean = np.where(np.isfinite(mean), mean, 0.0)
     scale = np.maximum(np.abs(mean) * 1e-3, STD_FLOOR)
     std = np.where(np.isfinite(std) & (std > scale), std, np.maximum(scale, 1e-3))
     return mean.astype(np.float32), std.astype(np.float32)
-
-
-class _quiet:
-    def __enter__(self) -> None:
-        import warnings
-
-        self._w = warnings.catch_warnings()
-        self._w.__enter__()
-        warnings.simplefilter("ignore", RuntimeWarning)
-
-    def __exit__(self, *exc: object) -> None:
-        self._w.__exit__(*exc)
 
 
 def _run(dims: Dims, p: dict[str, Tensor], X: Tensor, M: Tensor, state: tuple[Tensor, Tensor | None, Tensor, Tensor],
@@ -148,6 +138,13 @@ def _zero_state(dims: Dims, S: int, B: int, dev: torch.device) -> tuple[Tensor, 
     c = torch.zeros(S, B, dims.hidden, device=dev) if dims.cell == "lstm" else None
     win = torch.full((S, B, dims.window, dims.fields), float("nan"), device=dev)
     return h, c, win, torch.zeros(S, B, dims.fields, device=dev)
+
+
+def _slice_state(state: tuple[Tensor, Tensor | None, Tensor, Tensor], j: int
+                 ) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
+    """Sequence ``j`` of a ``[S,B,...]`` state, kept as ``[S,1,...]``."""
+    h, c, win, pred = state
+    return h[:, j : j + 1], (c[:, j : j + 1] if c is not None else None), win[:, j : j + 1], pred[:, j : j + 1]
 
 
 def _detach(state: tuple) -> tuple:
@@ -233,7 +230,7 @@ def train(job: TrainJob, s: TrainSettings, device: str = "cpu",
         # Held-back score from the state the last segment ended in (it ends where the tail begins,
         # up to the few samples the segmentation left over, which are run first without loss).
         det = {k: v.detach() for k, v in params.items()}
-        last = tuple(t[:, B - 1 : B] if t is not None else None for t in state)
+        last = _slice_state(state, B - 1)
         with torch.no_grad():
             rest = Xtr[:, B * seg :]
             if rest.shape[1]:
@@ -253,13 +250,13 @@ def train(job: TrainJob, s: TrainSettings, device: str = "cpu",
         if bool(stopped.all()):
             break
     params_np = {k: v.cpu().numpy() for k, v in best.items()}
-    errors, state = rewarm(dims, params_np, mean, std, job.values, s.prediction_weight, dev)
+    errors, final_state = rewarm(dims, params_np, mean, std, job.values, s.prediction_weight, dev)
     return TrainResult(
         params=params_np, mean=mean, std=std,
         val_loss=best_val.cpu().numpy().astype(np.float64),
         champion_val_loss=champion_val,
         epochs=epochs_run, seconds=time.perf_counter() - t0, tag=job.tag, history=history,
-        errors=errors, state=state,
+        errors=errors, state=final_state,
     )
 
 

@@ -283,9 +283,9 @@ class Engine:
         r = np.flatnonzero(ready)
         if len(r):
             rs = slots[r]
-            fe, e = g.bank.step(rs, v[r])
-            e = e.numpy().astype(np.float64)
-            fe = fe.numpy()
+            fe_t, e_t = g.bank.step(rs, v[r])
+            e = e_t.numpy().astype(np.float64)
+            fe = fe_t.numpy()
             warming = a["rewarm"][rs] > 0
             alerting = np.isin(g.alerts.state(rs), (PENDING, FIRING))
             p, t = g.thr.update(rs, e, learn=~warming & ~alerting)
@@ -425,7 +425,7 @@ class Engine:
             champion = {k: t.cpu().numpy() for k, t in p.items()}
         keys = [g.keys[s] for s in slots]
         return TrainJob(
-            dims=g.bank.dims, seeds=[stream_seed(k, self.cfg.train.seed) for k in keys],  # type: ignore[arg-type]
+            dims=g.bank.dims, seeds=[stream_seed(k, self.cfg.train.seed) for k in keys if k is not None],
             values=v, loss_mask=~flags & ~np.isnan(v).all(-1), champion=champion, has_champion=has,
             tag={"F": F, "slots": slots.tolist(), "keys": [str(k) for k in keys],
                  "hist_n": a["hist_n"][slots].tolist()},
@@ -475,8 +475,7 @@ class Engine:
         else:  # no state from the trainer, or the history moved on past the job: replay all of it here
             g.bank.reset_state(sl)
             _ts, v, flags = g.history(sl)
-            _fe, err = g.bank.run_sequence(sl, v)
-            err = err.numpy()
+            err = g.bank.run_sequence(sl, v)[1].numpy()
             present = ~np.isnan(v).all(-1)
             calib = []
             for i in range(len(sl)):
@@ -547,14 +546,11 @@ class Engine:
                 "fields": [list(f) for f in g.fields[:C]],
             }
             meta["dims"][str(F)] = [g.bank.dims.fields, g.bank.dims.hidden, g.bank.dims.window, g.bank.dims.cell]
-            for k, v in g.bank.t.items():
-                tensors[f"g{F}.bank.{k}"] = v[:C]
-            for k, v in g.a.items():
-                tensors[f"g{F}.a.{k}"] = torch.from_numpy(np.ascontiguousarray(v[:C]))
-            for k, v in g.thr.snapshot().items():
-                tensors[f"g{F}.thr.{k}"] = torch.from_numpy(np.ascontiguousarray(v[:C]))
-            for k, v in g.alerts.snapshot().items():
-                tensors[f"g{F}.alert.{k}"] = torch.from_numpy(np.ascontiguousarray(v[:C]))
+            for k, t in g.bank.t.items():
+                tensors[f"g{F}.bank.{k}"] = t[:C]
+            for prefix, arrays in (("a", g.a), ("thr", g.thr.snapshot()), ("alert", g.alerts.snapshot())):
+                for k, arr in arrays.items():
+                    tensors[f"g{F}.{prefix}.{k}"] = torch.from_numpy(np.ascontiguousarray(arr[:C]))
         return meta, tensors
 
     def restore(self, meta: dict, tensors: dict[str, torch.Tensor]) -> None:
