@@ -110,7 +110,7 @@ class Daemon:
         self.writebacks: list[Any] = []
         self.notifier: Notifier | None = None
         self._stop_lock: asyncio.Lock | None = None
-        self._ready_reason = "starting"
+        self._started = False  # /-/ready answers 503 "starting" until history is loaded and loops run
         self.metrics.add_stream_collector(lambda: self.engine.stream_rows(self.cfg.metrics.per_stream))
         for r in ("success", "rejected", "failure"):
             self.metrics.retrain.labels(r)
@@ -146,6 +146,7 @@ class Daemon:
         self._tasks.append(asyncio.create_task(self._gauge_loop(), name="gauges"))
         for src in self.sources:
             self._source_tasks.append(asyncio.create_task(self._run_source(src), name=f"source-{src.name}"))
+        self._started = True
         log.info("sentinel started", extra={"listen": self.listen_url, "sources": [s.name for s in self.sources],
                                             "streams": self.engine.n_streams, "train_device": self.train_device,
                                             "resumed": self.checkpoint_loaded})
@@ -401,6 +402,8 @@ class Daemon:
     def ready(self) -> tuple[bool, str]:
         if self._stopping:
             return False, "shutting down"
+        if not self._started:
+            return False, "starting: loading the checkpoint or the sources' history"
         down = [s.name for s in self.sources if not s.connected]
         if down:
             return False, f"sources not connected: {', '.join(down)}"

@@ -68,6 +68,9 @@ class FakeSource:
 
 def test_ready_names_the_sources_that_are_down_and_says_when_stopping() -> None:
     d = Daemon(load_config_text(""), registry=CollectorRegistry(), inline_training=True)
+    ok, why = d.ready()
+    assert not ok and why.startswith("starting")  # until start() has loaded history and started its loops
+    d._started = True
     assert d.ready() == (True, "")
     d.sources = [FakeSource("influx", True), FakeSource("pg", False), FakeSource("pg2", False)]
     assert d.ready() == (False, "sources not connected: pg, pg2")
