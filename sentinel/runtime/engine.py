@@ -33,6 +33,7 @@ from ..slots import SlotArrays, Spec
 from ..types import AlertEvent, Sample, StreamKey
 
 REJECT_REASONS = ("out_of_order", "duplicate", "non_finite", "no_values", "max_streams", "bad_fields")
+_INF = float("inf")
 BURN_IN = 16  # ticks after a state reset whose errors are not used for calibration
 STUCK_MIN = 8  # identical values in a row before a field can count as stuck
 
@@ -210,28 +211,27 @@ class Engine:
         buckets: dict[tuple[int, int], list[int]] = {}
         seen: dict[tuple[int, int], int] = {}
         locs: list[tuple[int, int] | None] = [None] * n
-        vals: list[np.ndarray | None] = [None] * n
+        vals: list[tuple[float, ...] | None] = [None] * n
+        index = self.index
         for i, s in enumerate(samples):
-            v0 = np.asarray(s.values, dtype=np.float64)
-            if v0.size == 0 or np.isnan(v0).all():
+            v = s.values  # plain-Python checks: far cheaper per sample than numpy calls
+            if not v or all(x != x for x in v):
                 out.rejected[i] = "no_values"  # checked before the key: a rejected sample creates no stream
                 continue
-            if np.isinf(v0).any():
+            if any(x == _INF or x == -_INF for x in v):
                 out.rejected[i] = "non_finite"
                 continue
-            loc = self._resolve(s)
+            loc = index.get(s.key) or self._resolve(s)
             if loc is None:
                 out.rejected[i] = "max_streams"
                 continue
-            g = self.groups[loc[0]]
-            v = v0
-            want = g.fields[loc[1]]
+            want = self.groups[loc[0]].fields[loc[1]]
             if s.fields != want:
                 if len(s.fields) != len(want) or set(s.fields) != set(want):
                     out.rejected[i] = "bad_fields"
                     continue
                 pos = {f: j for j, f in enumerate(s.fields)}
-                v = v[[pos[f] for f in want]]
+                v = tuple(v[pos[f]] for f in want)
             r = seen.get(loc, 0)
             seen[loc] = r + 1
             buckets.setdefault((loc[0], r), []).append(i)
@@ -239,7 +239,7 @@ class Engine:
         for (F, _r), idx in sorted(buckets.items(), key=lambda kv: kv[0][1]):
             self._round(self.groups[F], np.array(idx), np.array([locs[i][1] for i in idx]),  # type: ignore[index]
                         np.array([samples[i].ts for i in idx], dtype=np.float64),
-                        np.stack([vals[i] for i in idx]), samples, out)  # type: ignore[misc]
+                        np.array([vals[i] for i in idx], dtype=np.float64).reshape(len(idx), F), samples, out)
         for reason in out.rejected:
             if reason is not None:
                 self.rejected[reason] += 1
