@@ -73,7 +73,8 @@ class AlertMachine(SlotArrays):
     def flapping(self, slots: np.ndarray, now: np.ndarray) -> np.ndarray:
         a, r = self.a, self.rules
         age = np.nan_to_num(now - a["flaps_at"][slots], nan=0.0)
-        return a["flaps"][slots] * np.exp(-np.maximum(age, 0) / r.flap_window_s) >= r.flap_max
+        # flap_max quick resolves decay to a little under flap_max: count them as flap_max
+        return a["flaps"][slots] * np.exp(-np.maximum(age, 0) / r.flap_window_s) >= r.flap_max - 0.5
 
     def advance(self, slots: np.ndarray, now: np.ndarray, score: np.ndarray) -> list[Transition]:
         """Apply one tick (``now`` and ``score`` per slot; slots unique) and return the transitions."""
