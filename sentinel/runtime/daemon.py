@@ -111,6 +111,9 @@ class Daemon:
         self.notifier: Notifier | None = None
         self._stop_lock: asyncio.Lock | None = None
         self._started = False  # /-/ready answers 503 "starting" until history is loaded and loops run
+        # streams first seen live, per source, with their first timestamp: their history is fetched
+        self._new_streams: list[tuple[str, dict[StreamKey, float]]] = []
+        self._history_tasks: set[asyncio.Task] = set()
         self.metrics.add_stream_collector(lambda: self.engine.stream_rows(self.cfg.metrics.per_stream))
         for r in ("success", "rejected", "failure"):
             self.metrics.retrain.labels(r)
@@ -216,6 +219,7 @@ class Daemon:
                 samples = [s for s in samples if owner(s.key, self.shard[1]) == self.shard[0]]
             loop = asyncio.get_running_loop()
             taken = await loop.run_in_executor(self._score_pool, self.engine.preload, samples)
+            self.engine.created.clear()  # these streams got their history just now
             log.info("history loaded", extra={"source": src.name, "samples": taken,
                                               "streams": self.engine.n_streams,
                                               "seconds": round(time.perf_counter() - t0, 2)})
@@ -243,6 +247,34 @@ class Daemon:
                     self._queue.task_done()
             for ev in events:
                 self._log_event(ev)
+            while self._new_streams:
+                name, firsts = self._new_streams.pop(0)
+                self._fetch_history(name, firsts)
+
+    def _fetch_history(self, source_name: str, firsts: dict[StreamKey, float]) -> None:
+        """Streams first seen live: read their history before their first sample, in the background."""
+        src = next((s for s in self.sources if s.name == source_name), None)
+        lookback = self.cfg.streams.history_lookback
+        if src is None or lookback <= 0 or self._stopping:
+            return
+
+        async def fetch() -> None:
+            until = min(firsts.values())
+            try:
+                samples = await src.history(list(firsts), until - lookback, until)
+            except Exception as e:  # an optimisation only: the streams warm up from live data instead
+                log.info("no history for new streams", extra={"source": source_name, "error": str(e)})
+                return
+            if not samples:
+                return
+            loop = asyncio.get_running_loop()
+            taken = await loop.run_in_executor(self._score_pool, self.engine.prepend_history, samples)
+            log.info("history loaded for new streams", extra={"source": source_name, "streams": len(firsts),
+                                                              "samples": taken})
+
+        task = asyncio.create_task(fetch(), name=f"history-{source_name}")
+        self._history_tasks.add(task)
+        task.add_done_callback(self._history_tasks.discard)
 
     def _score(self, batches: list[SourceBatch]) -> list[AlertEvent]:
         """Runs on the scoring thread: the only code that mutates the engine."""
@@ -265,6 +297,16 @@ class Daemon:
                 self.cursors[b.source] = b.cursor
         if out is None:
             return []
+        if self.engine.created:
+            new = set(self.engine.created)
+            self.engine.created.clear()
+            for src_name, a, e in spans:
+                firsts: dict[StreamKey, float] = {}
+                for smp in samples[a:e]:
+                    if smp.key in new and smp.key not in firsts:
+                        firsts[smp.key] = smp.ts
+                if firsts:
+                    self._new_streams.append((src_name, firsts))
         rej: dict[str, int] = {}
         for r in out.rejected:
             if r is not None:
@@ -514,9 +556,9 @@ class Daemon:
             for src in self.sources:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(src.stop(), timeout=10)
-            for t in self._source_tasks:
+            for t in [*self._source_tasks, *self._history_tasks]:
                 t.cancel()
-            await asyncio.gather(*self._source_tasks, return_exceptions=True)
+            await asyncio.gather(*self._source_tasks, *self._history_tasks, return_exceptions=True)
             # 2. drain
             if self._queue is not None:
                 with contextlib.suppress(asyncio.TimeoutError):

@@ -171,6 +171,7 @@ class Engine:
         self.rejected: dict[str, int] = dict.fromkeys(REJECT_REASONS, 0)
         self.model_version = 0
         self.settings = train_settings(cfg)
+        self.created: list[StreamKey] = []  # streams added since the caller last emptied this list
 
     # -- streams ---------------------------------------------------------------
     def _group(self, F: int) -> Group:
@@ -188,6 +189,7 @@ class Engine:
         F = len(s.fields)
         slot = self._group(F).add(s.key, s.fields)
         self.index[s.key] = (F, slot)
+        self.created.append(s.key)
         return F, slot
 
     def remove_stream(self, key: StreamKey) -> bool:
@@ -377,6 +379,58 @@ class Engine:
             g.a["hist_ts"][slot, pos], g.a["hist_v"][slot, pos], g.a["hist_flag"][slot, pos] = s.ts, v, False
             g.a["hist_n"][slot] += 1
             taken += 1
+        return taken
+
+    def prepend_history(self, samples: Iterable[Sample]) -> int:
+        """Put history older than what a warming stream holds in front of it.
+
+        For a stream first seen live (no history at start): the source's history up to its
+        first live sample fills its buffer, so it trains at once instead of waiting for
+        ``min_history`` live samples. Streams that are ready or training are left alone.
+        Returns the samples taken.
+        """
+        by_key: dict[StreamKey, list[Sample]] = {}
+        for smp in samples:
+            by_key.setdefault(smp.key, []).append(smp)
+        taken = 0
+        for key, ss in by_key.items():
+            loc = self.index.get(key)
+            if loc is None:
+                continue
+            g, slot = self.groups[loc[0]], loc[1]
+            a = g.a
+            if a["ready"][slot] or a["training"][slot]:
+                continue
+            n = int(min(a["hist_n"][slot], g.cap))
+            if n:
+                h_ts, h_v, h_fl = g.history(np.array([slot]), last=n)
+                ts_old, v_old, fl_old = h_ts[0], h_v[0], h_fl[0]
+            else:
+                ts_old, v_old, fl_old = np.zeros(0), np.zeros((0, g.F), np.float32), np.zeros(0, bool)
+            first = float(ts_old[0]) if n else np.inf
+            older: dict[float, tuple[float, ...]] = {}
+            for smp in ss:
+                v = smp.values
+                if (smp.ts < first and len(v) == g.F and any(x == x for x in v)
+                        and not any(x == _INF or x == -_INF for x in v)):
+                    older[smp.ts] = v
+            if not older:
+                continue
+            t_new = np.array(sorted(older), dtype=np.float64)
+            ts = np.concatenate((t_new, ts_old))[-g.cap :]
+            vals = np.concatenate((np.array([older[t] for t in t_new], dtype=np.float32).reshape(-1, g.F),
+                                   v_old))[-g.cap :]
+            fl = np.concatenate((np.zeros(len(t_new), bool), fl_old))[-g.cap :]
+            L = len(ts)
+            a["hist_ts"][slot, :L], a["hist_v"][slot, :L], a["hist_flag"][slot, :L] = ts, vals, fl
+            a["hist_n"][slot] = L
+            a["since_train"][slot] = L
+            for k in ("ch_score", "ch_thr", "ch_err"):
+                a[k][slot] = np.nan
+            if L > 1:
+                a["interval"][slot] = float(np.median(np.diff(ts)))
+            a["last_ts"][slot] = max(float(a["last_ts"][slot]), float(ts[-1]))
+            taken += len(t_new)
         return taken
 
     # -- training ----------------------------------------------------------------

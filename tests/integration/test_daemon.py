@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -21,11 +23,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sentinel.runtime.daemon import owner
 from sentinel.state import checkpoint as ckpt
-from sentinel.types import Sample, SourceBatch
+from sentinel.types import Sample, SourceBatch, StreamKey
 from tests.daemon_helpers import (
     FIELDS,
     MIN_HISTORY,
     ROOT,
+    SOURCE,
     RunningDaemon,
     SentinelProcess,
     http,
@@ -33,6 +36,7 @@ from tests.daemon_helpers import (
     running_daemon,
     streams_api,
     tick_batch,
+    value,
     wait_for,
     write_config,
 )
@@ -183,3 +187,38 @@ def test_make_run_demo_config_becomes_ready_trains_and_alerts(tmp_path: Path) ->
     finally:
         p.close()
     assert ckpt.list_checkpoints(tmp_path / "state")
+
+
+class _HistorySource:
+    """A source that has history but pushes nothing itself (the test emits its live batches)."""
+
+    name = SOURCE
+    connected = True
+
+    def __init__(self, t0: float):
+        self.t0 = t0
+        self.asked: list[tuple[list[StreamKey], float, float]] = []
+
+    async def history(self, ks: list[StreamKey] | None, since: float, until: float) -> list[Sample]:
+        self.asked.append((list(ks or []), since, until))
+        return [Sample(k, self.t0 + i, FIELDS, value(k, i)) for k in ks or []
+                for i in range(-MIN_HISTORY - 20, 0) if since <= self.t0 + i < until]
+
+    async def run(self, emit: Any) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+
+def test_a_stream_first_seen_live_gets_its_history_and_trains_at_once(tmp_path: Path) -> None:
+    t0 = float(int(time.time()) - 3600)
+    src = _HistorySource(t0)
+    with running_daemon(write_config(tmp_path, extra={"streams": {"history_lookback": "1h"}})) as d:
+        d.daemon.sources.append(src)
+        new = keys(2)
+        d.feed(new, 0, 2, t0)  # two live ticks of streams the daemon has never seen
+        d.wait_trained(timeout=90)
+        assert [sorted(map(str, ks)) for ks, _since, until in src.asked] == [sorted(map(str, new))]
+        assert src.asked[0][2] == t0  # history up to the first live sample, not past it
+        assert d.counts()["ready"] == 2 and d.counts()["warming"] == 0

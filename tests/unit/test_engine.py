@@ -256,3 +256,23 @@ def test_a_stuck_field_scores_one_and_is_named_while_the_others_keep_moving() ->
     assert shares[k:] == [[0.0, 1.0, 0.0]] * len(shares[k:])
     assert g.a["run"][slot].tolist()[1] == STUCK_MIN + 4
     assert any(ev.status == "firing" for ev in events)
+
+
+def test_history_fetched_for_a_stream_first_seen_live_goes_before_its_samples_and_trains_it() -> None:
+    e = engine()
+    live = [Sample(A, float(i), ("value",), value(A, i, 1)) for i in range(100, 105)]
+    for smp in live:
+        e.process([smp])
+    assert e.created == [A]
+    g, slot = e.groups[1], e.index[A][1]
+    assert not e.due_training(104.0)  # 5 live samples: far from min_history
+    older = [Sample(A, float(i), ("value",), value(A, i, 1)) for i in range(100 - MIN_HISTORY, 102)]
+    bad = [Sample(A, 5.0, ("value",), (float("inf"),)), Sample(B, 1.0, ("value",), (1.0,))]  # inf; unknown key
+    assert e.prepend_history(older + bad) == MIN_HISTORY  # only what is older than the first live sample
+    ts, v, _fl = g.history(np.array([slot]))
+    kept = ts[0][~np.isnan(ts[0])]
+    assert kept.tolist() == [float(t) for t in range(105 - 64, 105)]  # the newest history_size (64)
+    assert v[0, -1, 0] == np.float32(value(A, 104, 1)[0])  # the live samples stay last
+    assert g.a["last_ts"][slot] == 104.0 and B not in e.index
+    jobs = e.due_training(105.0)
+    assert len(jobs) == 1 and jobs[0].tag["slots"] == [slot]
