@@ -159,7 +159,7 @@ class Bank:
         if d.cell == "lstm":
             # the same update as cells.lstm_gates, written into the state tensors in place
             H = d.hidden
-            z = torch.baddbmm(sel["b"], xh, sel["W"])
+            z = torch.baddbmm(sel["b"], sel["W"], xh.transpose(1, 2)).transpose(1, 2)  # [n,1,4H]
             sg = torch.sigmoid(z[..., : 3 * H])
             c = sel["c"]
             c.mul_(sg[..., H : 2 * H]).addcmul_(sg[..., :H], torch.tanh(z[..., 3 * H :]))

@@ -92,12 +92,12 @@ def test_no_checkpoint_is_none_and_a_missing_file_is_a_clear_error(tmp_path: Pat
 @pytest.mark.parametrize(("payload", "message"), [
     ({"format": "something-else", "version": 1, "meta": "{}", "tensors": {}}, "not a Sentinel checkpoint"),
     ([1, 2, 3], "not a Sentinel checkpoint"),
-    ({"format": ckpt.FORMAT, "version": 0, "meta": "{}", "tensors": {}}, "format version 0, this Sentinel reads 1"),
-    ({"format": ckpt.FORMAT, "version": 1, "meta": "{}", "tensors": {"a": 1}}, "malformed tensors section"),
-    ({"format": ckpt.FORMAT, "version": 1, "meta": "{}", "tensors": [torch.zeros(1)]}, "malformed tensors section"),
-    ({"format": ckpt.FORMAT, "version": 1, "meta": "{not json", "tensors": {}}, "malformed meta section"),
-    ({"format": ckpt.FORMAT, "version": 1, "meta": "[1]", "tensors": {}}, "malformed meta section"),
-    ({"format": ckpt.FORMAT, "version": 1, "meta": 5, "tensors": {}}, "malformed meta section"),
+    ({"format": ckpt.FORMAT, "version": 0, "meta": "{}", "tensors": {}}, f"format version 0, this Sentinel reads {ckpt.VERSION}"),
+    ({"format": ckpt.FORMAT, "version": ckpt.VERSION, "meta": "{}", "tensors": {"a": 1}}, "malformed tensors section"),
+    ({"format": ckpt.FORMAT, "version": ckpt.VERSION, "meta": "{}", "tensors": [torch.zeros(1)]}, "malformed tensors section"),
+    ({"format": ckpt.FORMAT, "version": ckpt.VERSION, "meta": "{not json", "tensors": {}}, "malformed meta section"),
+    ({"format": ckpt.FORMAT, "version": ckpt.VERSION, "meta": "[1]", "tensors": {}}, "malformed meta section"),
+    ({"format": ckpt.FORMAT, "version": ckpt.VERSION, "meta": 5, "tensors": {}}, "malformed meta section"),
 ])
 def test_well_formed_files_with_wrong_content_are_refused(tmp_path: Path, payload: object, message: str) -> None:
     path = tmp_path / "checkpoint-00000001.pt"
