@@ -223,25 +223,44 @@ class QuantileThresholds(_Slots):
             np.add.at(self.a["h"][slot], self._bins(e), w)
             self.a["ready"][slot] = True
 
+    TAIL = 0.1  # above the histogram's 90% quantile the tail is exponential (GPD with shape 0)
+
+    def _tail(self, h: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per row of ``h``: (mass >= each bin, the tail's start u, its mass pu, its scale)."""
+        tot = np.maximum(h.sum(1), 1e-12)
+        above = np.cumsum(h[:, ::-1], 1)[:, ::-1]
+        frac = above / tot[:, None]
+        q = np.maximum(np.argmax(frac <= self.TAIL, axis=1) - 1, 0)  # last bin still holding >= TAIL
+        u = self.EDGES[q]
+        centers = np.concatenate((self.EDGES[:1] / 2, np.sqrt(self.EDGES[1:] * np.roll(self.EDGES, -1)[1:])))
+        centers[-1] = self.EDGES[-1]
+        in_tail = np.arange(h.shape[1])[None, :] >= q[:, None]
+        w = np.where(in_tail, h, 0.0)
+        mass = np.maximum(w.sum(1), 1e-12)
+        scale = np.maximum((w * np.maximum(centers[None, :] - u[:, None], 0.0)).sum(1) / mass, 1e-12)
+        return above, u, mass / tot, scale
+
     def tail_probability(self, slots: np.ndarray, e: np.ndarray) -> np.ndarray:
+        """Histogram mass above ``e`` in the body; an exponential tail fitted above the 90% quantile,
+        so probabilities far below ``1 - decay`` (what the decayed counts can hold) are expressible."""
         h = self.a["h"][slots]
+        e = np.asarray(e, dtype=np.float64)
         tot = h.sum(1)
-        b = self._bins(np.asarray(e, dtype=np.float64))
-        above = np.cumsum(h[:, ::-1], 1)[:, ::-1]  # mass in bins >= i
+        b = self._bins(e)
+        above, u, pu, scale = self._tail(h)
         nb = h.shape[1]
         mass_above = np.where(b + 1 < nb, above[np.arange(len(b)), np.minimum(b + 1, nb - 1)], 0.0)
-        p = (mass_above + 0.5) / (tot + 1.0)
+        body = (mass_above + 0.5) / (tot + 1.0)
+        tail = pu * np.exp(-np.maximum(e - u, 0.0) / scale)
+        p = np.where(e > u, np.minimum(body, tail), body)
         return np.where(self.a["ready"][slots], np.clip(p, 0, 1), 1.0)
 
     def threshold(self, slots: np.ndarray) -> np.ndarray:
+        """The error whose tail probability is ``risk``."""
         h = self.a["h"][slots]
-        tot = h.sum(1, keepdims=True)
-        above = np.cumsum(h[:, ::-1], 1)[:, ::-1] / np.maximum(tot, 1e-12)
-        # first bin whose upper tail mass falls below risk -> its lower edge
-        idx = np.argmax(above < self.risk, axis=1)
-        thr = self.EDGES[idx]
-        ready = self.a["ready"][slots]
-        return np.where(ready, np.where(above[:, -1] < self.risk, thr, self.EDGES[-1]), np.inf)
+        _above, u, pu, scale = self._tail(h)
+        thr = u + scale * np.log(np.maximum(pu / self.risk, 1.0))
+        return np.where(self.a["ready"][slots], thr, np.inf)
 
     def update(self, slots: np.ndarray, e: np.ndarray, learn: np.ndarray | None = None
                ) -> tuple[np.ndarray, np.ndarray]:
