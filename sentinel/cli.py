@@ -175,7 +175,7 @@ def train_cmd(config_path: str) -> None:
         for sc in cfg.sources:
             src = build_source(sc, cfg, Metrics(), cursors.get(sc.name))
             samples = await src.history(None, now - cfg.streams.history_lookback, now)
-            n += engine.preload(samples)
+            n += engine.load_history(samples)
         return n
 
     n = asyncio.run(load())

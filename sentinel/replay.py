@@ -128,7 +128,6 @@ def replay(cfg: SentinelConfig, input_path: str | Path, *, progress: bool = True
                        np.full(N, np.nan), np.full(N, np.nan))
     bad: dict[str, int] = {}
     prog = _Progress(N, progress)
-    last_ts = -math.inf
     for i, (stamp, raw) in enumerate(zip(stamps, rows, strict=True)):
         prog(i)
         try:
@@ -152,17 +151,15 @@ def replay(cfg: SentinelConfig, input_path: str | Path, *, progress: bool = True
                 reason = "non_finite"
                 break
             vals.append(fx)
-        if reason is None and all(math.isnan(v) for v in vals):
-            reason = "no_values"
-        if reason is None and ts <= last_ts:
-            reason = "duplicate" if ts == last_ts else "out_of_order"
+        if reason is None:
+            # all-missing, duplicate and out-of-order rows are the engine's own rejections
+            out = engine.process([Sample(REPLAY_KEY, ts, tuple(fields), tuple(vals))])
+            reason = out.rejected[0]
         if reason is not None:
             bad[reason] = bad.get(reason, 0) + 1
             continue
-        last_ts = ts
         res.ts[i] = ts
         res.values[i] = vals
-        out = engine.process([Sample(REPLAY_KEY, ts, tuple(fields), tuple(vals))])
         res.score[i] = out.score[0]
         res.is_anomaly[i] = int(out.firing[0])
         res.error[i] = out.error[0]

@@ -218,7 +218,7 @@ class Daemon:
             if self.shard is not None:
                 samples = [s for s in samples if owner(s.key, self.shard[1]) == self.shard[0]]
             loop = asyncio.get_running_loop()
-            taken = await loop.run_in_executor(self._score_pool, self.engine.preload, samples)
+            taken = await loop.run_in_executor(self._score_pool, self.engine.load_history, samples)
             self.engine.created.clear()  # these streams got their history just now
             log.info("history loaded", extra={"source": src.name, "samples": taken,
                                               "streams": self.engine.n_streams,
@@ -268,7 +268,7 @@ class Daemon:
             if not samples:
                 return
             loop = asyncio.get_running_loop()
-            taken = await loop.run_in_executor(self._score_pool, self.engine.prepend_history, samples)
+            taken = await loop.run_in_executor(self._score_pool, self.engine.load_history, samples, False)
             log.info("history loaded for new streams", extra={"source": source_name, "streams": len(firsts),
                                                               "samples": taken})
 

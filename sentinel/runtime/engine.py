@@ -38,6 +38,16 @@ BURN_IN = 16  # ticks after a state reset whose errors are not used for calibrat
 STUCK_MIN = 8  # identical values in a row before a field can count as stuck
 
 
+def calibration_errors(err: np.ndarray, usable: np.ndarray) -> list[np.ndarray]:
+    """Per stream, the errors a threshold is calibrated on: usable samples (not padding, not
+    alerted), less the first ``BURN_IN`` after the zero state when there are enough of them."""
+    out = []
+    for e_row, ok in zip(err, usable, strict=True):
+        e = e_row[ok]
+        out.append(e[BURN_IN:] if len(e) > 2 * BURN_IN else e)
+    return out
+
+
 def longest_runs(v: np.ndarray) -> np.ndarray:
     """Longest run of identical consecutive values per stream and field; ``v`` ``[n, L, F]`` (NaN = gap)."""
     n, L, F = v.shape
@@ -352,49 +362,22 @@ class Engine:
                           error=float(err[j]) if np.isfinite(err[j]) else 0.0, severity=sev, top_fields=top)
 
     # -- history from a source -------------------------------------------------
-    def preload(self, samples: Iterable[Sample]) -> int:
-        """Append historical samples of warming streams to their buffers without scoring them.
+    def load_history(self, samples: Iterable[Sample], create: bool = True) -> int:
+        """Merge a source's historical samples into warming streams' buffers, without scoring them.
 
-        Used for warm-up from a source's history query; streams already scoring are
-        left alone (their history comes from live samples). Returns samples taken.
-        """
-        taken = 0
-        for s in sorted(samples, key=lambda s: s.ts):
-            loc = self._resolve(s)
-            if loc is None:
-                continue
-            g = self.groups[loc[0]]
-            slot = loc[1]
-            if g.a["ready"][slot] or s.ts <= g.a["last_ts"][slot] or len(s.values) != g.F:
-                continue
-            v = np.asarray(s.values, dtype=np.float64)
-            if np.isinf(v).any() or np.isnan(v).all():
-                continue
-            dt = s.ts - g.a["last_ts"][slot]
-            iv = g.a["interval"][slot]
-            if np.isfinite(dt):
-                g.a["interval"][slot] = dt if iv <= 0 else 0.9 * iv + 0.1 * dt
-            g.a["last_ts"][slot] = s.ts
-            pos = g.a["hist_n"][slot] % g.cap
-            g.a["hist_ts"][slot, pos], g.a["hist_v"][slot, pos], g.a["hist_flag"][slot, pos] = s.ts, v, False
-            g.a["hist_n"][slot] += 1
-            taken += 1
-        return taken
-
-    def prepend_history(self, samples: Iterable[Sample]) -> int:
-        """Put history older than what a warming stream holds in front of it.
-
-        For a stream first seen live (no history at start): the source's history up to its
-        first live sample fills its buffer, so it trains at once instead of waiting for
-        ``min_history`` live samples. Streams that are ready or training are left alone.
-        Returns the samples taken.
+        Warm-up from a source's history query: at a fresh start for every stream (``create``
+        adds the streams it has not seen), and for a stream first seen live, whose history up
+        to its first live sample goes in front of what it holds — either way it trains at once
+        instead of waiting for ``min_history`` live samples. Per stream, timestamps it already
+        holds are skipped and the newest ``history_size`` samples are kept, in time order.
+        Streams that are ready or training are left alone. Returns the samples taken.
         """
         by_key: dict[StreamKey, list[Sample]] = {}
         for smp in samples:
             by_key.setdefault(smp.key, []).append(smp)
         taken = 0
         for key, ss in by_key.items():
-            loc = self.index.get(key)
+            loc = self.index.get(key) or (self._resolve(ss[0]) if create else None)
             if loc is None:
                 continue
             g, slot = self.groups[loc[0]], loc[1]
@@ -407,20 +390,22 @@ class Engine:
                 ts_old, v_old, fl_old = h_ts[0], h_v[0], h_fl[0]
             else:
                 ts_old, v_old, fl_old = np.zeros(0), np.zeros((0, g.F), np.float32), np.zeros(0, bool)
-            first = float(ts_old[0]) if n else np.inf
-            older: dict[float, tuple[float, ...]] = {}
+            held = set(ts_old.tolist())
+            new: dict[float, tuple[float, ...]] = {}
             for smp in ss:
                 v = smp.values
-                if (smp.ts < first and len(v) == g.F and any(x == x for x in v)
+                if (smp.ts not in held and len(v) == g.F and any(x == x for x in v)
                         and not any(x == _INF or x == -_INF for x in v)):
-                    older[smp.ts] = v
-            if not older:
+                    new[smp.ts] = v
+            if not new:
                 continue
-            t_new = np.array(sorted(older), dtype=np.float64)
-            ts = np.concatenate((t_new, ts_old))[-g.cap :]
-            vals = np.concatenate((np.array([older[t] for t in t_new], dtype=np.float32).reshape(-1, g.F),
-                                   v_old))[-g.cap :]
-            fl = np.concatenate((np.zeros(len(t_new), bool), fl_old))[-g.cap :]
+            t_new = np.fromiter(new, dtype=np.float64, count=len(new))
+            v_new = np.array(list(new.values()), dtype=np.float32).reshape(-1, g.F)
+            ts = np.concatenate((t_new, ts_old))
+            order = np.argsort(ts, kind="stable")[-g.cap :]
+            vals = np.concatenate((v_new, v_old))[order]
+            fl = np.concatenate((np.zeros(len(t_new), bool), fl_old))[order]
+            ts = ts[order]
             L = len(ts)
             a["hist_ts"][slot, :L], a["hist_v"][slot, :L], a["hist_flag"][slot, :L] = ts, vals, fl
             a["hist_n"][slot] = L
@@ -512,11 +497,7 @@ class Engine:
         new = g.a["hist_n"][sl] - np.asarray(tag["hist_n"], dtype=np.int64)[rows]
         if res.state is not None and res.errors is not None and int(new.max()) <= g.cap:
             g.bank.set_state(sl, {k: torch.from_numpy(v[rows]) for k, v in res.state.items()})
-            job_ok = job.loss_mask[rows]
-            calib = []
-            for i in range(len(sl)):
-                e = res.errors[rows[i]][job_ok[i]]
-                calib.append(e[BURN_IN:] if len(e) > 2 * BURN_IN else e)
+            calib = calibration_errors(res.errors[rows], job.loss_mask[rows])
             m = int(new.max())
             if m > 0:
                 _ts, vn, fl = g.history(sl, last=m)
@@ -530,11 +511,7 @@ class Engine:
             g.bank.reset_state(sl)
             _ts, v, flags = g.history(sl)
             err = g.bank.run_sequence(sl, v)[1].numpy()
-            present = ~np.isnan(v).all(-1)
-            calib = []
-            for i in range(len(sl)):
-                e = err[i][present[i] & ~flags[i]]
-                calib.append(e[BURN_IN:] if len(e) > 2 * BURN_IN else e)
+            calib = calibration_errors(err, ~np.isnan(v).all(-1) & ~flags)
             g.a["max_run"][sl] = longest_runs(v)
         g.thr.calibrate(sl, calib)
         # reference error level for drift: the larger of the in-sample error and the held-back loss

@@ -268,7 +268,7 @@ def test_history_fetched_for_a_stream_first_seen_live_goes_before_its_samples_an
     assert not e.due_training(104.0)  # 5 live samples: far from min_history
     older = [Sample(A, float(i), ("value",), value(A, i, 1)) for i in range(100 - MIN_HISTORY, 102)]
     bad = [Sample(A, 5.0, ("value",), (float("inf"),)), Sample(B, 1.0, ("value",), (1.0,))]  # inf; unknown key
-    assert e.prepend_history(older + bad) == MIN_HISTORY  # only what is older than the first live sample
+    assert e.load_history(older + bad, create=False) == MIN_HISTORY  # timestamps it holds are skipped
     ts, v, _fl = g.history(np.array([slot]))
     kept = ts[0][~np.isnan(ts[0])]
     assert kept.tolist() == [float(t) for t in range(105 - 64, 105)]  # the newest history_size (64)
