@@ -4,10 +4,7 @@ Modelled on Prometheus' TSDB WAL (``tsdb/wlog``): numbered segment files in one
 directory, records appended to the newest, a new segment on open and when one is
 full, old segments deleted once a checkpoint covers them.
 
-Record layout (little endian)::
-
-    length u32 | crc32(length bytes + payload) u32 | payload
-
+Records are length-prefixed and CRC-checked (:mod:`sentinel.state.walformat`).
 A **position** ``(segment, offset)`` names the byte after a record; :meth:`WriteAheadLog.write`
 returns the end position of the record it wrote, :meth:`~WriteAheadLog.replay` yields
 ``(end position, payload)`` for every record after a given position. A checkpoint stores
@@ -47,101 +44,34 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import struct
 import threading
 import time
-import zlib
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Literal
 
-from ..errors import SentinelError
+from .walformat import (
+    HEADER_BYTES,
+    MAX_RECORD_BYTES,
+    START,
+    WalError,
+    WalFull,
+    WalPosition,
+    good_prefix,
+    header,
+    list_segments,
+    scan,
+    seg_name,
+)
+
+__all__ = ["START", "FsyncPolicy", "WalError", "WalFull", "WalPosition", "WriteAheadLog", "list_segments"]
 
 log = logging.getLogger("sentinel.wal")
 
 FsyncPolicy = Literal["always", "batch", "off"]
-_HEADER = struct.Struct("<II")
-HEADER_BYTES = _HEADER.size
-_SEGMENT_DIGITS = 8
-MAX_RECORD_BYTES = 2**31  # a u32 length; far above any body limit
-
-
-class WalError(SentinelError):
-    """The log cannot accept writes (an fsync failed, or it is closed)."""
-
-
-class WalFull(WalError):
-    """A write would take the log past its byte bound; retry after a checkpoint truncates it."""
-
-    def __init__(self, needed: int, used: int, limit: int):
-        self.needed, self.used, self.limit = needed, used, limit
-        super().__init__(f"write-ahead log full: {used} of {limit} bytes used, {needed} more needed")
-
-
-class WalPosition(NamedTuple):
-    """The byte after a record: ``segment`` number and ``offset`` within it. Ordered."""
-
-    segment: int
-    offset: int
-
-    def to_json(self) -> list[int]:
-        return [self.segment, self.offset]
-
-    @classmethod
-    def from_json(cls, v: object) -> WalPosition | None:
-        """The inverse of :meth:`to_json`; None for anything that is not a pair of non-negative ints."""
-        if (isinstance(v, list | tuple) and len(v) == 2
-                and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in v)):
-            return cls(int(v[0]), int(v[1]))
-        return None
-
-
-START = WalPosition(0, 0)
-
-
-def _seg_name(n: int) -> str:
-    return f"{n:0{_SEGMENT_DIGITS}d}"
-
-
-def list_segments(directory: str | Path) -> list[int]:
-    """Segment numbers in ``directory``, ascending."""
-    d = Path(directory)
-    if not d.is_dir():
-        return []
-    return sorted(int(p.name) for p in d.iterdir()
-                  if len(p.name) == _SEGMENT_DIGITS and p.name.isdigit() and p.is_file())
-
-
-def encode(payload: bytes) -> bytes:
-    """One record's bytes (header + payload)."""
-    n = struct.pack("<I", len(payload))
-    return n + struct.pack("<I", zlib.crc32(payload, zlib.crc32(n))) + payload
-
-
-def scan(data: bytes | memoryview, start: int = 0) -> Iterator[tuple[int, bytes]]:
-    """``(end offset, payload)`` of each good record in ``data`` from ``start``; stops at the first bad one."""
-    mv = memoryview(data)
-    i, n = start, len(mv)
-    while i + HEADER_BYTES <= n:
-        length, crc = _HEADER.unpack_from(mv, i)
-        end = i + HEADER_BYTES + length
-        if end > n:
-            return
-        payload = mv[i + HEADER_BYTES:end]
-        if zlib.crc32(payload, zlib.crc32(mv[i:i + 4])) != crc:
-            return
-        yield end, bytes(payload)
-        i = end
-
-
-def good_prefix(data: bytes | memoryview) -> int:
-    """Length of the longest prefix of ``data`` made of whole, valid records."""
-    end = 0
-    for end, _ in scan(data):  # noqa: B007 (the last value is the answer)
-        pass
-    return end
+_sync = getattr(os, "fdatasync", os.fsync)
 
 
 def _fsync_dir(d: Path) -> None:
@@ -151,8 +81,6 @@ def _fsync_dir(d: Path) -> None:
     finally:
         os.close(fd)
 
-
-_sync = getattr(os, "fdatasync", os.fsync)
 
 
 class WriteAheadLog:
@@ -199,7 +127,7 @@ class WriteAheadLog:
 
         self.dir.mkdir(parents=True, exist_ok=True)
         segs = list_segments(self.dir)
-        self._sizes: dict[int, int] = {n: (self.dir / _seg_name(n)).stat().st_size for n in segs}
+        self._sizes: dict[int, int] = {n: (self.dir / seg_name(n)).stat().st_size for n in segs}
         if segs:
             self._repair(segs[-1])
         # Never reuse a segment number a checkpoint may name (``min_segment``: one past the checkpoint's).
@@ -214,7 +142,7 @@ class WriteAheadLog:
 
     # -- opening ----------------------------------------------------------------------------
     def _repair(self, n: int) -> None:
-        path = self.dir / _seg_name(n)
+        path = self.dir / seg_name(n)
         data = path.read_bytes()
         good = good_prefix(data)
         if good < len(data):
@@ -228,7 +156,7 @@ class WriteAheadLog:
                         extra={"segment": str(path), "kept_bytes": good, "cut_bytes": len(data) - good})
 
     def _create(self, n: int) -> int:
-        fd = os.open(self.dir / _seg_name(n), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        fd = os.open(self.dir / seg_name(n), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self._sizes[n] = 0
         if self.policy == "off":
             return fd
@@ -258,8 +186,7 @@ class WriteAheadLog:
             raise ValueError("empty write-ahead log record")
         if len(payload) >= MAX_RECORD_BYTES:
             raise ValueError("write-ahead log record too large")
-        n = struct.pack("<I", len(payload))
-        header = n + struct.pack("<I", zlib.crc32(payload, zlib.crc32(n)))
+        head = header(payload)
         size = HEADER_BYTES + len(payload)
         with self._lock:
             if self._failed is not None:
@@ -272,7 +199,7 @@ class WriteAheadLog:
             if self._off > 0 and self._off + size > self.segment_bytes:
                 self._roll()
             try:
-                self._write_all([header, payload], size)
+                self._write_all([head, payload], size)
             except OSError as e:
                 self._fail(e)
                 raise WalError(f"write-ahead log write failed: {e}") from None
@@ -404,7 +331,7 @@ class WriteAheadLog:
             size = sizes[n]
             if start >= size:
                 continue
-            with open(self.dir / _seg_name(n), "rb") as f:
+            with open(self.dir / seg_name(n), "rb") as f:
                 data = f.read(size)
             end = start
             for end, payload in scan(data, start):
@@ -413,7 +340,7 @@ class WriteAheadLog:
                 with self._lock:
                     self.corrupt_records += 1
                 log.error("write-ahead log: corrupt record, rest of the segment skipped",
-                          extra={"segment": str(self.dir / _seg_name(n)), "offset": end, "size": len(data)})
+                          extra={"segment": str(self.dir / seg_name(n)), "offset": end, "size": len(data)})
 
     # -- truncation ------------------------------------------------------------------------
     def truncate(self, covered: WalPosition) -> int:
@@ -434,7 +361,7 @@ class WriteAheadLog:
                 freed += self._sizes.pop(n)
         for n in doomed:
             with contextlib.suppress(FileNotFoundError):
-                (self.dir / _seg_name(n)).unlink()
+                (self.dir / seg_name(n)).unlink()
         return freed
 
     # -- closing ---------------------------------------------------------------------------

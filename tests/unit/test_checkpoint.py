@@ -79,7 +79,8 @@ def test_listing_ignores_quarantined_temp_and_foreign_files(tmp_path: Path) -> N
     for name in ("checkpoint-00000009.pt.bad", ".checkpoint-00000002.pt.tmp-77", "checkpoint-latest.pt", "notes.txt"):
         (tmp_path / name).write_bytes(b"x")
     assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["checkpoint-00000001.pt"]
-    assert ckpt.save(tmp_path, {}, {}).name == "checkpoint-00000002.pt"
+    # numbers once used (a refused .bad file, a temp file) are never reused
+    assert ckpt.save(tmp_path, {}, {}).name == "checkpoint-00000010.pt"
 
 
 def test_no_checkpoint_is_none_and_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
