@@ -16,10 +16,12 @@ import yaml
 from pydantic import ValidationError
 
 from ..errors import ConfigError
+from . import _yaml
 from ._base import parse_duration
 from .schema import SentinelConfig
 
-__all__ = ["ConfigError", "SentinelConfig", "dump_config", "load_config", "load_config_text", "parse_duration"]
+__all__ = ["ConfigError", "SentinelConfig", "dump_config", "load_config", "load_config_text", "override",
+           "parse_duration"]
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -44,8 +46,8 @@ def _expand(node: Any, path: str, problems: list[str], source: str, env: dict[st
         # A value that was exactly one reference gets YAML scalar typing (so ${PORT} can be an int).
         if _ENV.fullmatch(node):
             try:
-                return yaml.safe_load(expanded) if expanded else expanded
-            except yaml.YAMLError:
+                return _yaml.safe_load(expanded) if expanded else expanded
+            except _yaml.YamlProblem:
                 return expanded
         return expanded
     return node
@@ -67,11 +69,9 @@ def load_config_text(text: str, source: str = "<config>", base_dir: Path | None 
                      env: dict[str, str] | None = None) -> SentinelConfig:
     """Parse and validate YAML text; raise ConfigError with ``source:key: reason`` lines."""
     try:
-        raw = yaml.safe_load(text) if text.strip() else {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark is not None else "?"
-        raise ConfigError(f"{source}:{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
+        raw = _yaml.safe_load(text) if text.strip() else {}
+    except _yaml.YamlProblem as e:
+        raise ConfigError(f"{source}:{e.where}: {e.reason}") from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -96,23 +96,51 @@ def load_config_text(text: str, source: str = "<config>", base_dir: Path | None 
 
 def _resolve_paths(cfg: SentinelConfig, base_dir: Path | None) -> None:
     """Paths in a config are relative to the config file unless absolute (DESIGN §5)."""
-    if base_dir is None:
+    if cfg.server.wal.dir is None:  # default: wal/ beside the checkpoints, on the same volume
+        cfg.server.wal.dir = os.path.join(cfg.state.dir, "wal")
+        if base_dir is None:
+            return
+    elif base_dir is None:
         return
+
     def rel(p: str) -> str:
         return p if os.path.isabs(p) else str((base_dir / p).resolve())
     cfg.state.dir = rel(cfg.state.dir)
     cfg.sinks.outbox.path = rel(cfg.sinks.outbox.path)
     if cfg.server.web_config_file:
         cfg.server.web_config_file = rel(cfg.server.web_config_file)
+    if cfg.server.wal.dir is not None:
+        cfg.server.wal.dir = rel(cfg.server.wal.dir)
 
 
 def load_config(path: str | os.PathLike[str], env: dict[str, str] | None = None) -> SentinelConfig:
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        with open(p, "rb") as f:
+            data = f.read(_yaml.MAX_BYTES + 1)
     except OSError as e:
         raise ConfigError(f"{p}:(file): cannot read: {e.strerror or e}") from None
+    try:
+        text = _yaml.decode(data)
+    except _yaml.YamlProblem as e:
+        raise ConfigError(f"{p}:{e.where}: {e.reason}") from None
     return load_config_text(text, source=str(p), base_dir=p.resolve().parent, env=env)
+
+
+def override(cfg: SentinelConfig, key: str, value: Any, source: str) -> None:
+    """Set one dotted ``key`` from outside the file (a command-line option) with the file's validation.
+
+    Raises :class:`ConfigError` ``<source>: reason`` (e.g. ``--listen: listen must be HOST:PORT ...``).
+    """
+    *parents, name = key.split(".")
+    obj: Any = cfg
+    for part in parents:
+        obj = getattr(obj, part)
+    try:
+        setattr(obj.model_copy(), name, value)  # a failed model check would leave the value set: try a copy
+        setattr(obj, name, value)
+    except ValidationError as e:
+        raise ConfigError([f"{source}: {err['msg'].removeprefix('Value error, ')}" for err in e.errors()]) from None
 
 
 def dump_config(cfg: SentinelConfig) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any
 
@@ -9,10 +10,13 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, None: 1.0}
+MAX_DURATION = 100 * 365.25 * 86400.0  # a century: anything longer is a typo (and overflows timers)
 
 
 def parse_duration(v: Any) -> float:
     """``"90s"``, ``"5m"``, ``"6h"``, ``"1d"``, ``"250ms"`` or a number of seconds -> seconds.
+
+    NaN, infinities, negatives and more than a century are refused.
 
     >>> parse_duration("5m"), parse_duration(2), parse_duration("250ms")
     (300.0, 2.0, 0.25)
@@ -20,14 +24,21 @@ def parse_duration(v: Any) -> float:
     if isinstance(v, bool):
         raise ValueError("expected a duration like 30s, 5m, 6h")
     if isinstance(v, int | float):
-        if v < 0:
-            raise ValueError("duration must not be negative")
-        return float(v)
-    if isinstance(v, str):
-        m = _DURATION.match(v)
-        if m:
-            return float(m.group(1)) * _UNIT[m.group(2)]
-    raise ValueError(f"expected a duration like 30s, 5m, 6h, got {v!r}")
+        try:
+            x = float(v)
+        except OverflowError:
+            x = math.inf
+    elif isinstance(v, str) and (m := _DURATION.match(v)):
+        x = float(m.group(1)) * _UNIT[m.group(2)]
+    else:
+        raise ValueError(f"expected a duration like 30s, 5m, 6h, got {v!r}")
+    if not math.isfinite(x):
+        raise ValueError(f"duration must be finite, got {v!r}")
+    if x < 0:
+        raise ValueError("duration must not be negative")
+    if x > MAX_DURATION:
+        raise ValueError(f"duration {v!r} is longer than a century")
+    return x
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]

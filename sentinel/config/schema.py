@@ -17,18 +17,43 @@ from .source_postgres import PostgresSourceConfig
 from .source_simulator import SimulatorSourceConfig
 
 
+class WalConfig(Strict):
+    """The write-ahead log of pushed writes (``sentinel.state.wal``): a write is acknowledged once in it."""
+
+    enabled: bool = Field(True, description="off: writes are acknowledged once queued (a kill -9 loses them)")
+    dir: str | None = Field(None, description="segment directory, relative to the config file; "
+                                              "default: wal/ inside state.dir")
+    fsync: Literal["always", "batch", "off"] = Field(
+        "always", description="always: fsync before acknowledging (concurrent writes share one); batch: wait up "
+        "to fsync_delay for more writes first; off: never fsync (survives kill -9, not power loss)")
+    fsync_delay: Duration = Field(0.005, le=1.0, description="batch: longest wait before an fsync")
+    segment_bytes: int = Field(16 * 1024 * 1024, ge=64 * 1024, description="a new segment file after this size")
+    max_bytes: int = Field(512 * 1024 * 1024, ge=1024 * 1024,
+                           description="bound on the log; a write past it gets 503 with Retry-After")
+    retry_after: Duration = Field(5.0, gt=0, description="Retry-After of a 503 while the log is full")
+
+
 class ServerConfig(Strict):
     listen: str = Field("127.0.0.1:9680", description="HOST:PORT of the one HTTP server")
     external_url: str | None = Field(None, description="URL alerts link back to; default http://<listen>/")
     web_config_file: str | None = Field(None, description="Prometheus exporter-style TLS/basic-auth file")
     max_body_bytes: int = Field(25 * 1024 * 1024, ge=1024)
     status_page_streams: int = Field(48, ge=0, description="streams drawn with charts on /")
+    wal: WalConfig = Field(default_factory=WalConfig)
 
     @model_validator(mode="after")
     def _listen_ok(self) -> ServerConfig:
         host, sep, port = self.listen.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ValueError(f"listen must be HOST:PORT, got {self.listen!r}")
+            raise ValueError(f"listen must be HOST:PORT (0.0.0.0:PORT or [::]:PORT for every interface), "
+                             f"got {self.listen!r}")
+        return self
+
+    @model_validator(mode="after")
+    def _wal_fits_a_body(self) -> ServerConfig:
+        if self.wal.enabled and self.wal.max_bytes < 2 * self.max_body_bytes:
+            raise ValueError(f"wal.max_bytes ({self.wal.max_bytes}) must be at least twice max_body_bytes "
+                             f"({self.max_body_bytes}), or a largest write could never be logged")
         return self
 
 
@@ -42,6 +67,14 @@ class StreamsConfig(Strict):
     history_lookback: Duration = Field(
         7200.0, description="on a fresh start, read this much of each source's history for warm-up (0 = none)"
     )
+    # Bounds on what an input can make Sentinel hold (each refusal is counted under its reason).
+    max_fields: int = Field(64, ge=1, le=4096, description="numeric fields per stream (and per line)")
+    max_future: Duration = Field(600.0, description="points further ahead of the clock are rejected (0 = no bound)")
+    max_age: Duration = Field(0.0, description="points older than this behind the clock are rejected (0 = no bound)")
+    max_key_length: int = Field(256, ge=1, description="bytes of a measurement name, tag key or field key")
+    max_tag_value_length: int = Field(1024, ge=1, description="bytes of a tag value")
+    max_series_per_body: int = Field(100_000, ge=1, description="distinct streams in one write request")
+    max_refused_keys: int = Field(10_000, ge=0, description="refused stream keys remembered (a bounded set)")
 
 
 class ModelConfig(Strict):
@@ -119,7 +152,7 @@ class MetricsConfig(Strict):
 
 class StateConfig(Strict):
     dir: str = Field("state", description="checkpoint directory, relative to the config file")
-    checkpoint_interval: Duration = Field(60.0)
+    checkpoint_interval: Duration = Field(60.0, ge=1.0, description="at least 1s")
     on_bad_checkpoint: Literal["fresh", "exit"] = "fresh"
     keep: int = Field(3, ge=1, description="checkpoints kept")
 
