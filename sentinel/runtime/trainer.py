@@ -12,9 +12,11 @@ import multiprocessing as mp
 import os
 
 from ..model.train import TrainJob, TrainResult, TrainSettings, train
+from .lifeline import die_with_parent
 
 
 def _init_worker(threads: int) -> None:
+    die_with_parent()  # a kill -9 of the daemon must not leave the worker (and resource_tracker) behind
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
 
