@@ -581,7 +581,7 @@ _by_ts = operator.attrgetter("ts")
 _TOO_BIG = 2**64
 _RX_CACHE: dict[tuple[tuple[str, str], ...], re.Pattern[str]] = {}
 _RX_KIND = {
-    "f": r"(-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?)",
+    "f": r"(-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?)",  # unambiguous: see _NUM
     "i": r"(-?[0-9]{1,18})i",
     "u": r"([0-9]{1,19})u",
 }
@@ -618,7 +618,9 @@ def _learn_layout(h: _Head, text: str) -> None:
 
 
 _KEY = r'[^,=\s"\\]+'
-_NUM = r"-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?"
+# Unambiguous on purpose: ``[0-9]+\.?[0-9]*`` could split a digit run two ways, so a failing
+# line of many fields backtracked 2^fields times (found by benchmarks/fuzz.py: one 80-field line hung).
+_NUM = r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?"
 _INT = r"(?:-?[0-9]{1,18}i|[0-9]{1,19}u)"
 _KV = rf"{_KEY}=(?:{_NUM}|{_INT})"
 _FIELDS_FAST = re.compile(rf"{_KV}(?:,{_KV})*", re.ASCII)
