@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from .bank import STD_FLOOR
-from .cells import Dims, cell_step, decode, init_params, tick_errors
+from .cells import Dims, cell_step, decode, init_params, normalise, tick_errors
 
 PARAM_KEYS = ("W", "b", "D", "d")
 
@@ -182,7 +182,7 @@ def train(job: TrainJob, s: TrainSettings, device: str = "cpu",
     # Normalisers from every usable sample (the held-back tail included): a stream whose history
     # is shorter than the job's (left-padded) may have little or nothing in the training part.
     mean, std = normalisers(job.values, job.loss_mask)
-    Xall = torch.from_numpy(((job.values - mean[:, None]) / std[:, None]).astype(np.float32)).to(dev)
+    Xall = torch.from_numpy(normalise(job.values, mean, std, dims.baseline_alpha)).to(dev)
     Mall = torch.from_numpy(job.loss_mask & ~np.isnan(job.values).all(-1)).to(dev)
     Xtr, Xval, Mtr, Mval = Xall[:, :n_tr], Xall[:, n_tr:], Mall[:, :n_tr], Mall[:, n_tr:]
 
@@ -192,7 +192,7 @@ def train(job: TrainJob, s: TrainSettings, device: str = "cpu",
     if job.champion is not None and job.has_champion is not None and job.has_champion.any():
         hc = torch.from_numpy(job.has_champion)
         cm, cs = job.champion["mean"], job.champion["std"]
-        Xc = torch.from_numpy(((job.values - cm[:, None]) / cs[:, None]).astype(np.float32)).to(dev)
+        Xc = torch.from_numpy(normalise(job.values, cm, cs, dims.baseline_alpha)).to(dev)
         cp = {k: torch.from_numpy(job.champion[k]).to(dev) for k in PARAM_KEYS}
         scale = float(np.nanmean((cs / std) ** 2)) if F else 1.0
         cv = _val_loss(dims, cp, Xc[:, :n_tr], Xc[:, n_tr:], Mval, s.prediction_weight).cpu().numpy() * scale
