@@ -27,9 +27,12 @@ import torch
 from torch import Tensor
 
 from .bank import STD_FLOOR
-from .cells import Dims, cell_step, init_params, lstm_gates, tick_errors
+from .cells import Dims, init_params
+from .sequence import FUSED_MAX, AdamW, _detach, _forward, _run, _slice_state, _zero_state
 
 PARAM_KEYS = ("W", "b", "D", "d")
+__all__ = ["FUSED_MAX", "PARAM_KEYS", "TrainJob", "TrainResult", "TrainSettings", "normalisers", "resolve_device",
+           "rewarm", "train"]
 
 
 @dataclass
@@ -111,149 +114,6 @@ def normalisers(values: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.nd
     return mean.astype(np.float32), std.astype(np.float32)
 
 
-FUSED_MAX = 16  # streams up to which each one runs through torch's fused recurrent kernel
-
-
-def _torch_weights(dims: Dims, W: Tensor, b: Tensor, s: int) -> list[Tensor]:
-    """Stream ``s``'s ``W``/``b`` as ``torch.lstm``/``torch.gru`` weights ``[w_ih, w_hh, b_ih, b_hh]``.
-
-    Sentinel's LSTM gate order is i, f, o, g; torch's is i, f, g, o. The hidden-side bias is
-    zero (Sentinel has one bias per gate, added with the input), which is the same GRU too.
-    """
-    F, H = dims.fields, dims.hidden
-    Ws, bs = W[s], b[s, :, 0]
-    if dims.cell == "lstm":
-        perm = torch.cat((torch.arange(0, 2 * H), torch.arange(3 * H, 4 * H), torch.arange(2 * H, 3 * H)))
-        Ws, bs = Ws[perm.to(W.device)], bs[perm.to(W.device)]
-    return [Ws[:, :F], Ws[:, F:], bs, torch.zeros_like(bs)]
-
-
-def _recur(dims: Dims, p: dict[str, Tensor], X: Tensor, h: Tensor, c: Tensor | None
-           ) -> tuple[Tensor, Tensor, Tensor | None]:
-    """Hidden states ``[S,B,T,H]`` for NaN-free inputs ``X`` ``[S,B,T,F]``, and the final ``h, c``.
-
-    The same recurrence as :func:`cells.cell_step` step by step; up to ``FUSED_MAX`` streams
-    each go through torch's fused kernel (one call per stream, no Python per step), more
-    streams through one batched loop whose input projection is done for the whole chunk.
-    """
-    S, B, T, F = X.shape
-    if S <= FUSED_MAX:
-        hs, hn, cn = [], [], []
-        for s in range(S):
-            w = _torch_weights(dims, p["W"], p["b"], s)
-            if dims.cell == "lstm":
-                assert c is not None
-                out, h1, c1 = torch.lstm(X[s], (h[s][None], c[s][None]), w, True, 1, 0.0, False, False, True)
-                cn.append(c1[0])
-            else:
-                out, h1 = torch.gru(X[s], h[s][None], w, True, 1, 0.0, False, False, True)
-            hs.append(out)
-            hn.append(h1[0])
-        return torch.stack(hs), torch.stack(hn), (torch.stack(cn) if cn else None)
-    H = dims.hidden
-    Wt = p["W"].transpose(1, 2)  # [S,F+H,GH]
-    xp = torch.baddbmm(p["b"].transpose(1, 2), X.reshape(S, B * T, F), Wt[:, :F]).reshape(S, B, T, -1)
-    Wh = Wt[:, F:]
-    steps: list[Tensor] = []
-    for t in range(T):
-        if dims.cell == "lstm":
-            assert c is not None
-            h, c = lstm_gates(torch.baddbmm(xp[:, :, t], h, Wh), c)
-        else:
-            zx, zh = xp[:, :, t], torch.bmm(h, Wh)
-            r = torch.sigmoid(zx[..., :H] + zh[..., :H])
-            u = torch.sigmoid(zx[..., H : 2 * H] + zh[..., H : 2 * H])
-            n = torch.tanh(zx[..., 2 * H :] + r * zh[..., 2 * H :])
-            h = (1 - u) * n + u * h
-        steps.append(h)
-    return torch.stack(steps, 2), h, c
-
-
-def _recur_masked(dims: Dims, p: dict[str, Tensor], X: Tensor, h: Tensor, c: Tensor | None, pred: Tensor,
-                  hold: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor | None, Tensor]:
-    """:func:`_recur` for inputs with missing fields: a NaN is fed as the model's own (detached)
-    prediction, one step at a time. ``hold`` ``[S,B,T]``: steps that leave the state as it was
-    (padding, when rewarming). Returns the hidden states, the final ``h, c`` and the carried prediction."""
-    T = X.shape[2]
-    Dp, dp = p["D"][..., -dims.fields :], p["d"][..., -dims.fields :]
-    out = []
-    for t in range(T):
-        x = X[:, :, t]
-        x_in = torch.where(torch.isnan(x), pred.detach(), x)
-        h1, c1 = cell_step(dims.cell, p["W"], p["b"], x_in, h, c)
-        p1 = torch.baddbmm(dp, h1, Dp)
-        if hold is not None:
-            keep = hold[:, :, t, None]
-            h1 = torch.where(keep, h, h1)
-            c1 = torch.where(keep, c, c1) if c is not None and c1 is not None else c1
-            p1 = torch.where(keep, pred, p1)
-        h, c, pred = h1, c1, p1
-        out.append(h)
-    return torch.stack(out, 2), h, c, pred
-
-
-def _run(dims: Dims, p: dict[str, Tensor], X: Tensor, M: Tensor, state: tuple[Tensor, Tensor | None, Tensor, Tensor],
-         pw: float, dropout: float, train: bool) -> tuple[Tensor, Tensor, tuple]:
-    """Run ``X`` ``[S,B,T,F]`` (normalised) from ``state``; returns per-(S,B) loss sum and count, and the final state."""
-    loss, count, state, _e = _forward(dims, p, X, M, state, pw, dropout, train)
-    return loss, count, state
-
-
-def _forward(dims: Dims, p: dict[str, Tensor], X: Tensor, M: Tensor, state: tuple[Tensor, Tensor | None, Tensor, Tensor],
-             pw: float, dropout: float, train: bool, hold: Tensor | None = None
-             ) -> tuple[Tensor, Tensor, tuple, Tensor]:
-    """Run ``X`` ``[S,B,T,F]`` (normalised) from ``state``; returns per-(S,B) loss sum and count, the
-    final state and the per-tick errors ``[S,B,T]``.
-
-    The math of :func:`cells.cell_step`, :func:`cells.decode` and :func:`cells.tick_errors` tick by
-    tick, computed as the recurrence alone per step and the decoder and errors for the whole chunk.
-    ``hold`` (rewarm only): steps that leave the state unchanged, with error 0.
-    """
-    h, c, win, pred_prev = state
-    S, B, T, F = X.shape
-    K = dims.window
-    nan = bool(torch.isnan(X).any())
-    if nan or hold is not None:
-        Hs, h, c, _ = _recur_masked(dims, p, X, h, c, pred_prev, hold)
-    else:
-        Hs, h, c = _recur(dims, p, X, h, c)
-    Hd = torch.nn.functional.dropout(Hs, dropout, training=True) if (train and dropout > 0) else Hs
-    out = torch.baddbmm(p["d"], Hd.reshape(S, B * T, -1), p["D"]).reshape(S, B, T, -1)
-    rec = out[..., : K * F].reshape(S, B, T, K, F)
-    pred = out[..., K * F :]
-    if hold is not None:  # a held step carries the prediction it was given
-        # (exact for leading padding, the only holds a job has: its streams' histories are
-        # left-padded, and an engine history holds no all-missing sample)
-        pred = torch.where(hold[..., None], pred_prev[:, :, None].expand_as(pred), pred)
-    prev = torch.cat((pred_prev[:, :, None], pred[:, :, :-1]), 2)
-    seq = torch.cat((win, X), 2)  # [S,B,K+T,F]
-    wins = seq.unfold(2, K, 1)[:, :, 1:].transpose(-1, -2)  # [S,B,T,K,F]: the K inputs up to each tick
-    _, e = tick_errors(X, prev, wins, rec, pw)
-    if hold is not None:
-        e = torch.where(hold, torch.zeros_like(e), e)
-    loss = torch.where(M, e, torch.zeros_like(e)).sum(-1)
-    count = M.to(X.dtype).sum(-1)
-    return loss, count, (h, c, seq[:, :, -K:], pred[:, :, -1]), e
-
-
-def _zero_state(dims: Dims, S: int, B: int, dev: torch.device) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
-    h = torch.zeros(S, B, dims.hidden, device=dev)
-    c = torch.zeros(S, B, dims.hidden, device=dev) if dims.cell == "lstm" else None
-    win = torch.full((S, B, dims.window, dims.fields), float("nan"), device=dev)
-    return h, c, win, torch.zeros(S, B, dims.fields, device=dev)
-
-
-def _slice_state(state: tuple[Tensor, Tensor | None, Tensor, Tensor], j: int
-                 ) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
-    """Sequence ``j`` of a ``[S,B,...]`` state, kept as ``[S,1,...]``."""
-    h, c, win, pred = state
-    return h[:, j : j + 1], (c[:, j : j + 1] if c is not None else None), win[:, j : j + 1], pred[:, j : j + 1]
-
-
-def _detach(state: tuple) -> tuple:
-    return tuple(s.detach() if s is not None else None for s in state)
-
-
 def _val_loss(dims: Dims, p: dict[str, Tensor], Xtr: Tensor, Xval: Tensor, Mval: Tensor, pw: float,
               start: tuple | None = None) -> Tensor:
     """Mean error on the held-back tail.
@@ -304,7 +164,7 @@ def train(job: TrainJob, s: TrainSettings, device: str = "cpu",
             init[k] = torch.where(hc.view(-1, *[1] * (init[k].dim() - 1)), torch.from_numpy(job.champion[k]), init[k])
 
     params = {k: v.to(dev).clone().requires_grad_(True) for k, v in init.items()}
-    opt = torch.optim.AdamW(list(params.values()), lr=s.lr, weight_decay=s.weight_decay)
+    opt = AdamW(list(params.values()), lr=s.lr, weight_decay=s.weight_decay)
 
     B = max(1, min(s.segments, n_tr // max(8, s.bptt // 2)))
     seg = n_tr // B
@@ -325,7 +185,7 @@ def train(job: TrainJob, s: TrainSettings, device: str = "cpu",
             loss, cnt, state = _run(dims, params, Xs[:, :, c0 : c0 + s.bptt], Ms[:, :, c0 : c0 + s.bptt],
                                     state, s.prediction_weight, s.dropout, True)
             per_stream = loss.sum(1) / cnt.sum(1).clamp(min=1)
-            opt.zero_grad(set_to_none=True)
+            opt.zero_grad()
             per_stream.sum().backward()
             opt.step()
             state = _detach(state)

@@ -205,7 +205,7 @@ def _run_reference(dims: Dims, p: dict, X: torch.Tensor, M: torch.Tensor, state:
 @pytest.mark.parametrize("streams", [1, 3, 20])  # 20 > FUSED_MAX: the batched loop
 @pytest.mark.parametrize("missing", [False, True])
 def test_chunk_forward_and_gradients_equal_the_tick_by_tick_loop(cell: str, streams: int, missing: bool) -> None:
-    from sentinel.model.train import FUSED_MAX, _run, _zero_state
+    from sentinel.model.sequence import FUSED_MAX, _run, _zero_state
 
     assert streams in (1, 3) or streams > FUSED_MAX
     dims = Dims(2, 8, 4, cell)
@@ -264,7 +264,7 @@ def test_rewarm_equals_the_scoring_banks_run_sequence(cell: str, streams: int) -
 
 def test_fused_and_batched_recurrence_give_the_same_training(monkeypatch: pytest.MonkeyPatch) -> None:
     """Up to FUSED_MAX streams run through torch's fused kernel; more through one batched loop: same result."""
-    import sentinel.model.train as T
+    import sentinel.model.sequence as T
 
     v = signal(2, F=1, seed=5)
     fused = train(job_of(v, [1, 2]), FAST)
@@ -273,3 +273,21 @@ def test_fused_and_batched_recurrence_give_the_same_training(monkeypatch: pytest
     for k in PARAM_KEYS:
         np.testing.assert_allclose(fused.params[k], looped.params[k], atol=2e-5, rtol=1e-4, err_msg=k)
     np.testing.assert_allclose(fused.errors, looped.errors, atol=1e-4, rtol=1e-3)
+
+
+def test_adamw_makes_torchs_update_bit_for_bit() -> None:
+    from sentinel.model.sequence import AdamW
+
+    g = torch.Generator().manual_seed(0)
+    a = [torch.randn(3, 5, generator=g), torch.randn(7, generator=g)]
+    b = [t.clone() for t in a]
+    mine = AdamW(a, lr=0.01, weight_decay=1e-4)
+    ref = torch.optim.AdamW(b, lr=0.01, weight_decay=1e-4)
+    for _ in range(5):
+        grads = [torch.randn(t.shape, generator=g) for t in a]
+        for p, q, gr in zip(a, b, grads, strict=True):
+            p.grad, q.grad = gr.clone(), gr.clone()
+        mine.step()
+        ref.step()
+        for p, q in zip(a, b, strict=True):
+            assert torch.equal(p, q)
