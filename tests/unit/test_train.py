@@ -202,12 +202,15 @@ def _run_reference(dims: Dims, p: dict, X: torch.Tensor, M: torch.Tensor, state:
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
-@pytest.mark.parametrize("streams", [1, 3, 20])  # 20 > FUSED_MAX: the batched loop
+@pytest.mark.parametrize("streams", [1, 3])
+@pytest.mark.parametrize("fused", [True, False])  # torch's kernel per stream, or the batched loop
 @pytest.mark.parametrize("missing", [False, True])
-def test_chunk_forward_and_gradients_equal_the_tick_by_tick_loop(cell: str, streams: int, missing: bool) -> None:
-    from sentinel.model.sequence import FUSED_MAX, _run, _zero_state
+def test_chunk_forward_and_gradients_equal_the_tick_by_tick_loop(cell: str, streams: int, fused: bool, missing: bool,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import sentinel.model.sequence as seq
+    from sentinel.model.sequence import _run, _zero_state
 
-    assert streams in (1, 3) or streams > FUSED_MAX
+    monkeypatch.setattr(seq, "FUSED_MAX", 64 if fused else 0)
     dims = Dims(2, 8, 4, cell)
     v = signal(streams, L=60, F=2, seed=2)
     X = torch.from_numpy(v).reshape(streams, 2, 30, 2)
@@ -238,12 +241,15 @@ def test_chunk_forward_and_gradients_equal_the_tick_by_tick_loop(cell: str, stre
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
-@pytest.mark.parametrize("streams", [2, 20])
-def test_rewarm_equals_the_scoring_banks_run_sequence(cell: str, streams: int) -> None:
+@pytest.mark.parametrize("fused", [True, False])
+def test_rewarm_equals_the_scoring_banks_run_sequence(cell: str, fused: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """Errors and final state of the trainer's rewarm equal Bank.run_sequence's (left padding skipped)."""
+    import sentinel.model.sequence as seq
     from sentinel.model.bank import Bank
     from sentinel.model.train import rewarm
 
+    monkeypatch.setattr(seq, "FUSED_MAX", 64 if fused else 0)
+    streams = 3
     dims = Dims(2, 8, 4, cell)
     v = signal(streams, L=80, F=2, seed=4)
     v[0, :25] = np.nan          # a shorter history: left padding
