@@ -37,6 +37,7 @@ about that many ticks. The half-life is in ticks, so it scales with the cadence.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, overload
 
 import numpy as np
 import torch
@@ -144,12 +145,22 @@ def decode(D: Tensor, d: Tensor, h: Tensor, window: int, fields: int) -> tuple[T
     return rec, pred
 
 
-def normalise(values: np.ndarray, mean: np.ndarray, std: np.ndarray, alpha: float) -> np.ndarray:
+@overload
+def normalise(values: np.ndarray, mean: np.ndarray, std: np.ndarray, alpha: float) -> np.ndarray: ...
+
+
+@overload
+def normalise(values: np.ndarray, mean: np.ndarray, std: np.ndarray, alpha: float, *, with_last: Literal[True]
+              ) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+def normalise(values: np.ndarray, mean: np.ndarray, std: np.ndarray, alpha: float, *, with_last: bool = False
+              ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Normalise raw ``values`` ``[n, L, F]`` the way :class:`~sentinel.model.bank.Bank` does tick by tick.
 
     ``(x_t - b_t) / std`` with ``b_0 = mean`` and ``b_{t+1} = b_t + alpha (x_t - b_t)`` on
     observed samples (a missing one leaves the baseline). ``alpha = 0`` is the plain
-    ``(x - mean) / std``.
+    ``(x - mean) / std``. ``with_last`` also returns the baseline after the last sample ``[n, F]``.
 
     >>> v = np.array([[[1.0], [3.0], [np.nan], [3.0]]])
     >>> normalise(v, np.array([[1.0]]), np.array([[2.0]]), 0.5)[0, :, 0].tolist()
@@ -158,14 +169,15 @@ def normalise(values: np.ndarray, mean: np.ndarray, std: np.ndarray, alpha: floa
     mean = np.asarray(mean, dtype=np.float64)
     std = np.asarray(std, dtype=np.float64)
     if alpha <= 0:
-        return ((values - mean[:, None]) / std[:, None]).astype(np.float32)
+        out = ((values - mean[:, None]) / std[:, None]).astype(np.float32)
+        return (out, mean.copy()) if with_last else out
     out = np.empty(values.shape, dtype=np.float32)
     b = mean.copy()
     for t in range(values.shape[1]):
         x = values[:, t]
         out[:, t] = (x - b) / std
         b = np.where(np.isnan(x), b, b + alpha * (np.nan_to_num(x) - b))
-    return out
+    return (out, b) if with_last else out
 
 
 def tick_errors(x: Tensor, pred_prev: Tensor, win: Tensor, rec: Tensor, prediction_weight: float,
