@@ -37,7 +37,7 @@ from .walformat import WalPosition
 log = logging.getLogger("sentinel.checkpoint")
 
 FORMAT = "sentinel-checkpoint"
-VERSION = 2  # 2: weights stored gates-as-rows, W [S, G*H, F+H]
+VERSION = 3  # 2: weights stored gates-as-rows, W [S, G*H, F+H]; 3: bank baseline state, per-stream alert levels
 _NAME = re.compile(r"^checkpoint-(\d{8})\.pt$")
 _NUMBERED = re.compile(r"^\.?checkpoint-(\d{8})\.pt")  # also .bad files and temp files: numbers once used
 _TEMP = re.compile(r"^\.checkpoint-\d{8}\.pt\.tmp-(\d+)$")
