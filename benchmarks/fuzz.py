@@ -33,12 +33,15 @@ import sys
 import tempfile
 import time
 import traceback
+import warnings
 import zipfile
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import contextlib
 
 import torch
 
@@ -113,10 +116,10 @@ def _find(names: list[str], attr: str) -> Callable | None:
     return None
 
 
-READ_ROWS = _find(["sentinel.replay", "sentinel.replay.csvfile", "sentinel.replay.reader", "sentinel.replay.io",
-                   "sentinel.sources.replay"], "read_rows")
-PARSE_TS = _find(["sentinel.replay", "sentinel.replay.csvfile", "sentinel.replay.reader", "sentinel.replay.io",
-                  "sentinel.sources.replay"], "parse_timestamp")
+_MODS = ["sentinel.replay", "sentinel.replay.reader", "sentinel.sources.replay"]
+READ_SERIES = _find(_MODS, "read_series")  # the replay package: sniffing, columns and time parsing in one
+READ_ROWS = None if READ_SERIES is not None else _find(_MODS, "read_rows")  # the old one-module replay
+PARSE_TS = _find([*_MODS, "sentinel.replay.timeparse"], "parse_timestamp")
 
 
 class Fuzz:
@@ -167,42 +170,38 @@ class Fuzz:
         parse(body, prec)
 
     def csv(self, data: bytes) -> None:
-        if READ_ROWS is None:
-            return
         p = self.work / "in.csv"
         p.write_bytes(data)
+        if READ_SERIES is not None:
+            with contextlib.suppress(InputError):
+                READ_SERIES(p)
+            return
+        if READ_ROWS is None:
+            return
         try:
             stamps, rows = READ_ROWS(p, ["value"])
         except InputError:
             return
         for s in stamps[:200]:
-            try:
+            with contextlib.suppress(ValueError, OverflowError):  # what replay counts as a bad row
                 PARSE_TS(s)  # type: ignore[misc]
-            except (ValueError, OverflowError):  # what replay counts as a bad row
-                pass
         for r in rows[:200]:
             for v in r:
-                try:
+                with contextlib.suppress(ValueError):
                     float(v)
-                except ValueError:
-                    pass
 
     def config(self, data: bytes) -> None:
         p = self.work / "c.yaml"
         p.write_bytes(data)
-        try:
+        with contextlib.suppress(ConfigError):
             load_config(p, env={"X": "1"})
-        except ConfigError:
-            pass
 
     def checkpoint(self, data: bytes) -> None:
         p = self.work / "ck" / "checkpoint-00000001.pt"
         p.parent.mkdir(exist_ok=True)
         p.write_bytes(data)
-        try:
+        with contextlib.suppress(CheckpointError):
             ckpt.load(p)
-        except CheckpointError:
-            pass
         if self.marker.exists():
             raise AssertionError("a checkpoint ran code")
 
@@ -253,7 +252,8 @@ def main() -> None:
     ap.add_argument("--crash-dir", default=str(REPO / "out" / "fuzz"))
     a = ap.parse_args()
     torch.set_num_threads(1)
-    print(f"# seed={a.seed} inputs={a.inputs} csv_reader={'found' if READ_ROWS else 'MISSING'}")
+    warnings.filterwarnings("ignore", category=UserWarning)  # torch on fuzzed pickle protocol numbers
+    print(f"# seed={a.seed} inputs={a.inputs} csv_reader={getattr(READ_SERIES or READ_ROWS, '__qualname__', 'MISSING')}")
     with tempfile.TemporaryDirectory(prefix="sentinel-fuzz-") as tmp:
         f = Fuzz(a.seed, Path(tmp), Path(a.crash_dir))
         t0 = time.perf_counter()
