@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 import torch
 
+from .. import failpoints
 from ..errors import CheckpointError
 from .walformat import WalPosition
 
@@ -135,8 +136,10 @@ def save(directory: str | Path, meta: dict[str, Any], tensors: dict[str, torch.T
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
+        failpoints.hit("checkpoint.write")
         os.replace(tmp, path)
         _fsync_dir(d)
+        failpoints.hit("checkpoint.renamed")
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -52,6 +52,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Literal
 
+from .. import failpoints
 from .walformat import (
     HEADER_BYTES,
     MAX_RECORD_BYTES,
@@ -59,6 +60,7 @@ from .walformat import (
     WalError,
     WalFull,
     WalPosition,
+    fsync_dir,
     good_prefix,
     header,
     list_segments,
@@ -72,15 +74,6 @@ log = logging.getLogger("sentinel.wal")
 
 FsyncPolicy = Literal["always", "batch", "off"]
 _sync = getattr(os, "fdatasync", os.fsync)
-
-
-def _fsync_dir(d: Path) -> None:
-    fd = os.open(d, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
 
 
 class WriteAheadLog:
@@ -206,11 +199,15 @@ class WriteAheadLog:
             self._off += size
             self._sizes[self._seg] = self._off
             pos = WalPosition(self._seg, self._off)
+            if failpoints.ARMED:
+                failpoints.hit("wal.append")
             if self.policy != "off":
                 self._wake.notify_all()
             return pos
 
     def _write_all(self, parts: list[bytes], size: int) -> None:
+        if failpoints.ARMED:
+            self._failpoint(parts)
         done = os.writev(self._fd, parts)
         if done == size:
             return
@@ -218,6 +215,12 @@ class WriteAheadLog:
         while rest:
             k = os.write(self._fd, rest)
             rest = rest[k:]
+
+    def _failpoint(self, parts: list[bytes]) -> None:
+        if failpoints.ARMED.get("wal.torn", 0) == 1:  # the record's first half, then die
+            data = b"".join(parts)
+            os.write(self._fd, data[: max(1, len(data) // 2)])
+        failpoints.hit("wal.torn")
 
     def _roll(self) -> None:
         """Start the next segment (lock held). The old one is synced by the sync thread (or closed now)."""
@@ -277,7 +280,7 @@ class WriteAheadLog:
                 os.close(r)
             _sync(fd)
             if dir_dirty:
-                _fsync_dir(self.dir)
+                fsync_dir(self.dir)
         except OSError as e:  # never retry an fsync (its error is reported once): fail the log
             with self._lock:
                 self._fail(e)

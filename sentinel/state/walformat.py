@@ -13,6 +13,7 @@ A **position** ``(segment, offset)`` names the byte after a record.
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 from collections.abc import Iterator
@@ -106,3 +107,12 @@ def good_prefix(data: bytes | memoryview) -> int:
     for end, _ in scan(data):  # noqa: B007 (the last value is the answer)
         pass
     return end
+
+
+def fsync_dir(d: Path) -> None:
+    """fsync a directory (so a created or renamed file's entry is durable)."""
+    fd = os.open(d, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -71,3 +71,45 @@ def test_kill_9_mid_append_loses_no_acknowledged_record(tmp_path: Path, policy: 
         assert len(got) - 1 >= acked, f"acknowledged {acked} but replay ends at {len(got) - 1} (seed {seed})"
         nxt = len(got)
     assert nxt > KILLS
+
+
+TORN = r"""
+import sys
+from sentinel.state.wal import WriteAheadLog
+wal = WriteAheadLog(sys.argv[1], fsync="always")
+for i in range(10):
+    wal.append(f"record {i} ".encode() * 20)
+"""
+
+CKPT = r"""
+import sys, torch
+from sentinel.state import checkpoint as ckpt
+ckpt.save(sys.argv[1], {"n": 1}, {"x": torch.zeros(3)})
+ckpt.save(sys.argv[1], {"n": 2}, {"x": torch.ones(3)})
+"""
+
+
+def run_armed(script: str, arg: Path, points: str) -> int:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "SENTINEL_FAILPOINTS": points}
+    return subprocess.run([sys.executable, "-c", script, str(arg)], env=env, timeout=120).returncode
+
+
+def test_a_kill_mid_record_leaves_a_torn_tail_that_the_next_open_cuts_off(tmp_path: Path) -> None:
+    assert run_armed(TORN, tmp_path, "wal.torn=5") == -signal.SIGKILL
+    with WriteAheadLog(tmp_path, fsync="off") as w:
+        got = [p for _, p in w.replay()]
+        assert w.repaired_bytes > 0
+    assert got == [f"record {i} ".encode() * 20 for i in range(4)]
+
+
+def test_a_kill_mid_checkpoint_leaves_a_temp_file_that_restore_removes(tmp_path: Path) -> None:
+    """D8: ``.tmp-PID`` files were left after a kill mid-write; D7: the number is not reused."""
+    from sentinel.state import checkpoint as ckpt
+
+    assert run_armed(CKPT, tmp_path, "checkpoint.write=2") == -signal.SIGKILL
+    temps = [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name]
+    assert len(temps) == 1 and temps[0].startswith(".checkpoint-00000002.pt.tmp-")
+    r = ckpt.restore(tmp_path, lambda c: None)
+    assert r.checkpoint is not None and r.checkpoint.meta == {"n": 1}
+    assert [p.name for p in r.cleaned] == temps and not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+    assert ckpt.save(tmp_path, {"n": 3}, {}).name == "checkpoint-00000002.pt"  # the temp file is gone: free again
