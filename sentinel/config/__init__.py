@@ -91,26 +91,30 @@ def load_config_text(text: str, source: str = "<config>", base_dir: Path | None 
             lines.append(f"{source}:{_loc(err['loc'])}: {msg}")
         raise ConfigError(lines) from None
     _resolve_paths(cfg, base_dir)
-    return cfg
+    return _with_wal_dir(cfg, base_dir)
 
 
 def _resolve_paths(cfg: SentinelConfig, base_dir: Path | None) -> None:
     """Paths in a config are relative to the config file unless absolute (DESIGN §5)."""
-    if cfg.server.wal.dir is None:  # default: wal/ beside the checkpoints, on the same volume
-        cfg.server.wal.dir = os.path.join(cfg.state.dir, "wal")
-        if base_dir is None:
-            return
-    elif base_dir is None:
+    if base_dir is None:
         return
-
     def rel(p: str) -> str:
         return p if os.path.isabs(p) else str((base_dir / p).resolve())
     cfg.state.dir = rel(cfg.state.dir)
     cfg.sinks.outbox.path = rel(cfg.sinks.outbox.path)
     if cfg.server.web_config_file:
         cfg.server.web_config_file = rel(cfg.server.web_config_file)
-    if cfg.server.wal.dir is not None:
-        cfg.server.wal.dir = rel(cfg.server.wal.dir)
+
+
+def _with_wal_dir(cfg: SentinelConfig, base_dir: Path | None) -> SentinelConfig:
+    """``server.wal.dir``: relative to the config file; by default ``wal/`` inside ``state.dir`` (same volume)."""
+    d = cfg.server.wal.dir
+    if d is None:
+        d = os.path.join(cfg.state.dir, "wal")
+    elif base_dir is not None and not os.path.isabs(d):
+        d = str((base_dir / d).resolve())
+    wal = cfg.server.wal.model_copy(update={"dir": d})
+    return cfg.model_copy(update={"server": cfg.server.model_copy(update={"wal": wal})})
 
 
 def load_config(path: str | os.PathLike[str], env: dict[str, str] | None = None) -> SentinelConfig:
@@ -127,20 +131,27 @@ def load_config(path: str | os.PathLike[str], env: dict[str, str] | None = None)
     return load_config_text(text, source=str(p), base_dir=p.resolve().parent, env=env)
 
 
-def override(cfg: SentinelConfig, key: str, value: Any, source: str) -> None:
-    """Set one dotted ``key`` from outside the file (a command-line option) with the file's validation.
+def override(cfg: SentinelConfig, key: str, value: Any, source: str) -> SentinelConfig:
+    """A copy of ``cfg`` with one dotted ``key`` set from outside the file (a command-line option),
+    validated as the file is; ``cfg`` itself is left alone.
 
     Raises :class:`ConfigError` ``<source>: reason`` (e.g. ``--listen: listen must be HOST:PORT ...``).
     """
     *parents, name = key.split(".")
-    obj: Any = cfg
+    chain: list[Any] = [cfg]
     for part in parents:
-        obj = getattr(obj, part)
+        chain.append(getattr(chain[-1], part))
+    leaf = chain[-1]
+    field = type(leaf).model_fields[name]
+    data = leaf.model_dump(by_alias=True)
+    data[field.alias or name] = value
     try:
-        setattr(obj.model_copy(), name, value)  # a failed model check would leave the value set: try a copy
-        setattr(obj, name, value)
+        new = type(leaf).model_validate(data)
     except ValidationError as e:
         raise ConfigError([f"{source}: {err['msg'].removeprefix('Value error, ')}" for err in e.errors()]) from None
+    for obj, part in zip(reversed(chain[:-1]), reversed(parents), strict=True):
+        new = obj.model_copy(update={part: new})
+    return new
 
 
 def dump_config(cfg: SentinelConfig) -> str:

@@ -5,6 +5,7 @@ state machine, so this does not recurse) to bound:
 
 * nesting depth (:data:`MAX_DEPTH`): PyYAML's composer recurses per level, so
   thousands of nested ``[`` would end in ``RecursionError``;
+* aliases inside the value they name (a value containing itself);
 * repeated keys in one mapping (YAML keeps the last silently; a strict config refuses);
 * the size of the document with every alias expanded (:data:`MAX_NODES`): a
   "billion laughs" alias bomb is a few hundred bytes that expand to 10⁹ nodes;
@@ -74,6 +75,8 @@ def check_structure(text: str, max_depth: int = MAX_DEPTH, max_nodes: int = MAX_
                     sizes[ev.anchor] = 1
                 top[0] += 1
             elif isinstance(ev, yaml.AliasEvent):
+                if any(f[1] == ev.anchor for f in stack):
+                    raise YamlProblem(_line(ev), f"alias *{ev.anchor} refers to a value that contains it")
                 top[0] += sizes.get(ev.anchor or "", 1)  # an undefined alias: the composer reports it
             if sum(f[0] for f in stack) > max_nodes:
                 raise YamlProblem(_line(ev), f"more than {max_nodes} values once aliases are expanded "

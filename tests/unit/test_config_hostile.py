@@ -60,6 +60,12 @@ def test_an_alias_bomb_is_refused_at_once() -> None:
     assert time.process_time() - t0 < 5  # generous: it is milliseconds; the old loader took 30 s and 1.3 GB
 
 
+@pytest.mark.parametrize("text", ["model: &a [*a]", "model: &a {x: *a}", "a: &a [1, [2, *a]]\nmodel: *a"])
+def test_a_value_that_contains_itself_is_refused(text: str) -> None:
+    errs = errors_of(text)
+    assert len(errs) == 1 and "refers to a value that contains it" in errs[0], errs
+
+
 def test_modest_aliases_still_work() -> None:
     cfg = load_config_text("sinks:\n  webhooks:\n    - &w {url: 'http://127.0.0.1:1/a', timeout: 2s}\n"
                            "    - {<<: *w, name: b, url: 'http://127.0.0.1:1/b'}\n", source="c.yaml", env={})
@@ -115,8 +121,9 @@ def test_override_names_the_option() -> None:
     assert ei.value.problems == ["--listen: listen must be HOST:PORT (0.0.0.0:PORT or [::]:PORT for every "
                                  "interface), got ':9680'"]
     assert cfg.server.listen == "127.0.0.1:9680"  # unchanged
-    override(cfg, "server.listen", "[::1]:0", "--listen")
-    assert cfg.server.listen == "[::1]:0"
+    new = override(cfg, "server.listen", "[::1]:0", "--listen")
+    assert new.server.listen == "[::1]:0" and new.server.wal == cfg.server.wal and new.model == cfg.model
+    assert cfg.server.listen == "127.0.0.1:9680"
 
 
 def test_new_bounds_and_wal_defaults(tmp_path: Path) -> None:
