@@ -22,7 +22,7 @@ def build_source(src_cfg: Any, cfg: SentinelConfig, metrics: Metrics, resume: di
 
         if src_cfg.mode == "subscription" and not src_cfg.subscription_destination:
             src_cfg.subscription_destination = f"http://{cfg.server.listen}"
-        return InfluxDBSource(src_cfg, metrics=metrics, clock=clock, resume=resume)
+        return InfluxDBSource(src_cfg, metrics=metrics, clock=clock, resume=resume, streams=cfg.streams)
     if src_cfg.type == "postgres":
         from ..sources.timescale import PostgresSource
 

@@ -39,6 +39,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from ..config.schema import StreamsConfig
 from ..config.source_influxdb import InfluxDBSourceConfig
 from ..errors import SourceError, SourceUnavailable
 from ..metrics import Metrics
@@ -56,8 +57,13 @@ _FAR_FUTURE_NS = 2**63 - 2
 # =========================================================================== helpers
 
 
-def selection_from(cfg: InfluxDBSourceConfig) -> Selection:
+def selection_from(cfg: InfluxDBSourceConfig, streams: StreamsConfig | None = None) -> Selection:
+    """The source's selection, with the input bounds of ``streams.*`` (defaults when None)."""
+    b = streams or StreamsConfig()
     return Selection(
+        max_fields=b.max_fields, max_key_length=b.max_key_length, max_tag_value_length=b.max_tag_value_length,
+        max_series_per_body=b.max_series_per_body, max_refused_keys=b.max_refused_keys,
+        max_future_ns=int(b.max_future * 1e9), max_age_ns=int(b.max_age * 1e9),
         measurements=frozenset(cfg.measurements),
         tags={k: frozenset(v) for k, v in cfg.tags.items()},
         ignore_tags=frozenset(cfg.ignore_tags),
@@ -399,13 +405,13 @@ class InfluxDBSource:
     """Follows one InfluxDB database (see the module docstring for the modes and the cursor)."""
 
     def __init__(self, cfg: InfluxDBSourceConfig, *, metrics: Metrics, clock: Callable[[], float] = time.time,
-                 resume: dict | None = None, rng: random.Random | None = None):
+                 resume: dict | None = None, rng: random.Random | None = None, streams: StreamsConfig | None = None):
         self.cfg = cfg
         self.name = cfg.name
         self.metrics = metrics
         self.clock = clock
         self._rng = rng or random.Random()
-        self.selector = StreamSelector(selection_from(cfg), on_refused=lambda _k: metrics.streams_refused.inc())
+        self.selector = StreamSelector(selection_from(cfg, streams), on_refused=lambda _k: metrics.streams_refused.inc())
         self._exclude = own_writeback_measurement(cfg)
         t = (resume or {}).get("t")
         self._t: int | None = int(t) if t is not None else None

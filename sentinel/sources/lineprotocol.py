@@ -46,6 +46,10 @@ REASONS = (
     "lp_bad_field_value", "lp_unbalanced_quotes", "lp_bad_timestamp",
 )
 
+#: Bounds on what one input may make Sentinel hold (``streams.max_*``), counted under these reasons.
+BOUND_REASONS = ("max_fields", "key_too_long", "tag_value_too_long", "series_per_body", "future", "too_old",
+                 "invalid_utf8")
+
 _I64_MIN, _I64_MAX, _U64_MAX = -(2**63), 2**63 - 1, 2**64 - 1
 _BOOLS = {"t": True, "T": True, "true": True, "True": True, "TRUE": True,
           "f": False, "F": False, "false": False, "False": False, "FALSE": False}
@@ -325,6 +329,14 @@ class Selection:
     stream_per: str = "tagset"
     field_label: str = "field"
     max_streams: int = 100_000
+    # bounds (``streams.*``); time bounds 0 = none, and apply only when the caller gives ``now_ns``
+    max_fields: int = 64
+    max_key_length: int = 256
+    max_tag_value_length: int = 1024
+    max_series_per_body: int = 100_000
+    max_refused_keys: int = 10_000
+    max_future_ns: int = 0
+    max_age_ns: int = 0
 
 
 @dataclass(slots=True)
@@ -341,12 +353,13 @@ class ParseOutcome:
 class _Head:
     """Cached decision for one series head (``measurement,tag=v...`` as written)."""
 
-    __slots__ = ("key", "keys", "labels", "measurement", "order", "perm", "rx", "selected")
+    __slots__ = ("key", "keys", "labels", "measurement", "order", "perm", "refused", "rx", "selected")
 
-    def __init__(self, measurement: str, labels: dict[str, str], selected: bool):
+    def __init__(self, measurement: str, labels: dict[str, str], selected: bool, refused: str | None = None):
         self.measurement = measurement
         self.labels = labels
         self.selected = selected
+        self.refused = refused  # a bound this head breaks (its lines are rejected under this reason)
         self.key: StreamKey | None = None  # tagset mode
         self.order: tuple[str, ...] | None = None  # tagset mode: the stream's fields
         self.keys: dict[str, StreamKey | None] = {}  # field mode: field -> key (None = refused)
@@ -371,8 +384,12 @@ class StreamSelector:
         self._on_refused = on_refused
         self._heads: dict[str, _Head] = {}
         self._streams: dict[StreamKey, tuple[str, ...]] = {}
-        self._refused: set[StreamKey] = set()
+        self._refused: set[StreamKey] = set()  # bounded by sel.max_refused_keys
         self._max_ns = -1
+        self._hi_ns = _NO_HI  # timestamp bounds of the body being parsed
+        self._lo_ns = -1
+        self._new_heads = 0  # series first seen in the body being parsed
+        self._slow_seen: set[tuple[str, tuple[tuple[str, str], ...]]] = set()  # those of its scanner lines
 
     @property
     def stream_count(self) -> int:
@@ -386,23 +403,56 @@ class StreamSelector:
         if key in self._refused:
             return None
         if len(self._streams) >= self.sel.max_streams:
-            self._refused.add(key)
+            if len(self._refused) < self.sel.max_refused_keys:  # beyond it, refused again each time (counted)
+                self._refused.add(key)
             if self._on_refused is not None:
                 self._on_refused(key)
             return None
         self._streams[key] = order
         return order
 
-    def _head_for(self, measurement: str, tags: Iterable[tuple[str, str]]) -> _Head:
+    def _head_for(self, measurement: str, tags: Iterable[tuple[str, str]], new_series: bool = False) -> _Head:
+        """``new_series``: a series first seen in the body being parsed (counted against the bound)."""
         sel = self.sel
+        tags = tuple(tags)
+        refused = None
+        if new_series:
+            self._new_heads += 1
+        if self._new_heads > sel.max_series_per_body:
+            refused = "series_per_body"
+        elif len(measurement) > sel.max_key_length or any(len(k) > sel.max_key_length for k, _ in tags):
+            refused = "key_too_long"
+        elif any(len(v) > sel.max_tag_value_length for _, v in tags):
+            refused = "tag_value_too_long"
+        if refused is not None:
+            return _Head(measurement, {}, False, refused)
         labels = {k: v for k, v in tags if k not in sel.ignore_tags}
         ok = not sel.measurements or measurement in sel.measurements
         if ok and sel.tags:
             ok = all(labels.get(k) in allowed for k, allowed in sel.tags.items())
         return _Head(measurement, labels, ok)
 
+    def _bounded(self, fv: Mapping[str, FieldValue], ts_ns: int, rej: dict[str, int]) -> bool:
+        """False (and counted) when a point breaks a bound on its fields or timestamp."""
+        sel = self.sel
+        reason = None
+        if ts_ns > self._hi_ns:
+            reason = "future"
+        elif ts_ns < self._lo_ns:
+            reason = "too_old"
+        elif len(fv) > sel.max_fields:
+            reason = "max_fields"
+        elif any(len(k) > sel.max_key_length for k in fv):
+            reason = "key_too_long"
+        if reason is None:
+            return True
+        rej[reason] = rej.get(reason, 0) + 1
+        return False
+
     def _emit(self, h: _Head, fv: Mapping[str, FieldValue], ts_ns: int, out: list[Sample], rej: dict[str, int]) -> None:
         sel = self.sel
+        if not self._bounded(fv, ts_ns, rej):
+            return
         ts = ts_ns / 1e9
         if ts_ns > self._max_ns:
             self._max_ns = ts_ns
@@ -456,6 +506,8 @@ class StreamSelector:
         h = self._head_for(measurement, tags)
         if h.selected:
             self._emit(h, fields, ts_ns, out, rejected)
+        elif h.refused is not None:
+            rejected[h.refused] = rejected.get(h.refused, 0) + 1
 
     def parse_body(self, body: str, precision: str = "ns", now_ns: int = 0) -> ParseOutcome:
         """Parse a whole body; lines without a timestamp get ``now_ns``. Never raises on content."""
@@ -468,6 +520,12 @@ class StreamSelector:
         self._max_ns = -1
         if len(heads) > self.HEAD_CACHE_MAX:
             heads.clear()
+        sel = self.sel
+        self._new_heads = 0
+        self._slow_seen = set()
+        self._hi_ns = now_ns + sel.max_future_ns if now_ns > 0 and sel.max_future_ns > 0 else _NO_HI
+        self._lo_ns = now_ns - sel.max_age_ns if now_ns > 0 and sel.max_age_ns > 0 else -1
+        hi, lo, max_fields = self._hi_ns, self._lo_ns, sel.max_fields
         if '"' in body:
             nlines = self._slow(body, mult, now_ns, out, rej, errors, 1)
         else:
@@ -502,7 +560,7 @@ class StreamSelector:
                                     ts = ts * mult if ts <= _I64_MAX else -1
                                 else:
                                     ts = now_ns
-                                if ts >= 0 and tot - tot == 0.0:
+                                if lo <= ts <= hi and ts >= 0 and tot - tot == 0.0:
                                     nlines += 1
                                     perm = h.perm
                                     if perm is not None:
@@ -520,9 +578,11 @@ class StreamSelector:
                                     ts = ts * mult if ts <= _I64_MAX else -1
                                 else:
                                     ts = now_ns
-                                if ts >= 0:
+                                if lo <= ts <= hi and ts >= 0 and len(fv) <= max_fields:
                                     nlines += 1
                                     if not h.selected:
+                                        if h.refused is not None:
+                                            rej[h.refused] = rej.get(h.refused, 0) + 1
                                         continue
                                     order = h.order
                                     if tagset and order is not None:
@@ -538,9 +598,32 @@ class StreamSelector:
                 nlines += self._slow(line, mult, now_ns, out, rej, errors, lineno)
             if max_ns > self._max_ns:
                 self._max_ns = max_ns
+        self._hi_ns, self._lo_ns = _NO_HI, -1
+        self._slow_seen = set()
         if len(out) > 1:
             out.sort(key=_by_ts)
         return ParseOutcome(out, rej, errors, nlines, self._max_ns if out else -1)
+
+    def parse_bytes(self, body: bytes, precision: str = "ns", now_ns: int = 0) -> ParseOutcome:
+        """:meth:`parse_body` of a request body; lines that are not valid UTF-8 are rejected (``invalid_utf8``)."""
+        try:
+            return self.parse_body(body.decode("utf-8"), precision, now_ns)
+        except UnicodeDecodeError:
+            pass
+        good, bad = [], []
+        for i, line in enumerate(body.split(b"\n"), 1):
+            try:
+                good.append(line.decode("utf-8"))
+            except UnicodeDecodeError:
+                good.append("")  # keeps the line numbers of the rest
+                bad.append(LineError(i, "invalid_utf8", line[:200].decode("utf-8", "replace"),
+                                     "invalid UTF-8"))
+        out = self.parse_body("\n".join(good), precision, now_ns)
+        out.rejected["invalid_utf8"] = out.rejected.get("invalid_utf8", 0) + len(bad)
+        out.errors[:0] = bad[: self.MAX_ERRORS_KEPT]
+        del out.errors[self.MAX_ERRORS_KEPT:]
+        out.lines += len(bad)
+        return out
 
     def _fast_head(self, head: str) -> _Head | None:
         parts = head.split(",")
@@ -553,8 +636,9 @@ class StreamSelector:
             if len(kv) != 2 or not kv[0] or not kv[1]:
                 return None
             tags.append((kv[0], kv[1]))
-        h = self._head_for(meas, tags)
-        self._heads[head] = h
+        h = self._head_for(meas, tags, new_series=True)
+        if h.refused != "series_per_body":  # not cached: the next body may take it
+            self._heads[head] = h
         return h
 
     def _slow(self, text: str, mult: int, now_ns: int, out: list[Sample], rej: dict[str, int],
@@ -563,8 +647,16 @@ class StreamSelector:
         for lineno, start, end, item in _scan_body(text, mult, first_lineno):
             n += 1
             if isinstance(item, Point):
-                self.add_point(item.measurement, item.tags, item.fields,
-                               now_ns if item.ts is None else item.ts, out, rej)
+                series = (item.measurement, item.tags)
+                new = series not in self._slow_seen
+                if new and len(self._slow_seen) <= self.sel.max_series_per_body:
+                    self._slow_seen.add(series)
+                h = self._head_for(item.measurement, item.tags, new_series=new)
+                ts = now_ns if item.ts is None else item.ts
+                if h.selected:
+                    self._emit(h, item.fields, ts, out, rej)
+                elif h.refused is not None:
+                    rej[h.refused] = rej.get(h.refused, 0) + 1
             else:
                 rej[item.reason] = rej.get(item.reason, 0) + 1
                 if len(errors) < self.MAX_ERRORS_KEPT:
@@ -579,6 +671,7 @@ _by_ts = operator.attrgetter("ts")
 
 
 _TOO_BIG = 2**64
+_NO_HI = 2**64  # no upper timestamp bound
 _RX_CACHE: dict[tuple[tuple[str, str], ...], re.Pattern[str]] = {}
 _RX_KIND = {
     "f": r"(-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?)",  # unambiguous: see _NUM

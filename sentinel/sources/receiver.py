@@ -145,6 +145,8 @@ class LineProtocolReceiver:
             if not d.eof:
                 return _error(400, "invalid gzip body: truncated")
             return data
+        if gz and not raw and (request.content_length or 0) > 0:  # aiohttp inflated garbage to nothing (D12)
+            return _error(400, "invalid gzip body: no data")
         return raw
 
     # ---------------------------------------------------------------- handlers
@@ -178,8 +180,7 @@ class LineProtocolReceiver:
         if isinstance(body, web.Response):
             return body
         now = self.clock()
-        text = body.decode("utf-8", errors="replace")
-        outcome = self.selector.parse_body(text, precision, now_ns=int(now * 1e9))
+        outcome = self.selector.parse_bytes(body, precision, now_ns=int(now * 1e9))  # invalid UTF-8: rejected
         if outcome.lines and not await self.deliver(Pushed(db, rp, outcome, now)):
             return _error(503, "sentinel is busy, retry later", {"Retry-After": "1"})
         if outcome.errors:
