@@ -32,7 +32,8 @@ from ..model.train import TrainJob, TrainResult, TrainSettings
 from ..slots import SlotArrays, Spec
 from ..types import AlertEvent, Sample, StreamKey
 
-REJECT_REASONS = ("out_of_order", "duplicate", "non_finite", "no_values", "max_streams", "bad_fields")
+REJECT_REASONS = ("out_of_order", "duplicate", "non_finite", "no_values", "max_streams", "bad_fields",
+                  "max_fields")
 _INF = float("inf")
 BURN_IN = 16  # ticks after a state reset whose errors are not used for calibration
 STUCK_MIN = 8  # identical values in a row before a field can count as stuck
@@ -103,8 +104,10 @@ class Group:
         self.cap = cfg.streams.history_size
         self.chart = 120
         m = cfg.model
+        # capacity 1, doubling as streams come (D4: 64 slots preallocated per field count let a few
+        # odd lines with 2..59 fields reserve hundreds of MB)
         self.bank = Bank(Dims(F, m.hidden, m.window, m.cell, m.baseline_halflife, m.level_weight, m.level_k),
-                         prediction_weight=m.prediction_weight, device=device)
+                         prediction_weight=m.prediction_weight, device=device, capacity=1)
         th = cfg.detect.threshold
         self.thr = make_thresholds(th.method, th.risk, th.init_quantile, th.depth, th.max_peaks, th.decay)
         a = cfg.alerts
@@ -125,7 +128,7 @@ class Group:
         })
         self.slots = SlotArrays(spec, 0)
         self.a = self.slots.a
-        self._ensure(64)
+        self._ensure(1)
 
     @property
     def capacity(self) -> int:
@@ -188,7 +191,9 @@ class Engine:
     def _group(self, F: int) -> Group:
         g = self.groups.get(F)
         if g is None:
-            g = self.groups[F] = Group(F, self.cfg, self.device)
+            g = Group(F, self.cfg, self.device)
+            # copy-on-write (D2): HTTP threads iterating the old dict never see it change size
+            self.groups = {**self.groups, F: g}
         return g
 
     def _resolve(self, s: Sample) -> tuple[int, int] | None:
@@ -226,6 +231,7 @@ class Engine:
         locs: list[tuple[int, int] | None] = [None] * n
         vals: list[tuple[float, ...] | None] = [None] * n
         index = self.index
+        max_fields = self.cfg.streams.max_fields
         for i, s in enumerate(samples):
             v = s.values  # plain-Python checks: far cheaper per sample than numpy calls
             if not v or all(x != x for x in v):
@@ -233,6 +239,9 @@ class Engine:
                 continue
             if any(x == _INF or x == -_INF for x in v):
                 out.rejected[i] = "non_finite"
+                continue
+            if len(v) > max_fields:  # D4: a group per field count, each slot [history, F]: bound F
+                out.rejected[i] = "max_fields"
                 continue
             loc = index.get(s.key) or self._resolve(s)
             if loc is None:
