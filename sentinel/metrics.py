@@ -101,6 +101,9 @@ class Metrics:
             "checkpoint_last_success_timestamp_seconds", "Unix time of the last successful checkpoint.",
             namespace=ns, registry=r,
         )
+        self.wal_bytes = Gauge("wal_bytes", "Bytes in the write-ahead log of pushed writes.", namespace=ns, registry=r)
+        self.task_restarts = Counter("task_restarts", "Background tasks that died and were restarted.", ["task"],
+                                     namespace=ns, registry=r)
         self.notifications = Counter(
             "notifications", "Alert notifications, by sink and result.", ["sink", "result"], namespace=ns, registry=r
         )

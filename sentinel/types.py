@@ -119,6 +119,8 @@ class SourceBatch:
     cursor: dict | None = None
     received_at: float = 0.0
     rejected: dict[str, int] = field(default_factory=dict)
+    # the write-ahead log position (segment, offset) after the record these samples came from (push sources)
+    wal_position: tuple[int, int] | None = None
 
 
 class StreamState(IntEnum):

@@ -29,7 +29,6 @@ import contextlib
 import hashlib
 import logging
 import math
-import shutil
 import signal
 import time
 from collections.abc import Callable
@@ -40,14 +39,16 @@ import numpy as np
 import torch
 from prometheus_client import CollectorRegistry
 
-from .. import __version__
+from .. import __version__, failpoints
 from ..alerts.notifier import Notifier
 from ..config import ConfigError, SentinelConfig, load_config
-from ..errors import CheckpointError
 from ..metrics import Metrics
 from ..model.train import resolve_device
+from ..sources.lineprotocol import BOUND_REASONS
 from ..state import checkpoint as ckpt
+from ..state.wal import WalPosition
 from ..types import AlertEvent, Sample, ScoreRecord, SourceBatch, StreamKey
+from .durable import Durability
 from .engine import FIRING, PENDING, REJECT_REASONS, Engine
 from .factory import build_source, build_writeback
 from .logs import setup_logging
@@ -97,6 +98,8 @@ class Daemon:
         self.engine = Engine(cfg, device=self.device)
         self.cursors: dict[str, dict | None] = {}
         self.checkpoint_loaded = False
+        self.durable: Durability | None = None  # the write-ahead log of pushed writes (start())
+        self._restored_wal: WalPosition | None = None
         self._score_pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="sentinel-score")
         self._trainer = BackgroundTrainer(self.engine.settings, self.train_device, cfg.train.threads,
                                           inline=inline_training)
@@ -117,7 +120,7 @@ class Daemon:
         self.metrics.add_stream_collector(lambda: self.engine.stream_rows(self.cfg.metrics.per_stream))
         for r in ("success", "rejected", "failure"):
             self.metrics.retrain.labels(r)
-        for r in REJECT_REASONS:  # exported as 0 from the start, so rate() and dashboards see every reason
+        for r in (*REJECT_REASONS, *BOUND_REASONS):  # exported as 0 from the start: rate() sees every reason
             self.metrics.samples_rejected.labels(r)
         for s in ("warming", "ready", "ok", "pending", "firing"):
             self.metrics.streams.labels(s).set(0)
@@ -137,6 +140,7 @@ class Daemon:
             wb = build_writeback(sc, self.metrics)
             if wb is not None:
                 self.writebacks.append(wb)
+        self.durable = Durability(cfg, self.sources, self._restored_wal, self.metrics)
         await self._start_server()
         if not self.checkpoint_loaded:
             await self._warm_from_history()
@@ -149,6 +153,9 @@ class Daemon:
         self._tasks.append(asyncio.create_task(self._gauge_loop(), name="gauges"))
         for src in self.sources:
             self._source_tasks.append(asyncio.create_task(self._run_source(src), name=f"source-{src.name}"))
+        # acknowledged writes after the checkpoint: scored before ready, as if they had just arrived
+        if await self.durable.replay():
+            await asyncio.wait_for(self._queue.join(), timeout=600)
         self._started = True
         log.info("sentinel started", extra={"listen": self.listen_url, "sources": [s.name for s in self.sources],
                                             "streams": self.engine.n_streams, "train_device": self.train_device,
@@ -291,6 +298,10 @@ class Daemon:
             for reason, cnt in (b.rejected or {}).items():
                 self.metrics.samples_rejected.labels(reason).inc(cnt)
         out = self.engine.process(samples) if samples else None
+        if failpoints.ARMED:
+            failpoints.hit("engine.tick")
+        if self.durable is not None:
+            self.durable.scored(batches)
         now = self.clock()
         for b in batches:  # the cursor of the last scored batch is what a restart resumes from
             if b.cursor is not None:
@@ -382,27 +393,24 @@ class Daemon:
 
     # -- checkpoints -----------------------------------------------------------------------
     def _load_checkpoint(self) -> None:
+        """The newest checkpoint that loads and fits; refused ones are moved aside (older ones tried next)."""
         d = Path(self.cfg.state.dir)
-        try:
-            c = ckpt.load_latest(d)
-            if c is None:
-                log.info("no checkpoint, starting fresh", extra={"dir": str(d)})
-                return
-            try:
-                self.engine.restore(c.meta, c.tensors)
-            except Exception as e:  # it loaded safely but does not fit: missing keys, wrong shapes or types
-                raise CheckpointError(f"{c.path}: does not fit this config ({type(e).__name__}: {e})") from None
-        except CheckpointError as e:
-            if self.cfg.state.on_bad_checkpoint == "exit":
-                raise CheckpointError(f"cannot resume: {e} (state.on_bad_checkpoint: exit)") from None
-            bad = ckpt.list_checkpoints(d)
-            for p in bad[-1:]:
-                aside = p.with_name(p.name + ".bad")
-                shutil.move(p, aside)
-                log.error("checkpoint refused, moved aside; starting fresh",
-                          extra={"error": str(e), "moved_to": str(aside)})
+
+        def apply(c: ckpt.Checkpoint) -> None:
+            eng = Engine(self.cfg, device=self.device)  # a fresh engine per try: no half-restored state
+            eng.restore(c.meta, c.tensors)
+            self.engine = eng
+
+        r = ckpt.restore(d, apply, on_bad=self.cfg.state.on_bad_checkpoint)
+        c = r.checkpoint
+        if c is None:
             self.engine = Engine(self.cfg, device=self.device)
+            if r.refused:
+                log.error("every checkpoint refused; starting fresh", extra={"dir": str(d)})
+            else:
+                log.info("no checkpoint, starting fresh", extra={"dir": str(d)})
             return
+        self._restored_wal = c.wal_position
         self.cursors = dict(c.meta.get("cursors", {}))
         self.checkpoint_loaded = True
         self.metrics.model_version.set(self.engine.model_version)
@@ -413,6 +421,9 @@ class Daemon:
         meta, tensors = self.engine.snapshot()
         meta["cursors"] = dict(self.cursors)
         meta["saved_at"] = self.clock()
+        wal = self.durable.covered() if self.durable is not None else None
+        if wal is not None:
+            meta[ckpt.WAL_KEY] = wal.to_json()
         return meta, {k: v.clone() for k, v in tensors.items()}
 
     async def checkpoint(self) -> Path:
@@ -420,6 +431,8 @@ class Daemon:
         meta, tensors = await loop.run_in_executor(self._score_pool, self._snapshot)
         path = await asyncio.to_thread(ckpt.save, self.cfg.state.dir, meta, tensors, self.cfg.state.keep)
         self.metrics.checkpoint_last_success.set(self.clock())
+        if self.durable is not None:  # segments no kept checkpoint needs go
+            await asyncio.to_thread(self.durable.checkpointed, WalPosition.from_json(meta.get(ckpt.WAL_KEY)))
         log.info("checkpoint written", extra={"path": str(path), "streams": self.engine.n_streams})
         return path
 
@@ -585,6 +598,8 @@ class Daemon:
             if self._server is not None:
                 await self._server.close()
             self._score_pool.shutdown(wait=True)
+            if self.durable is not None:
+                self.durable.close()
             log.info("stopped")
 
 

@@ -430,7 +430,7 @@ class InfluxDBSource:
         if cfg.mode in ("subscription", "receiver") and cfg.receiver.enabled:
             dbs = [cfg.database] if cfg.mode == "subscription" else list(cfg.receiver.databases)
             self.receiver = LineProtocolReceiver(cfg.receiver, self.selector, self._deliver, databases=dbs,
-                                                 clock=clock)
+                                                 clock=clock, name=cfg.name)
 
     # ------------------------------------------------------------------ protocol
     @property
@@ -618,7 +618,8 @@ class InfluxDBSource:
             self._t = o.max_ts_ns
         if self.cfg.mode != "subscription":  # no catch-up, no overlap: the engine counts late points
             if o.samples or o.rejected:
-                await emit(SourceBatch(self.name, o.samples, self.cursor, p.received_at, dict(o.rejected)))
+                await emit(SourceBatch(self.name, o.samples, self.cursor, p.received_at, dict(o.rejected),
+                                       wal_position=p.wal_position))
             return
         fresh = []
         for smp in o.samples:  # drop what a catch-up already handed over
@@ -629,7 +630,8 @@ class InfluxDBSource:
             self._emitted[smp.key] = smp.ts
             fresh.append(smp)
         if fresh or o.rejected:
-            await emit(SourceBatch(self.name, fresh, self.cursor, p.received_at, dict(o.rejected)))
+            await emit(SourceBatch(self.name, fresh, self.cursor, p.received_at, dict(o.rejected),
+                                   wal_position=p.wal_position))
 
     async def _run_receiver(self, emit: Emit) -> None:
         self._set_connected(True)

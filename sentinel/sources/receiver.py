@@ -14,16 +14,23 @@ libraries) can point at Sentinel instead. Behaviour follows InfluxDB's:
   ``{"error": "partial write: unable to parse '<line>': <reason> ..."}`` body.
 * When the runtime cannot take more data in time the answer is 503 with
   ``Retry-After`` (Telegraf retries; nothing was kept).
+* With a write-ahead log (``log``), a body with samples is appended to it before it is
+  handed on, and the answer waits until the record is durable: a 2xx means it survives
+  a ``kill -9``. Records are written and handed on in one order (a lock), so the log's
+  order is the scoring order. A full log answers 503 with ``Retry-After``.
+  :meth:`LineProtocolReceiver.replay` feeds logged records back through the same parse
+  path on start.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hmac
 import json
 import time
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 import aiohttp
@@ -32,6 +39,8 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
 from ..config.source_influxdb import InfluxDBReceiverConfig
+from ..state.ingestlog import IngestLog, IngestRecord
+from ..state.wal import WalError, WalFull, WalPosition
 from .lineprotocol import PRECISION_NS, ParseOutcome, StreamSelector
 
 V2_PRECISIONS = frozenset({"ns", "us", "ms", "s"})
@@ -45,6 +54,7 @@ class Pushed:
     retention_policy: str
     outcome: ParseOutcome
     received_at: float
+    wal_position: WalPosition | None = None  # the record's end position in the write-ahead log
 
 
 Deliver = Callable[[Pushed], Awaitable[bool]]
@@ -70,11 +80,16 @@ class LineProtocolReceiver:
     """
 
     def __init__(self, cfg: InfluxDBReceiverConfig, selector: StreamSelector, deliver: Deliver, *,
-                 databases: list[str] | None = None, clock: Callable[[], float] = time.time):
+                 databases: list[str] | None = None, clock: Callable[[], float] = time.time,
+                 log: IngestLog | None = None, name: str = "influxdb", retry_after: float = 5.0):
         self.cfg = cfg
         self.selector = selector
         self.deliver = deliver
         self.clock = clock
+        self.log = log  # the write-ahead log (None: a write is acknowledged once handed on)
+        self.name = name  # the source's name, stored with each logged record
+        self.retry_after = retry_after
+        self._order = asyncio.Lock()
         self.databases = frozenset(databases if databases is not None else cfg.databases)
 
     def routes(self) -> list[web.RouteDef]:
@@ -180,9 +195,26 @@ class LineProtocolReceiver:
         if isinstance(body, web.Response):
             return body
         now = self.clock()
-        outcome = self.selector.parse_bytes(body, precision, now_ns=int(now * 1e9))  # invalid UTF-8: rejected
-        if outcome.lines and not await self.deliver(Pushed(db, rp, outcome, now)):
-            return _error(503, "sentinel is busy, retry later", {"Retry-After": "1"})
+        now_ns = int(now * 1e9)
+        outcome = self.selector.parse_bytes(body, precision, now_ns=now_ns)  # invalid UTF-8: rejected
+        if outcome.lines:
+            pos = None
+            async with self._order:  # the log's order is the order bodies are handed on (and scored)
+                if self.log is not None and outcome.samples:
+                    try:
+                        pos = self.log.write(IngestRecord(self.name, precision, now_ns, body))
+                    except WalFull as e:
+                        return _error(503, f"sentinel's write-ahead log is full, retry later ({e})",
+                                      {"Retry-After": str(max(1, round(self.retry_after)))})
+                    except WalError as e:
+                        return _error(500, f"sentinel cannot log this write: {e}")
+                if not await self.deliver(Pushed(db, rp, outcome, now, pos)):
+                    return _error(503, "sentinel is busy, retry later", {"Retry-After": "1"})
+            if pos is not None and self.log is not None:
+                try:
+                    await asyncio.wrap_future(self.log.durable(pos))
+                except WalError as e:
+                    return _error(500, f"sentinel cannot log this write: {e}")
         if outcome.errors:
             bad = sum(v for k, v in outcome.rejected.items() if k.startswith("lp_"))
             first = outcome.errors[0]
@@ -190,3 +222,19 @@ class LineProtocolReceiver:
             return _error(400, f"{prefix}{first.influx_text()} (line {first.lineno}; "
                                f"{bad} of {outcome.lines} lines rejected)")
         return web.Response(status=204, headers={"X-Influxdb-Version": "sentinel"})
+
+    async def replay(self, records: Iterable[tuple[WalPosition, IngestRecord]]) -> int:
+        """Hand this source's logged records on again (on start, before ready); returns how many.
+
+        Parsed as when they arrived (their precision and receipt time); database checks were
+        done then. A record that is not handed on in time raises TimeoutError (start fails).
+        """
+        n = 0
+        for pos, rec in records:
+            if rec.source != self.name:
+                continue
+            outcome = self.selector.parse_bytes(rec.body, rec.precision, now_ns=rec.now_ns)
+            if outcome.lines and not await self.deliver(Pushed("", "", outcome, rec.now_ns / 1e9, pos)):
+                raise TimeoutError("the runtime did not take a replayed write-ahead log record")
+            n += 1
+        return n
