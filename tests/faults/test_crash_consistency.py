@@ -9,8 +9,12 @@ deterministic):
 * the reference run gets every batch, uninterrupted;
 * the crash run is killed with SIGKILL ``KILLS`` times at seeded moments: right after
   a random acknowledgement plus 0-40 ms (so kills land while requests are being
-  logged and scored), and every fourth life after 1.2-2.5 s (so they land around the
-  1 s checkpoints too). It is restarted each time and the sender carries on.
+  logged and scored), every fourth life after 1.2-2.5 s (around the 1 s checkpoints),
+  and every fourth life (the one after a kill at life 0, 4, 8, ...) by the process itself at an armed failpoint
+  (:mod:`sentinel.failpoints`: mid-record in the log, record logged but not yet
+  acknowledged, scored but not yet reported, checkpoint temp file written but not
+  renamed), so each of those moments is hit for certain. It is restarted each time
+  and the sender carries on.
 
 Then: every firing and resolve the reference delivered reached the crash run's webhook at
 least once, nothing fired that the reference did not fire, and every stream's final
@@ -49,6 +53,7 @@ WARM = 170  # ticks before the shared checkpoint (min_history 128 + margin)
 TICKS = 420  # ticks after it
 SPIKES = {WARM + 40 + 30 * j: j % STREAMS for j in range(12)}  # tick -> stream with a 3-tick spike
 KILLS = int(os.environ.get("SENTINEL_CRASH_KILLS", "20"))
+FAILPOINTS = ("checkpoint.write", "wal.torn", "engine.tick", "checkpoint.renamed", "wal.append")
 
 
 def value(s: int, i: int, j: int) -> float:
@@ -115,10 +120,13 @@ class Hook:
 
 
 class Daemon:
-    def __init__(self, cfg: Path, port: int, log: Path):
+    def __init__(self, cfg: Path, port: int, log: Path, failpoint: str | None = None):
         self.base = f"http://127.0.0.1:{port}"
         self._log = open(log, "ab")  # noqa: SIM115 (closed in stop)
         env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "PYTHONUNBUFFERED": "1"}
+        env.pop("SENTINEL_FAILPOINTS", None)
+        if failpoint:
+            env["SENTINEL_FAILPOINTS"] = failpoint
         self.proc = subprocess.Popen([str(sentinel_exe()), "run", "--config", str(cfg)], stdout=self._log,
                                      stderr=subprocess.STDOUT, cwd=cfg.parent, env=env)
         self.logpath = log
@@ -131,9 +139,16 @@ class Daemon:
             raise AssertionError(f"not ready ({self.proc.poll()}):\n{self.logpath.read_text()[-4000:]}") from None
 
     def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(30)
         self._log.close()
+
+    def died_by_itself(self, timeout: float) -> bool:
+        try:
+            return self.proc.wait(timeout) == -signal.SIGKILL
+        except subprocess.TimeoutExpired:
+            return False
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -251,26 +266,37 @@ def run_reference(tmp: Path, state: Path) -> tuple[set, dict]:
     return events, final
 
 
-def run_with_kills(tmp: Path, state: Path, rnd: random.Random, kills: int, want: int) -> tuple[set, dict, int]:
+def run_with_kills(tmp: Path, state: Path, rnd: random.Random, kills: int,
+                   want: int) -> tuple[set, dict, int, dict[str, int]]:
     shutil.copytree(state, tmp / "state")
     hook = Hook()
     port = free_port()
     cfg = config(tmp, port, hook.url)
     last = WARM + TICKS - 1
     points = sorted(rnd.sample(range(WARM + 1, last - 5), kills))
+    hits: dict[str, int] = dict.fromkeys(FAILPOINTS, 0)
+    fp = None
     d = Daemon(cfg, port, tmp / "log")
     s = Sender(d.base, WARM, last)
     s.start()
     done = 0
     try:
         for life, at in enumerate(points):
-            d.wait_ready()
-            s.allow(at + rnd.randint(0, 3))
-            s.wait_acked(at, 120)
-            time.sleep(rnd.uniform(1.2, 2.5) if life % 4 == 3 else rnd.uniform(0, 0.04))
+            if fp is not None:  # this life dies at its failpoint (maybe while replaying), else by our kill
+                s.allow(last)
+                if d.died_by_itself(60):
+                    hits[fp] += 1
+            else:
+                d.wait_ready()
+                s.allow(at + rnd.randint(0, 3))
+                s.wait_acked(at, 120)
+                time.sleep(rnd.uniform(1.2, 2.5) if life % 4 == 3 else rnd.uniform(0, 0.04))
             d.kill()
             done += 1
-            d = Daemon(cfg, port, tmp / "log")
+            last_life = life == len(points) - 1  # the final process runs to the end unarmed
+            fp = FAILPOINTS[(life // 4) % len(FAILPOINTS)] if life % 4 == 0 and not last_life else None
+            arm = None if fp is None else f"{fp}={1 if fp.startswith('checkpoint') else rnd.randint(1, 20)}"
+            d = Daemon(cfg, port, tmp / "log", failpoint=arm)
         d.wait_ready()
         s.allow(last)
         s.wait_acked(last, 300)
@@ -284,17 +310,19 @@ def run_with_kills(tmp: Path, state: Path, rnd: random.Random, kills: int, want:
         d.stop()
     events = hook.events()
     hook.close()
-    return events, final, done
+    return events, final, done, hits
 
 
-@pytest.mark.timeout(900)
-def test_kill_9_at_random_moments_loses_no_alert_and_ends_in_the_same_state(trained: Path, tmp_path: Path) -> None:
+def check_kills(trained: Path, tmp_path: Path, n: int) -> None:
     seed = int(os.environ.get("SENTINEL_FAULT_SEED", random.randrange(2**32)))
-    print(f"seed={seed} kills={KILLS} (SENTINEL_FAULT_SEED={seed} to repeat)")
+    print(f"seed={seed} kills={n} (SENTINEL_FAULT_SEED={seed} to repeat)")
     ref_events, ref_final = run_reference(tmp_path / "ref", trained)
     assert any(e[2] == "firing" for e in ref_events) and any(e[2] == "resolved" for e in ref_events)
-    events, final, kills = run_with_kills(tmp_path / "crash", trained, random.Random(seed), KILLS, len(ref_events))
-    assert kills == KILLS
+    events, final, kills, hits = run_with_kills(tmp_path / "crash", trained, random.Random(seed), n, len(ref_events))
+    print(f"kills={kills} failpoint deaths={hits} alerts={len(events)} reference={len(ref_events)}")
+    assert kills == n
+    if n >= 20:  # each failpoint killed the process where it was armed (the log ones within 20 writes)
+        assert all(hits.values()), hits
     assert ref_events - events == set(), f"alerts lost (seed {seed}): {sorted(ref_events - events)}"
     assert events - ref_events == set(), f"alerts the reference never sent (seed {seed}): {sorted(events - ref_events)}"
     assert set(final) == set(ref_final)
@@ -303,3 +331,14 @@ def test_kill_9_at_random_moments_loses_no_alert_and_ends_in_the_same_state(trai
         assert (got["state"], got["last_ts"]) == (r["state"], r["last_ts"]), (k, seed)
         assert got["score"] == pytest.approx(r["score"], rel=1e-9, abs=1e-12), (k, seed)
         assert got["threshold"] == pytest.approx(r["threshold"], rel=1e-9, abs=1e-12), (k, seed)
+
+
+@pytest.mark.timeout(900)
+def test_kill_9_at_random_moments_loses_no_alert_and_ends_in_the_same_state(trained: Path, tmp_path: Path) -> None:
+    check_kills(trained, tmp_path, KILLS)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(5400)
+def test_nightly_200_kills(trained: Path, tmp_path: Path) -> None:
+    check_kills(trained, tmp_path, 200)
