@@ -148,9 +148,9 @@ class Daemon:
         for wb in self.writebacks:
             self._tasks.append(asyncio.create_task(wb.run(), name=f"writeback-{type(wb).__name__}"))
         self._tasks.append(asyncio.create_task(self._score_loop(), name="score"))
-        self._tasks.append(asyncio.create_task(self._train_loop(), name="train"))
-        self._tasks.append(asyncio.create_task(self._checkpoint_loop(), name="checkpoint"))
-        self._tasks.append(asyncio.create_task(self._gauge_loop(), name="gauges"))
+        for name, loop_fn in (("train", self._train_loop), ("checkpoint", self._checkpoint_loop),
+                              ("gauges", self._gauge_loop)):
+            self._tasks.append(asyncio.create_task(self._supervised(name, loop_fn), name=name))
         for src in self.sources:
             self._source_tasks.append(asyncio.create_task(self._run_source(src), name=f"source-{src.name}"))
         # acknowledged writes after the checkpoint: scored before ready, as if they had just arrived
@@ -443,6 +443,19 @@ class Daemon:
                 await self.checkpoint()
             except Exception:
                 log.exception("checkpoint failed")
+
+    async def _supervised(self, name: str, loop_fn: Any) -> None:
+        """Run a background loop; if it dies, say so, count it and start it again (never silently gone)."""
+        while True:
+            try:
+                await loop_fn()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("background task died; restarting it", extra={"task": name})
+                self.metrics.task_restarts.labels(name).inc()
+                await asyncio.sleep(1.0)
 
     async def _gauge_loop(self) -> None:
         while True:
