@@ -36,13 +36,31 @@ REJECT_REASONS = ("out_of_order", "duplicate", "non_finite", "no_values", "max_s
 _INF = float("inf")
 BURN_IN = 16  # ticks after a state reset whose errors are not used for calibration
 STUCK_MIN = 8  # identical values in a row before a field can count as stuck
+RELEARN_TICKS = 512  # fewest ticks an alert must last before its level can be learned as normal
+MAX_INFLATE = 10.0  # most the in-sample calibration errors are scaled up by (see calibration_errors)
 
 
-def calibration_errors(err: np.ndarray, usable: np.ndarray) -> list[np.ndarray]:
+def calibration_errors(err: np.ndarray, usable: np.ndarray, held_out: float = 0.0) -> list[np.ndarray]:
     """Per stream, the errors a threshold is calibrated on: usable samples (not padding, not
-    alerted), less the first ``BURN_IN`` after the zero state when there are enough of them."""
+    alerted), less the first ``BURN_IN`` after the zero state when there are enough of them.
+
+    The model was fitted to all but the last ``held_out`` fraction of the columns, so its
+    errors there are in-sample and flatter it: they are scaled up by how much larger the
+    held-out errors are (the ratio of medians, between 1 and ``MAX_INFLATE``), so the tail
+    fitted to them describes errors on data the model has not seen.
+    """
+    L = err.shape[1]
+    n_val = round(L * held_out)
     out = []
     for e_row, ok in zip(err, usable, strict=True):
+        e_row = e_row.astype(np.float64)
+        if n_val >= 16:
+            tr, va = e_row[: L - n_val][ok[: L - n_val]], e_row[L - n_val :][ok[L - n_val :]]
+            if len(tr) >= 16 and len(va) >= 16:
+                med = float(np.median(tr))
+                r = float(np.median(va)) / med if med > 0 else 1.0
+                e_row = e_row.copy()
+                e_row[: L - n_val] *= min(max(r, 1.0), MAX_INFLATE)
         e = e_row[ok]
         out.append(e[BURN_IN:] if len(e) > 2 * BURN_IN else e)
     return out
@@ -96,6 +114,7 @@ class Group:
         "score": (np.float64, 0.0), "error": (np.float64, np.nan), "threshold": (np.float64, np.nan),
         "hist_n": (np.int64, 0), "since_train": (np.int64, 0), "alive": (np.bool_, False),
         "drift": (np.bool_, False), "critical": (np.bool_, False),
+        "relearn": (np.bool_, False),  # a sustained shift: retrain on it as the new normal
     }
 
     def __init__(self, F: int, cfg: SentinelConfig, device: str):
@@ -103,7 +122,8 @@ class Group:
         self.cap = cfg.streams.history_size
         self.chart = 120
         m = cfg.model
-        self.bank = Bank(Dims(F, m.hidden, m.window, m.cell, m.baseline_halflife, m.level_weight, m.level_k),
+        self.bank = Bank(Dims(F, m.hidden, m.window, m.cell, m.baseline_halflife, m.level_weight, m.level_k,
+                              m.baseline_alerting_rate),
                          prediction_weight=m.prediction_weight, device=device)
         th = cfg.detect.threshold
         self.thr = make_thresholds(th.method, th.risk, th.init_quantile, th.depth, th.max_peaks, th.decay)
@@ -296,11 +316,11 @@ class Engine:
         r = np.flatnonzero(ready)
         if len(r):
             rs = slots[r]
-            fe_t, e_t = g.bank.step(rs, v[r])
+            alerting = np.isin(g.alerts.state(rs), (PENDING, FIRING))
+            fe_t, e_t = g.bank.step(rs, v[r], alerting)
             e = e_t.numpy().astype(np.float64)
             fe = fe_t.numpy()
             warming = a["rewarm"][rs] > 0
-            alerting = np.isin(g.alerts.state(rs), (PENDING, FIRING))
             p, t = g.thr.update(rs, e, learn=~warming & ~alerting)
             sc = np.where(warming, 0.0, score_from_p(p, self.cfg.detect.score_decades))
             a["rewarm"][rs] = np.maximum(a["rewarm"][rs] - 1, 0)
@@ -330,6 +350,7 @@ class Engine:
         st = g.alerts.state(slots)
         alerting_now = np.isin(st, (PENDING, FIRING))
         a["hist_flag"][slots, pos] = alerting_now
+        self._relearn(g, slots, ts, st)
         cpos = (a["hist_n"][slots] - 1) % g.chart
         a["ch_score"][slots, cpos] = score
         a["ch_thr"][slots, cpos] = thr
@@ -343,6 +364,24 @@ class Engine:
             where = {int(s): j for j, s in enumerate(slots)}
             for tr in transitions:
                 out.events.append(self._event(g, tr, where[tr.slot], score, err, thr))
+
+    def _relearn(self, g: Group, slots: np.ndarray, ts: np.ndarray, st: np.ndarray) -> None:
+        """A new normal is learned, not alerted on forever: an alert firing for ``alerts.relearn_after``
+        (and at least ``RELEARN_TICKS`` of the stream's ticks, so there is post-shift data to learn)
+        marks its samples as normal operation and asks for a retrain of that stream; the retrained
+        model and threshold take the shifted level as normal and the alert resolves."""
+        after = self.cfg.alerts.relearn_after
+        if after <= 0:
+            return
+        a = g.a
+        since = g.alerts.a["starts_at"][slots]
+        wait = np.maximum(after, RELEARN_TICKS * a["interval"][slots])
+        # at most once per `wait`: a stream still firing after its relearn retrain waits again
+        long = (st == FIRING) & ~a["relearn"][slots] & (ts - since >= wait) & ~(ts - a["trained_at"][slots] < wait)
+        if long.any():
+            ls = slots[long]
+            a["relearn"][ls] = True
+            a["hist_flag"][ls] = False
 
     def _event(self, g: Group, tr: Transition, j: int, score: np.ndarray, err: np.ndarray, thr: np.ndarray
                ) -> AlertEvent:
@@ -467,6 +506,7 @@ class Engine:
                 drift = base & a["ready"][:C] & (a["err_ewma"][:C] > 3.0 * a["calib_err"][:C]) & (
                     a["since_train"][:C] >= min(g.cap, t.min_history)) & (nowv - a["trained_at"][:C] >= min_gap)
                 retrain |= drift
+            retrain |= base & a["ready"][:C] & a["relearn"][:C]
             for mask in (first, retrain):
                 slots = np.flatnonzero(mask)
                 for i in range(0, len(slots), t.batch_streams):
@@ -478,7 +518,7 @@ class Engine:
         a["training"][slots] = True
         # only as much history as the longest stream of the job has: no all-padding columns
         _ts, v, flags = g.history(slots, last=int(min(g.cap, a["hist_n"][slots].max())))
-        has = a["ready"][slots].copy()
+        has = a["ready"][slots] & ~a["relearn"][slots]  # a relearn is accepted: no champion to beat
         champion = None
         if has.any():
             p = g.bank.params(slots)
@@ -504,6 +544,7 @@ class Engine:
         g.a["trained_at"][slots[same]] = now
         g.a["since_train"][slots[same]] = 0
         g.a["drift"][slots[same]] = False
+        g.a["relearn"][slots[same]] = False
         sl = slots[accepted]
         counts = {"success": int(accepted.sum()), "rejected": int(rejected.sum())}
         if len(sl) == 0:
@@ -518,20 +559,20 @@ class Engine:
         new = g.a["hist_n"][sl] - np.asarray(tag["hist_n"], dtype=np.int64)[rows]
         if res.state is not None and res.errors is not None and int(new.max()) <= g.cap:
             g.bank.set_state(sl, {k: torch.from_numpy(v[rows]) for k, v in res.state.items()})
-            calib = calibration_errors(res.errors[rows], job.loss_mask[rows])
+            calib = calibration_errors(res.errors[rows], job.loss_mask[rows], self.settings.val_fraction)
             m = int(new.max())
             if m > 0:
                 _ts, vn, fl = g.history(sl, last=m)
                 older = np.arange(m)[None, :] < (m - new)[:, None]  # before the job's snapshot: done
                 vn = np.where(older[..., None], np.nan, vn)
-                _fe, en = g.bank.run_sequence(sl, vn)
+                _fe, en = g.bank.run_sequence(sl, vn, fl)
                 ok = ~np.isnan(vn).all(-1) & ~fl
                 calib = [np.concatenate((c, en.numpy()[i][ok[i]])) for i, c in enumerate(calib)]
             g.a["max_run"][sl] = longest_runs(job.values[rows])
         else:  # no state from the trainer, or the history moved on past the job: replay all of it here
             g.bank.reset_state(sl)
             _ts, v, flags = g.history(sl)
-            err = g.bank.run_sequence(sl, v)[1].numpy()
+            err = g.bank.run_sequence(sl, v, flags)[1].numpy()
             calib = calibration_errors(err, ~np.isnan(v).all(-1) & ~flags)
             g.a["max_run"][sl] = longest_runs(v)
         g.thr.calibrate(sl, calib)
