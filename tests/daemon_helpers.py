@@ -166,13 +166,12 @@ class RunningDaemon:
         eng.process = process  # type: ignore[method-assign]
 
     def emit(self, batch: SourceBatch) -> None:
-        self.call(self.daemon._emit(batch))
+        self.call(self.daemon.queue.put(batch))
 
     def drain(self, timeout: float = 60.0) -> None:
         """Wait until every emitted batch has been scored."""
         async def join() -> None:
-            assert self.daemon._queue is not None
-            await self.daemon._queue.join()
+            await self.daemon.queue.join()
 
         self.call(asyncio.wait_for(join(), timeout), timeout + 5)
 
@@ -182,7 +181,7 @@ class RunningDaemon:
     def wait_trained(self, timeout: float = 60.0) -> None:
         """Until every stream is ready (the daemon's train loop ran and applied the results)."""
         wait_until(lambda: self.daemon.engine.n_streams > 0 and self.counts()["warming"] == 0
-                   and self.daemon._training_inflight == 0, timeout=timeout, interval=0.05,
+                   and self.daemon.training_inflight == 0, timeout=timeout, interval=0.05,
                    what="every stream trained")
 
     def feed(self, ks: list[StreamKey], start: int, stop: int, t0: float,

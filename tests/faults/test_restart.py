@@ -88,7 +88,7 @@ def test_restart_from_checkpoint_scores_exactly_like_an_uninterrupted_run(tmp_pa
         assert b2.daemon.checkpoint_loaded
         assert eng.model_version == version_b == version_a
         assert b2.counts()["warming"] == 0 and eng.n_streams == len(ks)
-        assert b2.daemon.cursors == {SOURCE: {"i": half}}
+        assert b2.daemon.tick is not None and b2.daemon.tick.cursors == {SOURCE: {"i": half}}
         assert b2.metric("sentinel_model_version") == version_a
         assert [s["state"] for s in streams_api(b2.url)] == ["ok"] * len(ks)
         b2.records = b.records
