@@ -96,8 +96,9 @@ def simulate(config_path: str, duration: str, end: float | None, to_stdout: bool
     import time
 
     from .config import parse_duration
+    from .lineprotocol import samples_to_lines
     from .runtime.factory import write_samples
-    from .sources.simulator import Fleet, to_line_protocol
+    from .sources.simulator import Fleet
 
     cfg = _load(config_path)
     sims = [s for s in cfg.sources if s.type == "simulator"]
@@ -117,7 +118,7 @@ def simulate(config_path: str, duration: str, end: float | None, to_stdout: bool
     async def write(a: float, b: float) -> int:
         samples = fleet.samples(a, b)
         if to_stdout:
-            sys.stdout.write(to_line_protocol(samples))
+            sys.stdout.write("".join(line + "\n" for line in samples_to_lines(samples)))
         for tgt in targets if not to_stdout else []:
             await write_samples(tgt, samples)
         return len(samples)

@@ -140,8 +140,8 @@ class Metrics:
             "alert_transitions", "Alert transitions, by new status.", ["status"], namespace=ns, registry=r
         )
         self.source_up = Gauge("source_up", "1 while the source is connected.", ["source"], namespace=ns, registry=r)
-        self.source_restarts = Counter("source_restarts", "Times a source plugin failed and was restarted.",
-                                       ["source"], namespace=ns, registry=r)
+        self.source_errors = Counter("source_errors", "Failed runs of a source (retried with backoff), by kind.",
+                                     ["source", "kind"], namespace=ns, registry=r)
 
     def add_stream_collector(self, rows: Callable[[], Iterable[StreamRow]]) -> StreamCollector:
         c = StreamCollector(rows)

@@ -437,33 +437,6 @@ def make_series(kind: str, n: int, seed: int, interval: float = 60.0, n_anomalie
     return k * interval, vals[:, 0, :], labels
 
 
-# ---------------------------------------------------------------------- line protocol
-def _esc_measurement(s: str) -> str:
-    return s.replace(",", "\\,").replace(" ", "\\ ")
-
-
-def _esc_key(s: str) -> str:
-    return s.replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
-
-
-def to_line_protocol(samples: list[Sample]) -> str:
-    """InfluxDB line protocol, one line per sample, nanosecond timestamps, float fields.
-
-    Measurement escapes commas and spaces; tag keys, tag values and field keys also
-    escape ``=``. NaN (missing) fields are left out; a sample with none is skipped.
-    Timestamps are rounded to the microsecond (exact in float64), then scaled to ns.
-    """
-    lines = []
-    for smp in samples:
-        head = _esc_measurement(smp.key.measurement)
-        tags = "".join(f",{_esc_key(k)}={_esc_key(v)}" for k, v in smp.key.labels if v != "")
-        fields = ",".join(f"{_esc_key(f)}={float(v)!r}" for f, v in zip(smp.fields, smp.values, strict=True)
-                          if math.isfinite(v))
-        if fields:
-            lines.append(f"{head}{tags} {fields} {round(smp.ts * 1_000_000) * 1000}")
-    return "".join(line + "\n" for line in lines)
-
-
 # ---------------------------------------------------------------------- the source
 class SimulatorSource:
     """The :class:`~sentinel.sources.base.Source` over a :class:`Fleet`.
@@ -491,10 +464,7 @@ class SimulatorSource:
         self._done = asyncio.Event()
         self._running = False
         self._task: asyncio.Task | None = None
-
-    @property
-    def connected(self) -> bool:
-        return True
+        self.connected = True  # nothing to connect to (RunningSource clears it while a failed run waits)
 
     @property
     def cursor(self) -> dict:

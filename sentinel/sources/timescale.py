@@ -35,7 +35,6 @@ import contextlib
 import hashlib
 import logging
 import math
-import random
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -50,7 +49,7 @@ from ..config.source_postgres import PostgresNotifyConfig, PostgresSourceConfig
 from ..errors import SourceError, SourceUnavailable
 from ..metrics import Metrics
 from ..types import Sample, SourceBatch, StreamKey
-from .base import Emit, backoff_delays
+from .base import Emit
 
 log = logging.getLogger(__name__)
 
@@ -373,13 +372,12 @@ class PostgresSource:
     """Follows one PostgreSQL/TimescaleDB table or query; implements :class:`~sentinel.sources.base.Source`."""
 
     def __init__(self, cfg: PostgresSourceConfig, *, metrics: Metrics, clock: Callable[[], float] = time.time,
-                 resume: dict | None = None, rng: random.Random | None = None):
+                 resume: dict | None = None):
         self.cfg = cfg
         self.name = cfg.name
         self._metrics = metrics
         self._clock = clock
         self._resume = resume
-        self._rng = rng
         self._cursor: Cursor | None = None
         self._shape: Shape | None = None
         self.timescaledb: str | None = None  # version when detected
@@ -391,57 +389,42 @@ class PostgresSource:
         self._running = False
         self._done = asyncio.Event()
         self._done.set()
-        self._connected = False
+        self.connected = False  # set once connected; cleared by RunningSource when a run fails
         self.polls = 0  # completed polls (for tests and logs)
         self.notifications = 0
 
     # -- contract
 
     @property
-    def connected(self) -> bool:
-        return self._connected
-
-    @property
     def cursor(self) -> dict | None:
         return self._cursor.to_dict() if self._cursor is not None else self._resume
 
     async def run(self, emit: Emit) -> None:
-        """Poll (woken by NOTIFY) and emit batches until :meth:`stop`; reconnects with backoff."""
+        """Poll (woken by NOTIFY) and emit batches until :meth:`stop`.
+
+        A lost connection ends the run with :class:`SourceUnavailable`, a failed query
+        (missing table, permission) with :class:`SourceError`; RunningSource runs it again
+        after a backoff, and the cursor makes the next run continue where this one stopped.
+        """
         if self._stop.is_set():
             return
         self._running = True
         self._done.clear()
-        delays = self._delays()
         try:
-            while not self._stop.is_set():
-                try:
-                    await self._open()
-                    self._set_connected(True)
-                    delays = self._delays()
-                    await self._follow(emit)
-                except _TRANSIENT as e:
-                    self._set_connected(False)
-                    await self._close()
-                    if self._stop.is_set():
-                        break
-                    d = next(delays)
-                    log.warning("postgres source %s: connection lost (%s); retrying in %.2fs", self.name,
-                                _one_line(e), d)
-                    await self._sleep(d)
-                except SourceError:
-                    raise
-                except psycopg.Error as e:
-                    # A query failed for a reason other than the connection (missing table, permission):
-                    # log and retry slowly; the table may appear (e.g. `sentinel simulate` not yet run).
-                    self._set_connected(False)
-                    await self._close()
-                    if self._stop.is_set():
-                        break
-                    d = next(delays)
-                    log.error("postgres source %s: query failed: %s; retrying in %.2fs", self.name, _one_line(e), d)
-                    await self._sleep(d)
+            await self._open()
+            self.connected = True
+            await self._follow(emit)
+        except _TRANSIENT as e:
+            if not self._stop.is_set():
+                raise SourceUnavailable(f"postgres source {self.name}: connection lost ({_one_line(e)})") from e
+        except SourceError:
+            raise
+        except psycopg.Error as e:
+            if not self._stop.is_set():
+                raise SourceError(f"postgres source {self.name}: query failed: {_one_line(e)}") from e
         finally:
-            self._set_connected(False)
+            if self._stop.is_set():
+                self.connected = False
             await self._close()
             self._running = False
             self._done.set()
@@ -469,9 +452,6 @@ class PostgresSource:
             raise SourceError(f"postgres source {self.name}: history: {_one_line(e)}") from e
 
     # -- connection management
-
-    def _delays(self):
-        return backoff_delays(self.cfg.backoff_initial, self.cfg.backoff_max, rng=self._rng)
 
     def _conn_kwargs(self) -> dict[str, Any]:
         kw: dict[str, Any] = {"autocommit": True, "connect_timeout": max(1, round(self.cfg.connect_timeout))}
@@ -542,14 +522,6 @@ class PostgresSource:
         if pool is not None:
             with contextlib.suppress(Exception):
                 await pool.close(timeout=1.0)
-
-    def _set_connected(self, up: bool) -> None:
-        self._connected = up
-        self._metrics.source_up.labels(source=self.name).set(1 if up else 0)
-
-    async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), seconds)
 
     # -- shape and cursor
 

@@ -25,12 +25,12 @@ from collections import deque
 
 import aiohttp
 
+from ..clients.influxql import InfluxQLClient
 from ..config.source_influxdb import InfluxDBSourceConfig
 from ..errors import SourceError, SourceUnavailable
+from ..lineprotocol import FieldValue, format_line
 from ..metrics import Metrics
 from ..sources.base import backoff_delays
-from ..sources.influxdb import InfluxQLClient
-from ..sources.lineprotocol import FieldValue, format_line
 from ..types import ScoreRecord
 
 log = logging.getLogger(__name__)
