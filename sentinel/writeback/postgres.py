@@ -31,10 +31,10 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from ..clients.postgres import detect_timescaledb, table_ident
 from ..config.source_postgres import PostgresSourceConfig, PostgresWriteBackConfig
 from ..metrics import Metrics
 from ..sources.base import backoff_delays
-from ..sources.timescale import detect_timescaledb, table_ident
 from ..types import AlertState, ScoreRecord
 
 log = logging.getLogger(__name__)
