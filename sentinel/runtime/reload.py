@@ -53,24 +53,18 @@ def changed_keys(old: Any, new: Any, prefix: str) -> list[str]:
     if isinstance(old, BaseModel) and isinstance(new, BaseModel):
         old, new = old.model_dump(by_alias=True), new.model_dump(by_alias=True)
     if isinstance(old, dict) and isinstance(new, dict):
-        out: list[str] = []
-        for k in dict.fromkeys([*old, *new]):
-            if k not in old or k not in new:
-                out.append(f"{prefix}.{k}")
-            else:
-                out += changed_keys(old[k], new[k], f"{prefix}.{k}")
-        return out
+        return _changed_items(old, new, lambda k: f"{prefix}.{k}")
     if (isinstance(old, list) and isinstance(new, list) and old and new
             and all(isinstance(x, dict) and "name" in x for x in (*old, *new))):
-        a, b = {x["name"]: x for x in old}, {x["name"]: x for x in new}
-        out = []
-        for n in dict.fromkeys([*a, *b]):
-            if n not in a or n not in b:
-                out.append(f"{prefix}[{n}]")
-            else:
-                out += changed_keys(a[n], b[n], f"{prefix}[{n}]")
-        return out
+        return _changed_items({x["name"]: x for x in old}, {x["name"]: x for x in new}, lambda n: f"{prefix}[{n}]")
     return [] if old == new else [prefix]
+
+
+def _changed_items(a: dict, b: dict, key: Callable[[Any], str]) -> list[str]:
+    out: list[str] = []
+    for k in dict.fromkeys([*a, *b]):
+        out += [key(k)] if k not in a or k not in b else changed_keys(a[k], b[k], key(k))
+    return out
 
 
 @dataclass

@@ -16,8 +16,9 @@ through ``connected``.
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from ..types import Sample, SourceBatch, StreamKey
 
@@ -58,3 +59,18 @@ def backoff_delays(initial: float = 0.5, maximum: float = 30.0, factor: float = 
     while True:
         yield r.uniform(0, cap)
         cap = min(maximum, cap * factor)
+
+
+class Plugin:
+    """What every source plugin starts with: its config, name, metrics and clock, not yet connected.
+
+    ``connected`` is a plain attribute: the plugin sets it once its server answers;
+    :class:`~sentinel.sources.running.RunningSource` clears it when a run fails.
+    """
+
+    def __init__(self, cfg: Any, *, metrics: Any, clock: Callable[[], float] = time.time):
+        self.cfg = cfg
+        self.name: str = cfg.name
+        self.metrics = metrics
+        self.clock = clock
+        self.connected = False

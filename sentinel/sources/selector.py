@@ -197,6 +197,12 @@ class StreamSelector:
                         h = heads.get(head)
                         if h is None:
                             h = self._fast_head(head)
+                        if np_ == 3:  # the timestamp, in ns (-1: not a valid one)
+                            t = parts[2]
+                            ts = int(t) if t.isdigit() and t.isascii() and len(t) <= 19 else _TOO_BIG
+                            ts = ts * mult if ts <= _I64_MAX else -1
+                        else:
+                            ts = now_ns
                         if h is not None and h.rx is not None:
                             # Fastest path: this head's usual field layout, validated and split
                             # by one regex; values straight into the stream's field order.
@@ -204,12 +210,6 @@ class StreamSelector:
                             if m is not None:
                                 lv = tuple(map(float, m.groups()))
                                 tot = sum(lv)
-                                if np_ == 3:
-                                    t = parts[2]
-                                    ts = int(t) if t.isdigit() and t.isascii() and len(t) <= 19 else _TOO_BIG
-                                    ts = ts * mult if ts <= _I64_MAX else -1
-                                else:
-                                    ts = now_ns
                                 if ts >= 0 and tot - tot == 0.0:
                                     nlines += 1
                                     perm = h.perm
@@ -221,28 +221,21 @@ class StreamSelector:
                                     continue
                         if h is not None:
                             fv = _fast_fields(parts[1])
-                            if fv is not None:
-                                if np_ == 3:
-                                    t = parts[2]
-                                    ts = int(t) if t.isdigit() and t.isascii() and len(t) <= 19 else _TOO_BIG
-                                    ts = ts * mult if ts <= _I64_MAX else -1
-                                else:
-                                    ts = now_ns
-                                if ts >= 0:
-                                    nlines += 1
-                                    if not h.selected:
-                                        continue
-                                    order = h.order
-                                    if tagset and order is not None:
-                                        vals = tuple([fv.get(f, _NAN) for f in order])
-                                        if vals.count(_NAN) < len(vals):
-                                            if ts > max_ns:
-                                                max_ns = ts
-                                            append(Sample(h.key, ts / 1e9, order, vals))  # type: ignore[arg-type]
-                                            _learn_layout(h, parts[1])
-                                    else:
-                                        self._emit(h, fv, ts, out, rej)
+                            if fv is not None and ts >= 0:
+                                nlines += 1
+                                if not h.selected:
                                     continue
+                                order = h.order
+                                if tagset and order is not None:
+                                    vals = tuple([fv.get(f, _NAN) for f in order])
+                                    if vals.count(_NAN) < len(vals):
+                                        if ts > max_ns:
+                                            max_ns = ts
+                                        append(Sample(h.key, ts / 1e9, order, vals))  # type: ignore[arg-type]
+                                        _learn_layout(h, parts[1])
+                                else:
+                                    self._emit(h, fv, ts, out, rej)
+                                continue
                 nlines += self._slow(line, mult, now_ns, out, rej, errors, lineno)
             if max_ns > self._max_ns:
                 self._max_ns = max_ns

@@ -14,6 +14,7 @@ from ...clients.influxql import InfluxQLClient
 from ...config.source_influxdb import InfluxDBSourceConfig
 from ...metrics import Metrics
 from ...types import Sample, SourceBatch, StreamKey
+from ..base import Plugin
 from ..receiver import LineProtocolReceiver, Pushed
 from ..selector import StreamSelector
 from .flux import FluxClient, flux_window
@@ -28,15 +29,12 @@ from .query import (
 )
 
 
-class InfluxDBCore:
+class InfluxDBCore(Plugin):
     """The state every InfluxDB mode shares: config, cursor, clients, the stream selector, the push queue."""
 
     def __init__(self, cfg: InfluxDBSourceConfig, *, metrics: Metrics, clock: Callable[[], float] = time.time,
                  resume: dict | None = None):
-        self.cfg = cfg
-        self.name = cfg.name
-        self.metrics = metrics
-        self.clock = clock
+        super().__init__(cfg, metrics=metrics, clock=clock)
         self.selector = StreamSelector(selection_from(cfg), on_refused=lambda _k: metrics.streams_refused.inc())
         self._exclude = own_writeback_measurement(cfg)
         t = (resume or {}).get("t")

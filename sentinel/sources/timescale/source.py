@@ -47,7 +47,7 @@ from ...config.source_postgres import PostgresNotifyConfig, PostgresSourceConfig
 from ...errors import SourceError, SourceUnavailable
 from ...metrics import Metrics
 from ...types import Sample, SourceBatch, StreamKey
-from ..base import Emit
+from ..base import Emit, Plugin
 from .cursor import _FLOAT_TYPES, _INT_TYPES, Cursor, Raw, TimeKind
 from .sql import Shape, describe_query, history_query, install_notify_trigger, max_time_query, poll_query
 
@@ -59,15 +59,12 @@ _TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError, OSError, SourceU
 # --------------------------------------------------------------------------- the source
 
 
-class PostgresSource:
+class PostgresSource(Plugin):
     """Follows one PostgreSQL/TimescaleDB table or query; implements :class:`~sentinel.sources.base.Source`."""
 
     def __init__(self, cfg: PostgresSourceConfig, *, metrics: Metrics, clock: Callable[[], float] = time.time,
                  resume: dict | None = None):
-        self.cfg = cfg
-        self.name = cfg.name
-        self._metrics = metrics
-        self._clock = clock
+        super().__init__(cfg, metrics=metrics, clock=clock)
         self._resume = resume
         self._cursor: Cursor | None = None
         self._shape: Shape | None = None
@@ -80,7 +77,6 @@ class PostgresSource:
         self._running = False
         self._done = asyncio.Event()
         self._done.set()
-        self.connected = False  # set once connected; cleared by RunningSource when a run fails
         self.polls = 0  # completed polls (for tests and logs)
         self.notifications = 0
 
@@ -288,7 +284,7 @@ class PostgresSource:
             cursor.advance()
             if samples or dup:
                 await emit(SourceBatch(source=self.name, samples=samples, cursor=cursor.to_dict(),
-                                       received_at=self._clock(), rejected={"duplicate": dup} if dup else {}))
+                                       received_at=self.clock(), rejected={"duplicate": dup} if dup else {}))
                 emitted += len(samples)
             if len(rows) < self.cfg.page_size:
                 break
