@@ -204,6 +204,12 @@ class RunningDaemon:
     def metric(self, name: str, labels: dict[str, str] | None = None) -> float | None:
         return self.registry.get_sample_value(name, labels or {})
 
+    def __enter__(self) -> RunningDaemon:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def stop(self, timeout: float = 90.0) -> None:
         """``Daemon.stop()`` (what SIGTERM does), then end the loop thread. Safe to call twice."""
         if self._started:

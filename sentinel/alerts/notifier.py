@@ -144,14 +144,14 @@ class Notifier:
     def apply_config(self, cfg: SinksConfig) -> list[str]:
         """Reload: swap in the new settings of the sinks that stay (URL, headers, timeouts, grouping).
 
-        Returns what needs a restart to take effect (sinks added or removed, ``sinks.outbox.*``);
-        those keep their running settings. The delivery tasks pick the new sink up at their
+        Returns the sinks added or removed (``sinks.webhooks[name]``): they need a restart, and
+        the running set stays as it is; ``sinks.outbox`` is the reloader's to name. The delivery tasks pick the new sink up at their
         next request.
         """
         new = build_sinks(cfg, self.external_url)
-        restart = [f"sinks.{n}" for n in sorted(set(new) ^ set(self.sinks))]
-        if cfg.outbox != self.cfg.outbox:
-            restart.append("sinks.outbox")
+        kinds = {**{w.name: "webhooks" for w in (*self.cfg.webhooks, *cfg.webhooks)},
+                 **{a.name: "alertmanagers" for a in (*self.cfg.alertmanagers, *cfg.alertmanagers)}}
+        restart = [f"sinks.{kinds[n]}[{n}]" for n in sorted(set(new) ^ set(self.sinks))]
         for name, sink in new.items():
             if name in self.sinks:
                 self.sinks[name] = sink

@@ -205,12 +205,13 @@ class Daemon:
         def level(running: SentinelConfig) -> None:
             logging.getLogger().setLevel(running.logging.level.upper())
 
-        method = "every stream's threshold state belongs to the running method; restart to change it"
+        state = "every stream's fitted threshold state has the running value; start fresh to change it"
         return [
             SectionReloader("train", live=[f"train.{k}" for k in type(self.cfg.train).model_fields if k != "threads"],
                             on_apply=engine),
             SectionReloader("detect", live=["detect.threshold.risk", "detect.score_decades"],
-                            refuse={"detect.threshold.method": method}, on_apply=engine),
+                            refuse={f"detect.threshold.{k}": state for k in ("method", "depth", "max_peaks")},
+                            on_apply=engine),
             SectionReloader("alerts", live=["alerts"], on_apply=engine),
             SectionReloader("sinks", live=["sinks.webhooks", "sinks.alertmanagers", "sinks.log_alerts"],
                             on_apply=sinks),

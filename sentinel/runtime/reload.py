@@ -15,8 +15,10 @@ needs a restart.
 component               live / restart / refused
 ======================  ==========================================================
 ``train``               live (next job), except ``train.threads`` (restart)
-``detect``              ``risk``, ``score_decades`` live; ``method`` refused;
-                        the other threshold keys at restart
+``detect``              ``risk`` live (quantile: at once; SPOT: at each stream's
+                        next refit), ``score_decades`` live; ``method``,
+                        ``depth``, ``max_peaks`` refused (the fitted state has
+                        their shape); ``init_quantile``, ``decay`` at restart
 ``alerts``              live (rules of every stream; severity of new alerts)
 ``metrics``             live
 ``logging``             ``level`` live; ``format`` at restart
@@ -52,6 +54,8 @@ def changed_keys(old: Any, new: Any, prefix: str) -> list[str]:
     """
     if isinstance(old, BaseModel) and isinstance(new, BaseModel):
         old, new = old.model_dump(by_alias=True), new.model_dump(by_alias=True)
+    if isinstance(old, list) and isinstance(new, list):
+        old, new = ([x.model_dump(by_alias=True) if isinstance(x, BaseModel) else x for x in v] for v in (old, new))
     if isinstance(old, dict) and isinstance(new, dict):
         return _changed_items(old, new, lambda k: f"{prefix}.{k}")
     if (isinstance(old, list) and isinstance(new, list) and old and new
@@ -142,7 +146,9 @@ def reload_all(reloaders: Sequence[Reloader], old: SentinelConfig, new: Sentinel
     running = old.model_copy(update={r.name: getattr(new, r.name) for r, ch in checks if ch.applied})
     for r, ch in checks:
         if ch.applied:
-            total.restart += r.apply(running)
+            later = r.apply(running)  # keys the component found it cannot take live after all
+            total.applied = [k for k in total.applied if k not in later]
+            total.restart += later
     msg = "config reloaded"
     if total.applied:
         msg += f"; applied {', '.join(total.applied)}"
