@@ -27,7 +27,6 @@ from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import torch
 import yaml
 from prometheus_client import CollectorRegistry
@@ -35,7 +34,7 @@ from prometheus_client import CollectorRegistry
 from sentinel.config import SentinelConfig, load_config
 from sentinel.runtime.daemon import Daemon
 from sentinel.types import Sample, SourceBatch, StreamKey
-from tests.servers._proc import free_port, http_ok, wait_until
+from tests.servers._proc import free_port, http_ok, sentinel_exe, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = "crafted"
@@ -249,13 +248,6 @@ def streams_api(base: str) -> list[dict]:
 
 
 # -- ``sentinel run`` as a subprocess --------------------------------------------------------------------
-def sentinel_exe() -> Path:
-    exe = ROOT / ".venv" / "bin" / "sentinel"
-    if not exe.exists():
-        pytest.skip("no .venv/bin/sentinel (pip install -e . first)")
-    return exe
-
-
 class SentinelProcess:
     """``sentinel run --config PATH`` with its output in ``log_path``; ``stop`` sends SIGTERM (bounded)."""
 

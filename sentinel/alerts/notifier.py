@@ -36,12 +36,12 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
 from ..config.sinks import SinksConfig
 from ..errors import ConfigError, SinkError
 from ..metrics import Metrics
-from ..sources.base import backoff_delays
+from ..retry import Backoff
 from ..types import AlertEvent
 from .outbox import Outbox
 from .sinks import AiohttpTransport, Request, Sink, Transport, event_from_json, event_to_json
@@ -50,33 +50,9 @@ from .sinks.webhook import WebhookSink
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Backoff", "Notifier"]
+__all__ = ["Notifier"]
 
 _RETRYABLE_4XX = frozenset({408, 425, 429})
-
-
-class Backoff:
-    """Exponential backoff with full jitter that restarts from ``initial`` after :meth:`reset`.
-
-    >>> b = Backoff(1, 8, random.Random(0)); [round(b.next(), 2) for _ in range(3)]
-    [0.84, 1.52, 1.68]
-    >>> b.reset(); b.failures, round(b.next(), 2) <= 1
-    (0, True)
-    """
-
-    def __init__(self, initial: float, maximum: float, rng: random.Random | None = None):
-        self.initial, self.maximum = initial, maximum
-        self._rng = rng or random.Random()
-        self.failures = 0
-        self._it: Iterator[float] = backoff_delays(initial, maximum, rng=self._rng)
-
-    def next(self) -> float:
-        self.failures += 1
-        return next(self._it)
-
-    def reset(self) -> None:
-        self.failures = 0
-        self._it = backoff_delays(self.initial, self.maximum, rng=self._rng)
 
 
 class Notifier:

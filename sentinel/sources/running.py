@@ -7,7 +7,7 @@ adds, once for all of them:
 
 * retry: a plugin whose ``run`` raised is run again after a delay with exponential
   backoff and full jitter (the plugin's ``cfg.backoff_initial`` / ``backoff_max``;
-  :func:`~sentinel.sources.base.backoff_delays`); the delays start afresh once the
+  :func:`~sentinel.retry.backoff_delays`); the delays start afresh once the
   plugin had connected again. A :class:`~sentinel.errors.SourceUnavailable` (the
   server is down) is a warning; any other error is logged as an error and retried no
   faster than the plugin's ``retry_floor`` seconds;
@@ -29,8 +29,9 @@ from typing import Any
 
 from ..errors import SourceError, SourceUnavailable
 from ..metrics import Metrics
+from ..retry import backoff_delays
 from ..types import Sample, StreamKey
-from .base import Emit, backoff_delays
+from .base import Emit
 
 log = logging.getLogger("sentinel")
 

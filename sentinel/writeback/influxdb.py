@@ -30,7 +30,7 @@ from ..config.source_influxdb import InfluxDBSourceConfig
 from ..errors import SourceError, SourceUnavailable
 from ..lineprotocol import FieldValue, format_line
 from ..metrics import Metrics
-from ..sources.base import backoff_delays
+from ..retry import backoff_delays
 from ..types import ScoreRecord
 
 log = logging.getLogger(__name__)

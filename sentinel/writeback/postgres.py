@@ -5,7 +5,7 @@ Grafana's PostgreSQL data source:
 
 * ``scores_table``: one row per scored sample — ``time, stream, measurement, labels (jsonb),
   score, error, threshold, alert_state (0 ok, 1 pending, 2 firing, 3 resolved), ready,
-  "values" float8[], field_shares float8[]``.
+  "values" float8[]``.
 * ``transitions_table``: one row each time a stream's alert state changes — ``time, stream,
   measurement, labels, from_state, to_state, state (text), score, error, threshold``.
 
@@ -34,7 +34,7 @@ from psycopg.types.json import Jsonb
 from ..clients.postgres import detect_timescaledb, table_ident
 from ..config.source_postgres import PostgresSourceConfig, PostgresWriteBackConfig
 from ..metrics import Metrics
-from ..sources.base import backoff_delays
+from ..retry import backoff_delays
 from ..types import AlertState, ScoreRecord
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def scores_ddl(schema: str | None, table: str) -> sql.Composed:
         "{} timestamptz NOT NULL, stream text NOT NULL, measurement text NOT NULL, labels jsonb NOT NULL, "
         "score double precision, error double precision, threshold double precision, "
         "alert_state smallint NOT NULL, ready boolean NOT NULL, "
-        "\"values\" double precision[], field_shares double precision[])"
+        "\"values\" double precision[])"
     ).format(table_ident(schema, table), sql.Identifier("time"))
 
 
@@ -246,7 +246,7 @@ class PostgresWriteBack:
         conn = await self._connect()
         schema = self.cfg.table_schema
         cols_s = ["time", "stream", "measurement", "labels", "score", "error", "threshold", "alert_state",
-                  "ready", "values", "field_shares"]
+                  "ready", "values"]
         cols_t = ["time", "stream", "measurement", "labels", "from_state", "to_state", "state", "score",
                   "error", "threshold"]
         async with conn.transaction(), conn.cursor() as cur:
@@ -254,7 +254,7 @@ class PostgresWriteBack:
                 for r in batch:
                     await cp.write_row((_ts(r.ts), str(r.key), r.key.measurement, Jsonb(r.key.label_dict()),
                                         r.score, r.error, r.threshold, int(r.alert_state), bool(r.ready),
-                                        list(r.values), list(r.field_shares)))
+                                        list(r.values)))
             if transitions:
                 async with cur.copy(_copy_sql(schema, self.cfg.transitions_table, cols_t)) as cp:
                     for r, prev in transitions:
