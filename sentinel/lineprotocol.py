@@ -313,8 +313,9 @@ def format_line(measurement: str, tags: dict[str, str] | Iterable[tuple[str, str
 
 
 def samples_to_lines(samples: Iterable[Sample], field_label: str | None = None) -> list[str]:
-    r"""Samples as line protocol (ns timestamps), one line each; non-finite values are left out,
-    a sample with none is skipped, and so is an empty tag value (line protocol has none).
+    r"""Samples as line protocol (ns timestamps), one line each, leaving out what line protocol cannot
+    say: non-finite values (a sample with none is skipped), empty tag values, and a measurement that
+    starts with ``#`` (the line would read as a comment).
 
     ``field_label``: a univariate per-field key's label naming the field, dropped from the tags.
 
@@ -325,7 +326,7 @@ def samples_to_lines(samples: Iterable[Sample], field_label: str | None = None) 
     lines = []
     for s in samples:
         fv: dict[str, FieldValue] = {f: float(v) for f, v in zip(s.fields, s.values, strict=False) if math.isfinite(v)}
-        if not fv:
+        if not fv or s.key.measurement.startswith("#"):
             continue
         tags = tuple((k, v) for k, v in s.key.labels if k != field_label and v != "")
         lines.append(format_point(Point(s.key.measurement, tags, fv, round(s.ts * 1_000_000_000))))
