@@ -12,7 +12,8 @@ import click
 
 from . import __version__
 from .config import ConfigError, dump_config, load_config
-from .errors import InputError, SentinelError
+from .errors import SentinelError
+from .replay.command import replay_command
 
 
 def _load(path: str):
@@ -35,33 +36,6 @@ def check_config(path: str) -> None:
     """Validate PATH and print the effective config (exit 2 with file:key: reason on error)."""
     cfg = _load(path)
     click.echo(dump_config(cfg), nl=False)
-
-
-@main.command()
-@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="YAML config")
-@click.option("--input", "input_path", required=True, type=click.Path(dir_okay=False), help="CSV: timestamp + value column(s)")
-@click.option("--output", "output_path", required=True, type=click.Path(dir_okay=False), help="CSV to write")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="PNG of value, score, threshold, alerts")
-@click.option("--quiet", is_flag=True, help="no progress output")
-def replay(config_path: str, input_path: str, output_path: str, plot_path: str | None, quiet: bool) -> None:
-    """Backtest a CSV file through the engine, the file's timestamps acting as the clock."""
-    from . import replay as rp
-
-    cfg = _load(config_path)
-    try:
-        res = rp.replay(cfg, input_path, progress=not quiet)
-    except InputError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(2)
-    rp.write_output(res, output_path)
-    if plot_path:
-        rp.plot(res, list(cfg.fields), plot_path, cfg.alerts.enter)
-    n = len(res.timestamps)
-    nbad = sum(res.bad.values())
-    firing = int(res.is_anomaly.sum())
-    reasons = ", ".join(f"{k}={v}" for k, v in sorted(res.bad.items())) or "none"
-    click.echo(f"replay: {n} rows in {res.seconds:.1f}s, {res.trainings} trainings, {firing} rows firing, "
-               f"{nbad} bad rows ({reasons}) -> {output_path}", err=True)
 
 
 @main.command()
@@ -199,6 +173,8 @@ def train_cmd(config_path: str) -> None:
     path = ckpt.save(cfg.state.dir, meta, tensors, cfg.state.keep)
     click.echo(f"train: model version {engine.model_version} written to {path}", err=True)
 
+
+main.add_command(replay_command)
 
 if __name__ == "__main__":
     main()

@@ -27,9 +27,12 @@ import torch
 from torch import Tensor
 
 from .bank import STD_FLOOR
-from .cells import Dims, cell_step, decode, init_params, tick_errors
+from .cells import Dims, init_params, normalise
+from .sequence import FUSED_MAX, AdamW, _detach, _forward, _run, _slice_state, _zero_state
 
 PARAM_KEYS = ("W", "b", "D", "d")
+__all__ = ["FUSED_MAX", "PARAM_KEYS", "TrainJob", "TrainResult", "TrainSettings", "normalisers", "resolve_device",
+           "rewarm", "train"]
 
 
 @dataclass
@@ -111,46 +114,6 @@ def normalisers(values: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.nd
     return mean.astype(np.float32), std.astype(np.float32)
 
 
-def _run(dims: Dims, p: dict[str, Tensor], X: Tensor, M: Tensor, state: tuple[Tensor, Tensor | None, Tensor, Tensor],
-         pw: float, dropout: float, train: bool) -> tuple[Tensor, Tensor, tuple]:
-    """Run ``X`` ``[S,B,T,F]`` (normalised) from ``state``; returns per-(S,B) loss sum and count."""
-    h, c, win, pred_prev = state
-    S, B, T, _F = X.shape
-    loss = X.new_zeros(S, B)
-    count = X.new_zeros(S, B)
-    for t in range(T):
-        x = X[:, :, t]
-        x_in = torch.where(torch.isnan(x), pred_prev.detach(), x)
-        h, c = cell_step(dims.cell, p["W"], p["b"], x_in, h, c)
-        win = torch.cat((win[:, :, 1:], x[:, :, None, :]), 2)
-        hd = torch.nn.functional.dropout(h, dropout, training=True) if (train and dropout > 0) else h
-        rec, pred = decode(p["D"], p["d"], hd, dims.window, dims.fields)
-        _, e = tick_errors(x, pred_prev, win, rec, pw)
-        m = M[:, :, t]
-        loss = loss + torch.where(m, e, torch.zeros_like(e))
-        count = count + m.to(X.dtype)
-        pred_prev = pred
-    return loss, count, (h, c, win, pred_prev)
-
-
-def _zero_state(dims: Dims, S: int, B: int, dev: torch.device) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
-    h = torch.zeros(S, B, dims.hidden, device=dev)
-    c = torch.zeros(S, B, dims.hidden, device=dev) if dims.cell == "lstm" else None
-    win = torch.full((S, B, dims.window, dims.fields), float("nan"), device=dev)
-    return h, c, win, torch.zeros(S, B, dims.fields, device=dev)
-
-
-def _slice_state(state: tuple[Tensor, Tensor | None, Tensor, Tensor], j: int
-                 ) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
-    """Sequence ``j`` of a ``[S,B,...]`` state, kept as ``[S,1,...]``."""
-    h, c, win, pred = state
-    return h[:, j : j + 1], (c[:, j : j + 1] if c is not None else None), win[:, j : j + 1], pred[:, j : j + 1]
-
-
-def _detach(state: tuple) -> tuple:
-    return tuple(s.detach() if s is not None else None for s in state)
-
-
 def _val_loss(dims: Dims, p: dict[str, Tensor], Xtr: Tensor, Xval: Tensor, Mval: Tensor, pw: float,
               start: tuple | None = None) -> Tensor:
     """Mean error on the held-back tail.
@@ -182,7 +145,7 @@ def train(job: TrainJob, s: TrainSettings, device: str = "cpu",
     # Normalisers from every usable sample (the held-back tail included): a stream whose history
     # is shorter than the job's (left-padded) may have little or nothing in the training part.
     mean, std = normalisers(job.values, job.loss_mask)
-    Xall = torch.from_numpy(((job.values - mean[:, None]) / std[:, None]).astype(np.float32)).to(dev)
+    Xall = torch.from_numpy(normalise(job.values, mean, std, dims.baseline_alpha)).to(dev)
     Mall = torch.from_numpy(job.loss_mask & ~np.isnan(job.values).all(-1)).to(dev)
     Xtr, Xval, Mtr, Mval = Xall[:, :n_tr], Xall[:, n_tr:], Mall[:, :n_tr], Mall[:, n_tr:]
 
@@ -192,7 +155,7 @@ def train(job: TrainJob, s: TrainSettings, device: str = "cpu",
     if job.champion is not None and job.has_champion is not None and job.has_champion.any():
         hc = torch.from_numpy(job.has_champion)
         cm, cs = job.champion["mean"], job.champion["std"]
-        Xc = torch.from_numpy(((job.values - cm[:, None]) / cs[:, None]).astype(np.float32)).to(dev)
+        Xc = torch.from_numpy(normalise(job.values, cm, cs, dims.baseline_alpha)).to(dev)
         cp = {k: torch.from_numpy(job.champion[k]).to(dev) for k in PARAM_KEYS}
         scale = float(np.nanmean((cs / std) ** 2)) if F else 1.0
         cv = _val_loss(dims, cp, Xc[:, :n_tr], Xc[:, n_tr:], Mval, s.prediction_weight).cpu().numpy() * scale
@@ -201,7 +164,7 @@ def train(job: TrainJob, s: TrainSettings, device: str = "cpu",
             init[k] = torch.where(hc.view(-1, *[1] * (init[k].dim() - 1)), torch.from_numpy(job.champion[k]), init[k])
 
     params = {k: v.to(dev).clone().requires_grad_(True) for k, v in init.items()}
-    opt = torch.optim.AdamW(list(params.values()), lr=s.lr, weight_decay=s.weight_decay)
+    opt = AdamW(list(params.values()), lr=s.lr, weight_decay=s.weight_decay)
 
     B = max(1, min(s.segments, n_tr // max(8, s.bptt // 2)))
     seg = n_tr // B
@@ -222,7 +185,7 @@ def train(job: TrainJob, s: TrainSettings, device: str = "cpu",
             loss, cnt, state = _run(dims, params, Xs[:, :, c0 : c0 + s.bptt], Ms[:, :, c0 : c0 + s.bptt],
                                     state, s.prediction_weight, s.dropout, True)
             per_stream = loss.sum(1) / cnt.sum(1).clamp(min=1)
-            opt.zero_grad(set_to_none=True)
+            opt.zero_grad()
             per_stream.sum().backward()
             opt.step()
             state = _detach(state)
@@ -262,16 +225,33 @@ def train(job: TrainJob, s: TrainSettings, device: str = "cpu",
 
 def rewarm(dims: Dims, params: dict[str, np.ndarray], mean: np.ndarray, std: np.ndarray, values: np.ndarray,
            prediction_weight: float, device: torch.device | str = "cpu") -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Run ``values`` ``[n, L, F]`` through the weights from a zero state with the scoring code.
+    """Run ``values`` ``[n, L, F]`` through the weights from a zero state, as the scoring bank
+    (:meth:`Bank.run_sequence`) would: all-missing rows (left padding) leave a stream's state as
+    it was and get error 0.
 
-    Returns the per-sample errors ``[n, L]`` (0 on padding) and the final state of each stream.
+    Returns the per-sample errors ``[n, L]`` and the final state of each stream in the bank's
+    format (``h``, ``c`` ``[n,1,H]`` (``[n,1,0]`` for GRU), ``win`` ``[n,1,K,F]``, ``pred`` ``[n,1,F]``, ``base`` ``[n,F]``).
     """
-    from .bank import Bank
-
-    n = values.shape[0]
-    bank = Bank(dims, prediction_weight=prediction_weight, device=device, capacity=max(1, n))
-    slots = np.array([bank.add() for _ in range(n)], dtype=np.int64)
-    bank.load(slots, {k: torch.from_numpy(params[k]) for k in PARAM_KEYS}, torch.from_numpy(mean),
-              torch.from_numpy(std))
-    _fe, err = bank.run_sequence(slots, values)
-    return err.numpy(), {k: v.cpu().numpy() for k, v in bank.state(slots).items()}
+    dev = torch.device(device)
+    n, L, _F = values.shape
+    with torch.no_grad():
+        p = {k: torch.from_numpy(params[k]).to(dev) for k in PARAM_KEYS}
+        std_c = np.maximum(std, STD_FLOOR)
+        Xn, base = normalise(values, mean, std_c, dims.baseline_alpha, with_last=True)
+        X = torch.from_numpy(Xn).to(dev)[:, None]
+        present = ~torch.isnan(X).all(-1)  # [n,1,L]
+        first = int(present[:, 0].float().argmax(1).min()) if bool(present.any()) else L
+        X = X[:, :, first:]  # columns where no stream has begun: nothing to run
+        hold = ~present[:, :, first:]
+        state = _zero_state(dims, n, 1, dev)
+        err = torch.zeros(n, L)
+        if X.shape[2]:
+            M = torch.zeros(hold.shape, dtype=torch.bool, device=dev)
+            _, _, state, e = _forward(dims, p, X, M, state, prediction_weight, 0.0, False,
+                                      hold=hold if bool(hold.any()) else None,
+                                      level=(dims.level_weight, dims.level_k) if dims.level_weight > 0 else None)
+            err[:, first:] = e[:, 0].cpu()
+    h, c, win, pred = state
+    c_out = c if c is not None else torch.zeros(n, 1, 0)
+    return err.numpy(), {"h": h.cpu().numpy(), "c": c_out.cpu().numpy(), "win": win.cpu().numpy(),
+                         "pred": pred.cpu().numpy(), "base": base.astype(np.float32)}

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -103,7 +103,8 @@ class Group:
         self.cap = cfg.streams.history_size
         self.chart = 120
         m = cfg.model
-        self.bank = Bank(Dims(F, m.hidden, m.window, m.cell), prediction_weight=m.prediction_weight, device=device)
+        self.bank = Bank(Dims(F, m.hidden, m.window, m.cell, m.baseline_halflife, m.level_weight, m.level_k),
+                         prediction_weight=m.prediction_weight, device=device)
         self.thr = make_thresholds(cfg.detect.threshold)
         self.alerts = AlertMachine(AlertRules.from_config(cfg.alerts))
         self.keys: list[StreamKey | None] = []
@@ -416,32 +417,52 @@ class Engine:
         return taken
 
     # -- training ----------------------------------------------------------------
-    def due_training(self, now: float) -> list[TrainJob]:
-        """Jobs for streams that reached ``min_history`` (first training) or are due a retrain."""
+    def due_training(self, now: float, *, clocks: Mapping[StreamKey, float] | None = None,
+                     force: Collection[StreamKey] = ()) -> list[TrainJob]:
+        """Jobs for streams that reached ``min_history`` (first training) or are due a retrain.
+
+        ``clocks`` (replay of files that keep their own time): consider only these streams,
+        each at its own time instead of ``now``. ``force``: streams that first-train now on
+        whatever history they hold (at least 16 samples), whatever ``min_history`` and
+        ``min_history_span`` say (replay's ``--history``/``--train-rows``).
+        """
         t = self.cfg.train
         jobs: list[TrainJob] = []
         for F, g in self.groups.items():
             a = g.a
             C = g.capacity
             base = a["alive"][:C] & ~a["training"][:C]
+            nowv = np.full(C, float(now))
+            if clocks is not None:
+                pick = np.zeros(C, bool)
+                for key, at in clocks.items():
+                    loc = self.index.get(key)
+                    if loc is not None and loc[0] == F:
+                        pick[loc[1]], nowv[loc[1]] = True, at
+                base &= pick
+            forced = np.zeros(C, bool)
+            for key in force:
+                loc = self.index.get(key)
+                if loc is not None and loc[0] == F:
+                    forced[loc[1]] = True
             # A first model also needs min_history_span of time (a daily cycle by default): a model
             # trained on a few hours cannot know the rest of the day and alarms on it. A full
             # history buffer is enough when the buffer spans less than that.
             n = a["hist_n"][:C]
             oldest = a["hist_ts"][np.arange(C), np.where(n >= g.cap, n % g.cap, 0)]
             span_ok = (n >= g.cap) | (a["last_ts"][:C] - oldest >= t.min_history_span)
-            first = base & ~a["ready"][:C] & (n >= t.min_history) & span_ok
+            first = base & ~a["ready"][:C] & (((n >= t.min_history) & span_ok) | (forced & (n >= 16)))
             retrain = np.zeros(C, bool)
             if t.retrain_interval > 0:
                 # and only once the stream has min_history new samples to learn from
-                retrain = base & a["ready"][:C] & (now - a["trained_at"][:C] >= t.retrain_interval) & (
+                retrain = base & a["ready"][:C] & (nowv - a["trained_at"][:C] >= t.retrain_interval) & (
                     a["since_train"][:C] >= t.min_history)
             if t.drift_retrain:
                 # error level well above what the model showed on held-back data, for long enough,
                 # and not more often than a quarter of the retrain interval
                 min_gap = t.retrain_interval / 4 if t.retrain_interval > 0 else 3600.0
                 drift = base & a["ready"][:C] & (a["err_ewma"][:C] > 3.0 * a["calib_err"][:C]) & (
-                    a["since_train"][:C] >= min(g.cap, t.min_history)) & (now - a["trained_at"][:C] >= min_gap)
+                    a["since_train"][:C] >= min(g.cap, t.min_history)) & (nowv - a["trained_at"][:C] >= min_gap)
                 retrain |= drift
             for mask in (first, retrain):
                 slots = np.flatnonzero(mask)
@@ -511,6 +532,7 @@ class Engine:
             calib = calibration_errors(err, ~np.isnan(v).all(-1) & ~flags)
             g.a["max_run"][sl] = longest_runs(v)
         g.thr.calibrate(sl, calib)
+        self._alert_levels(g, sl)
         # reference error level for drift: the larger of the in-sample error and the held-back loss
         insample = np.array([float(np.mean(c)) if len(c) else np.nan for c in calib])
         g.a["calib_err"][sl] = np.fmax(insample, res.val_loss[rows])
@@ -520,6 +542,19 @@ class Engine:
         self.model_version += 1
         g.a["version"][sl] = self.model_version
         return counts
+
+    def _alert_levels(self, g: Group, slots: np.ndarray) -> None:
+        """Per-stream enter level from ``alerts.false_alerts_per_day`` and the stream's cadence."""
+        budget = self.cfg.alerts.false_alerts_per_day
+        if budget is None:
+            return
+        iv = g.a["interval"][slots]
+        p = np.clip(budget * np.where(iv > 0, iv, 60.0) / 86400.0, 1e-12, 0.5)
+        # The budget only ever raises the level above `enter`: on slow series it would ask for
+        # tail probabilities near the fitted tail's base, where in-sample errors flatter the
+        # fit most (measured: hourly public series, 13 false alarms instead of 2).
+        enter = np.clip(-np.log10(p) / self.cfg.detect.score_decades, self.cfg.alerts.enter, 0.95)
+        g.alerts.set_levels(slots, enter)
 
     # -- views: the engine's read API (nobody outside the engine touches Group.a) -----------
     def iter_streams(self) -> Iterator[tuple[Group, int, StreamKey]]:
@@ -600,6 +635,11 @@ class Engine:
         for g in self.groups.values():
             g.alerts.rules = rules
             g.thr.risk = cfg.detect.threshold.risk
+            ready = np.flatnonzero(g.a["alive"][: g.capacity] & g.a["ready"][: g.capacity])
+            if cfg.alerts.false_alerts_per_day is None:  # back to the rules' own levels
+                g.alerts.set_levels(ready, np.full(len(ready), np.nan))
+            else:  # per-stream levels follow the new budget and enter level
+                self._alert_levels(g, ready)
 
     # -- checkpoints ---------------------------------------------------------------
     def snapshot(self) -> tuple[dict, dict[str, torch.Tensor]]:

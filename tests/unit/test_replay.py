@@ -167,7 +167,8 @@ def test_parse_timestamp_rejects(text: str) -> None:
 
 @pytest.mark.parametrize(("content", "needle"), [
     ("", "empty file"),
-    ("time,value\n1,2\n", "no 'timestamp' column"),
+    ("when,value\n1,2\n", "no time column"),
+    ("timestamp,timestamp,value\n1,2,3\n", "appears 2 times"),
     ("timestamp,temp\n1,2\n", "lacks value column"),
 ])
 def test_unusable_files_exit_2_with_a_clean_error(cfg_path: Path, tmp_path: Path, content: str, needle: str) -> None:
@@ -209,7 +210,7 @@ def test_short_rows_and_extra_columns(cfg_path: Path, tmp_path: Path) -> None:
     p.write_text("id,timestamp,value,note\n1,1000,5.0,x\n2,1060\n3,1120,6.0,y,extra\n")
     res = replay(load_config(cfg_path), p, progress=False)
     assert res.timestamps == ["1000", "1060", "1120"]
-    assert res.bad == {"no_values": 1}
+    assert res.bad == {"ragged": 2}  # a short row and one with an extra non-empty cell
     assert np.all(res.score == 0)
 
 

@@ -178,3 +178,126 @@ def test_resolve_device() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError):
             resolve_device("cuda")
+
+
+# -- the fast sequence code equals the tick-by-tick math it replaced ----------------------------
+def _run_reference(dims: Dims, p: dict, X: torch.Tensor, M: torch.Tensor, state: tuple, pw: float) -> tuple:
+    """The trainer's original loop: cell, decoder and errors one tick at a time (cells.py)."""
+    from sentinel.model.cells import cell_step, decode, tick_errors
+
+    h, c, win, pred_prev = state
+    S, B, T, _F = X.shape
+    loss, count = X.new_zeros(S, B), X.new_zeros(S, B)
+    for t in range(T):
+        x = X[:, :, t]
+        x_in = torch.where(torch.isnan(x), pred_prev.detach(), x)
+        h, c = cell_step(dims.cell, p["W"], p["b"], x_in, h, c)
+        win = torch.cat((win[:, :, 1:], x[:, :, None, :]), 2)
+        rec, pred = decode(p["D"], p["d"], h, dims.window, dims.fields)
+        _, e = tick_errors(x, pred_prev, win, rec, pw)
+        loss = loss + torch.where(M[:, :, t], e, torch.zeros_like(e))
+        count = count + M[:, :, t].to(X.dtype)
+        pred_prev = pred
+    return loss, count, (h, c, win, pred_prev)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("streams", [1, 3])
+@pytest.mark.parametrize("fused", [True, False])  # torch's kernel per stream, or the batched loop
+@pytest.mark.parametrize("missing", [False, True])
+def test_chunk_forward_and_gradients_equal_the_tick_by_tick_loop(cell: str, streams: int, fused: bool, missing: bool,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import sentinel.model.sequence as seq
+    from sentinel.model.sequence import _run, _zero_state
+
+    monkeypatch.setattr(seq, "FUSED_MAX", 64 if fused else 0)
+    dims = Dims(2, 8, 4, cell)
+    v = signal(streams, L=60, F=2, seed=2)
+    X = torch.from_numpy(v).reshape(streams, 2, 30, 2)
+    if missing:
+        X[0, 0, 5, 1] = float("nan")
+        X[-1, 1, 10:14] = float("nan")
+    M = torch.rand(streams, 2, 30, generator=torch.Generator().manual_seed(0)) > 0.2
+    init = init_params(dims, list(range(streams)))
+    results = []
+    for fn in (_run, _run_reference):
+        p = {k: t.clone().requires_grad_(True) for k, t in init.items()}
+        st = _zero_state(dims, streams, 2, torch.device("cpu"))
+        # two chunks: the state carried from the first is where the second starts
+        l1, c1, st = fn(dims, p, X[:, :, :12], M[:, :, :12], st, 1.0) if fn is _run_reference else fn(
+            dims, p, X[:, :, :12], M[:, :, :12], st, 1.0, 0.0, True)
+        l2, c2, st = fn(dims, p, X[:, :, 12:], M[:, :, 12:], st, 1.0) if fn is _run_reference else fn(
+            dims, p, X[:, :, 12:], M[:, :, 12:], st, 1.0, 0.0, True)
+        (l1.sum() + l2.sum()).backward()
+        results.append((l1 + l2, c1 + c2, st, {k: t.grad for k, t in p.items()}))
+    (la, ca, sa, ga), (lb, cb, sb, gb) = results
+    torch.testing.assert_close(la, lb, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ca, cb)
+    for a, b in zip(sa, sb, strict=True):
+        if a is not None:
+            torch.testing.assert_close(a.detach(), b.detach(), atol=1e-5, rtol=1e-5, equal_nan=True)
+    for k in PARAM_KEYS:
+        torch.testing.assert_close(ga[k], gb[k], atol=1e-4, rtol=1e-4, msg=k)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("scoring", [(0.0, 0.0), (16.0, 0.5)], ids=["fixed-mean", "baseline+level"])
+def test_rewarm_equals_the_scoring_banks_run_sequence(cell: str, fused: bool, scoring: tuple[float, float],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Errors and final state of the trainer's rewarm equal Bank.run_sequence's (left padding skipped),
+    with the fixed training mean and with the slow baseline and level term."""
+    import sentinel.model.sequence as seq
+    from sentinel.model.bank import Bank
+    from sentinel.model.train import rewarm
+
+    monkeypatch.setattr(seq, "FUSED_MAX", 64 if fused else 0)
+    streams = 3
+    dims = Dims(2, 8, 4, cell, baseline_halflife=scoring[0], level_weight=scoring[1], level_k=0.5)
+    v = signal(streams, L=80, F=2, seed=4)
+    v[1, 50:] += 3.0            # a shift: the baseline moves and the level term is non-zero
+    v[0, :25] = np.nan          # a shorter history: left padding
+    v[-1, 40, 1] = np.nan       # one missing field
+    init = init_params(dims, list(range(streams)))
+    params = {k: t.numpy() for k, t in init.items()}
+    mean, std = normalisers(v, ~np.isnan(v).all(-1))
+    err, state = rewarm(dims, params, mean, std, v, 1.0)
+    bank = Bank(dims, prediction_weight=1.0, capacity=streams)
+    slots = np.array([bank.add() for _ in range(streams)])
+    bank.load(slots, init, torch.from_numpy(mean), torch.from_numpy(std))
+    _fe, ref = bank.run_sequence(slots, v)
+    np.testing.assert_allclose(err, ref.numpy(), atol=1e-5, rtol=1e-4)
+    assert np.all(err[0, :25] == 0)
+    for k, t in bank.state(slots).items():
+        np.testing.assert_allclose(state[k], t.numpy(), atol=1e-5, rtol=1e-4, err_msg=k)
+
+
+def test_fused_and_batched_recurrence_give_the_same_training(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Up to FUSED_MAX streams run through torch's fused kernel; more through one batched loop: same result."""
+    import sentinel.model.sequence as T
+
+    v = signal(2, F=1, seed=5)
+    fused = train(job_of(v, [1, 2]), FAST)
+    monkeypatch.setattr(T, "FUSED_MAX", 0)
+    looped = train(job_of(v, [1, 2]), FAST)
+    for k in PARAM_KEYS:
+        np.testing.assert_allclose(fused.params[k], looped.params[k], atol=2e-5, rtol=1e-4, err_msg=k)
+    np.testing.assert_allclose(fused.errors, looped.errors, atol=1e-4, rtol=1e-3)
+
+
+def test_adamw_makes_torchs_update_bit_for_bit() -> None:
+    from sentinel.model.sequence import AdamW
+
+    g = torch.Generator().manual_seed(0)
+    a = [torch.randn(3, 5, generator=g), torch.randn(7, generator=g)]
+    b = [t.clone() for t in a]
+    mine = AdamW(a, lr=0.01, weight_decay=1e-4)
+    ref = torch.optim.AdamW(b, lr=0.01, weight_decay=1e-4)
+    for _ in range(5):
+        grads = [torch.randn(t.shape, generator=g) for t in a]
+        for p, q, gr in zip(a, b, grads, strict=True):
+            p.grad, q.grad = gr.clone(), gr.clone()
+        mine.step()
+        ref.step()
+        for p, q in zip(a, b, strict=True):
+            assert torch.equal(p, q)
