@@ -25,12 +25,12 @@ import torch
 from ..alerts.state import FIRING, PENDING, AlertMachine, AlertRules, Transition
 from ..config import SentinelConfig
 from ..detect.thresholds import make_thresholds, score_from_p
-from ..metrics import StreamRow, label_name
 from ..model.bank import Bank
 from ..model.cells import Dims
 from ..model.train import TrainJob, TrainResult, TrainSettings
 from ..slots import SlotArrays, Spec
 from ..types import AlertEvent, Sample, StreamKey
+from .views import ChartSeries, StreamView
 
 REJECT_REASONS = ("out_of_order", "duplicate", "non_finite", "no_values", "max_streams", "bad_fields")
 _INF = float("inf")
@@ -125,11 +125,8 @@ class Group:
         self.bank = Bank(Dims(F, m.hidden, m.window, m.cell, m.baseline_halflife, m.level_weight, m.level_k,
                               m.baseline_alerting_rate),
                          prediction_weight=m.prediction_weight, device=device)
-        th = cfg.detect.threshold
-        self.thr = make_thresholds(th.method, th.risk, th.init_quantile, th.depth, th.max_peaks, th.decay)
-        a = cfg.alerts
-        self.alerts = AlertMachine(AlertRules(a.enter, a.exit, a.for_, a.resolve_for, a.cooldown, a.flap_window,
-                                              a.flap_max, a.flap_hold))
+        self.thr = make_thresholds(cfg.detect.threshold)
+        self.alerts = AlertMachine(AlertRules.from_config(cfg.alerts))
         self.keys: list[StreamKey | None] = []
         self.fields: list[tuple[str, ...]] = []
         spec: Spec = {k: ((), dt, fill) for k, (dt, fill) in self.ARRAYS.items()}
@@ -600,7 +597,7 @@ class Engine:
         enter = np.clip(-np.log10(p) / self.cfg.detect.score_decades, self.cfg.alerts.enter, 0.95)
         g.alerts.set_levels(slots, enter)
 
-    # -- views -------------------------------------------------------------------
+    # -- views: the engine's read API (nobody outside the engine touches Group.a) -----------
     def iter_streams(self) -> Iterator[tuple[Group, int, StreamKey]]:
         for g in self.groups.values():
             for slot in np.flatnonzero(g.a["alive"][: g.capacity]):
@@ -608,21 +605,34 @@ class Engine:
                 if key is not None:
                     yield g, int(slot), key
 
-    def stream_rows(self, mode: str = "all") -> Iterator[StreamRow]:
-        """Per-stream metric rows (``mode``: all | non_ok | none)."""
-        if mode == "none":
-            return
+    def _view(self, g: Group, slot: int, key: StreamKey) -> StreamView:
+        a, al = g.a, g.alerts.a
+        return StreamView(key, g.fields[slot], bool(a["ready"][slot]), int(al["state"][slot]),
+                          float(a["score"][slot]), float(a["error"][slot]), float(a["threshold"][slot]),
+                          int(a["version"][slot]), float(a["last_ts"][slot]), int(al["fired"][slot]))
+
+    def stream_views(self) -> Iterator[StreamView]:
+        """Every stream as of its last sample."""
         for g, slot, key in self.iter_streams():
-            st = int(g.alerts.a["state"][slot])
-            if mode == "non_ok" and st in (0, 3):
-                continue
-            labels = {"measurement": key.measurement}
-            labels.update({label_name(k): v for k, v in key.labels})
-            a = g.a
-            yield StreamRow(labels=labels, score=float(a["score"][slot]),
-                            error=float(np.nan_to_num(a["error"][slot], nan=0.0)),
-                            threshold=float(a["threshold"][slot]) if np.isfinite(a["threshold"][slot]) else 0.0,
-                            alert_state=0 if st == 3 else st, alerts_total=int(g.alerts.a["fired"][slot]))
+            yield self._view(g, slot, key)
+
+    def stream_view(self, key: StreamKey) -> StreamView | None:
+        loc = self.index.get(key)
+        return None if loc is None else self._view(self.groups[loc[0]], loc[1], key)
+
+    def chart_series(self, key: StreamKey) -> ChartSeries | None:
+        """The stream's last ``Group.chart`` points: values from its history, verdicts from the chart rings."""
+        loc = self.index.get(key)
+        if loc is None:
+            return None
+        g, slot = self.groups[loc[0]], loc[1]
+        total = int(g.a["hist_n"][slot])
+        n = min(total, g.chart)
+        ts, v, _fl = g.history(np.array([slot]), last=n)
+        cp = (total - n + np.arange(n)) % g.chart
+        return ChartSeries(g.fields[slot], ts[0].tolist(), v[0].tolist(), g.a["ch_score"][slot, cp].tolist(),
+                           g.a["ch_thr"][slot, cp].tolist(), g.a["ch_err"][slot, cp].tolist(),
+                           g.a["ch_state"][slot, cp].tolist())
 
     def state_counts(self) -> dict[str, int]:
         counts = {"warming": 0, "ready": 0, "ok": 0, "pending": 0, "firing": 0}
@@ -637,6 +647,40 @@ class Engine:
             counts["firing"] += int((ready & (st == FIRING)).sum())
         counts["ok"] = counts["ready"] - counts["pending"] - counts["firing"]
         return counts
+
+    def take_created(self) -> list[StreamKey]:
+        """The streams added since the last call (live samples or history), oldest first."""
+        out, self.created = self.created, []
+        return out
+
+    def set_trained_at(self, t: float) -> None:
+        """Mark every stream as trained at ``t`` (``-inf``: every ready stream is due a retrain now)."""
+        for g in self.groups.values():
+            g.a["trained_at"][:] = t
+
+    def release_job(self, job: TrainJob) -> None:
+        """A job that will not come back (its training failed): its streams may be scheduled again."""
+        tag = job.tag
+        assert isinstance(tag, dict)
+        self.groups[tag["F"]].a["training"][np.asarray(tag["slots"], dtype=np.int64)] = False
+
+    def reconfigure(self, cfg: SentinelConfig) -> None:
+        """Apply a reloaded config's live sections: train settings, alert rules, threshold risk.
+
+        The caller (:mod:`sentinel.runtime.reload`) decides which sections may change live and
+        passes a config whose other sections are the running ones.
+        """
+        self.cfg = cfg
+        self.settings = train_settings(cfg)
+        rules = AlertRules.from_config(cfg.alerts)
+        for g in self.groups.values():
+            g.alerts.rules = rules
+            g.thr.risk = cfg.detect.threshold.risk
+            ready = np.flatnonzero(g.a["alive"][: g.capacity] & g.a["ready"][: g.capacity])
+            if cfg.alerts.false_alerts_per_day is None:  # back to the rules' own levels
+                g.alerts.set_levels(ready, np.full(len(ready), np.nan))
+            else:  # per-stream levels follow the new budget and enter level
+                self._alert_levels(g, ready)
 
     # -- checkpoints ---------------------------------------------------------------
     def snapshot(self) -> tuple[dict, dict[str, torch.Tensor]]:
