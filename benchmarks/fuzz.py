@@ -47,7 +47,8 @@ import torch
 
 from sentinel.config import ConfigError, load_config
 from sentinel.errors import CheckpointError, InputError
-from sentinel.sources.lineprotocol import PRECISION_NS, Selection, StreamSelector, parse
+from sentinel.lineprotocol import PRECISION_NS, parse
+from sentinel.sources.selector import Selection, StreamSelector
 from sentinel.state import checkpoint as ckpt
 
 REPO = Path(__file__).resolve().parents[1]

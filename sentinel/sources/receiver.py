@@ -39,9 +39,10 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
 from ..config.source_influxdb import InfluxDBReceiverConfig
+from ..lineprotocol import PRECISION_NS
 from ..state.ingestlog import IngestLog, IngestRecord
 from ..state.wal import WalError, WalFull, WalPosition
-from .lineprotocol import PRECISION_NS, ParseOutcome, StreamSelector
+from .selector import ParseOutcome, StreamSelector
 
 V2_PRECISIONS = frozenset({"ns", "us", "ms", "s"})
 

@@ -20,7 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sentinel.errors import CheckpointError, InputError
-from sentinel.sources.lineprotocol import Selection, StreamSelector, parse
+from sentinel.lineprotocol import parse
+from sentinel.sources.selector import Selection, StreamSelector
 from sentinel.state import checkpoint as ckpt
 
 _SEED: dict[str, bytes] = {}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from sentinel.sources.lineprotocol import Selection, StreamSelector
+from sentinel.sources.selector import Selection, StreamSelector
 
 NOW_NS = 1_700_000_000 * 10**9
 
@@ -123,7 +123,7 @@ def test_d12_gzip_that_inflates_to_nothing_is_400_and_invalid_utf8_is_rejected_a
 
 def test_the_source_takes_its_bounds_from_the_streams_section() -> None:
     from sentinel.config import load_config_text
-    from sentinel.sources.influxdb import selection_from
+    from sentinel.sources.influxdb.query import selection_from
 
     cfg = load_config_text("streams: {max_fields: 8, max_future: 1m, max_tag_value_length: 99}\n"
                            "sources: [{type: influxdb, mode: receiver}]", source="c.yaml", env={})
