@@ -29,8 +29,11 @@ sequentially on one keep-alive connection, so a stream's samples arrive in order
 Memory: (RSS after the sustained phase - RSS of the started daemon with no streams) / streams.
 
 Run: ``.venv/bin/python benchmarks/bench_e2e.py [--quick]`` (``--quick``: 1k and 10k only).
-Each configuration prints ``RESULT streams=... samples_per_s=... p50_alert_ms=...
-p99_alert_ms=... rss_bytes_per_stream=...``.
+Each configuration runs with the write-ahead log on (``server.wal``, fsync ``always``: the
+receiver answers once the body is durable) and off (``--wal on,off``, the default), so the log's
+cost is the ratio of the two lines. Each prints ``RESULT streams=... wal=on|off
+samples_per_s=... p50_alert_ms=... p99_alert_ms=... rss_bytes_per_stream=...``; the last line,
+``RESULT wal_cost ...``, gives the ratios.
 """
 
 from __future__ import annotations
@@ -177,7 +180,7 @@ def make_ready(engine, now: float, seed: int = 0) -> int:
     return done
 
 
-def run_one(streams: int, ticks: int) -> dict:
+def run_one(streams: int, ticks: int, wal: str = "on") -> dict:
     import numpy as np
     import torch
     from prometheus_client import CollectorRegistry
@@ -190,7 +193,8 @@ def run_one(streams: int, ticks: int) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="sentinel-bench-e2e-"))
     port = free_port()
     cfg = SentinelConfig.model_validate({
-        "server": {"listen": f"127.0.0.1:{port}"},
+        "server": {"listen": f"127.0.0.1:{port}",
+                   "wal": {"enabled": wal == "on", "dir": str(tmp / "wal"), "max_bytes": 1 << 34}},
         "sources": [{"type": "influxdb", "name": "rx", "mode": "receiver", "fields": ["temp"],
                      "max_streams": 1_000_000, "receiver": {"max_pending_batches": 64}}],
         "streams": {"max_streams": 1_000_000, "history_size": 64, "history_lookback": 0},
@@ -207,7 +211,7 @@ def run_one(streams: int, ticks: int) -> dict:
     registry = CollectorRegistry()
     d = Daemon(cfg, registry=registry, inline_training=True)
     alerts: list[tuple[float, str, str]] = []
-    result: dict = {"streams": streams}
+    result: dict = {"streams": streams, "wal": wal}
 
     def ingested() -> float:
         return registry.get_sample_value("sentinel_samples_ingested_total", {"source": "rx"}) or 0.0
@@ -324,16 +328,20 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="1k and 10k streams only")
     ap.add_argument("--streams", type=int, nargs="*", help="override the configurations")
     ap.add_argument("--ticks", type=int, help="sustained ticks (default: ~400k samples per configuration)")
+    ap.add_argument("--wal", default="on,off",
+                    help="write-ahead log settings to run each configuration with (server.wal.enabled, fsync always)")
     ap.add_argument("--run-one", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--wal-one", default="on", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.run_one:
-        res = run_one(args.run_one, args.ticks or default_ticks(args.run_one))
+        res = run_one(args.run_one, args.ticks or default_ticks(args.run_one), args.wal_one)
         print("JSON " + json.dumps(res), flush=True)
         return
     configs = args.streams or ([1_000, 10_000] if args.quick else [1_000, 10_000, 100_000])
     rows = []
-    for s in configs:
-        cmd = [sys.executable, __file__, "--run-one", str(s)] + (["--ticks", str(args.ticks)] if args.ticks else [])
+    for s, wal in ((s, w) for s in configs for w in args.wal.split(",")):
+        cmd = [sys.executable, __file__, "--run-one", str(s), "--wal-one", wal] + (
+            ["--ticks", str(args.ticks)] if args.ticks else [])
         t = time.perf_counter()
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
         line = next((ln for ln in p.stdout.splitlines() if ln.startswith("JSON ")), None)
@@ -345,20 +353,31 @@ def main() -> None:
         rows.append(r)
     print(f"machine: {platform.processor() or platform.machine()}, cpus={os.cpu_count()}, "
           f"python {platform.python_version()}; sender in a second process; 5000 lines/POST; hidden 32, window 8")
-    hdr = ("streams", "samples/s", "p50 ms", "p99 ms", "alerts", "missed", "RSS B/stream", "bank B/stream",
+    hdr = ("streams", "wal", "samples/s", "p50 ms", "p99 ms", "alerts", "missed", "RSS B/stream", "bank B/stream",
            "rejected", "scrape s", "wall s")
     print(" | ".join(f"{h:>13}" for h in hdr))
     for r in rows:
-        vals = (r["streams"], r["samples_per_s"], r["p50_alert_ms"], r["p99_alert_ms"], r["alerts"],
+        vals = (r["streams"], r["wal"], r["samples_per_s"], r["p50_alert_ms"], r["p99_alert_ms"], r["alerts"],
                 r["missed_alerts"], r["rss_bytes_per_stream"], r["bank_bytes_per_stream"], r["rejected"],
                 r["scrape_s"], r["wall_s"])
         print(" | ".join(f"{v:>13}" for v in vals))
     for r in rows:
-        print(f"RESULT streams={r['streams']} samples_per_s={r['samples_per_s']} p50_alert_ms={r['p50_alert_ms']} "
+        print(f"RESULT streams={r['streams']} wal={r['wal']} samples_per_s={r['samples_per_s']} p50_alert_ms={r['p50_alert_ms']} "
               f"p99_alert_ms={r['p99_alert_ms']} rss_bytes_per_stream={r['rss_bytes_per_stream']} "
               f"latency_rate={r['latency_rate']} alerts={r['alerts']} missed_alerts={r['missed_alerts']} "
               f"false_alerts={r['false_alerts']} target_samples_per_s=100000 "
               f"meets_target={int(r['samples_per_s'] >= 100_000 and (r['p99_alert_ms'] or 1e9) < 1000)}")
+    pairs = {}
+    for r in rows:
+        pairs.setdefault(r["streams"], {})[r["wal"]] = r
+    cost = []
+    for n, pr in sorted(pairs.items()):
+        if "on" in pr and "off" in pr and pr["off"]["samples_per_s"]:
+            on, off = pr["on"], pr["off"]
+            cost.append(f"s{n}_on_vs_off={on['samples_per_s'] / off['samples_per_s']:.3f} "
+                        f"s{n}_p99_on_ms={on['p99_alert_ms']} s{n}_p99_off_ms={off['p99_alert_ms']}")
+    if cost:
+        print("RESULT wal_cost " + " ".join(cost))
 
 
 if __name__ == "__main__":

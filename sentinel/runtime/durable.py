@@ -19,6 +19,7 @@ A polling source keeps its own cursor in the checkpoint (its database is its log
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -42,8 +43,8 @@ class Durability:
         w = cfg.server.wal
         self.log: IngestLog | None = None
         if w.enabled and self.receivers:
-            assert w.dir is not None  # resolved on load
-            self.log = IngestLog(w.dir, fsync=w.fsync, fsync_delay=w.fsync_delay, segment_bytes=w.segment_bytes,
+            d = w.dir if w.dir is not None else os.path.join(cfg.state.dir, "wal")  # None: not loaded from a file
+            self.log = IngestLog(d, fsync=w.fsync, fsync_delay=w.fsync_delay, segment_bytes=w.segment_bytes,
                                  max_bytes=w.max_bytes, keep=cfg.state.keep, restored=restored)
             for r in self.receivers.values():
                 r.log, r.retry_after = self.log, w.retry_after
