@@ -161,3 +161,34 @@ def test_sentinel_run_exits_non_zero_with_the_reason_on_stderr(tmp_path: Path, m
     assert "error: cannot resume:" in r.stderr and NAME in r.stderr and "holds more than tensors" in r.stderr
     assert "Traceback" not in r.stderr
     assert not marker.exists()
+
+
+def test_d7_a_truncated_newest_checkpoint_falls_back_to_the_newest_good_older_one(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Before: the daemon started fresh with 0 streams, and then reused the refused file's number."""
+    cfg = write_config(tmp_path, extra={"state": {"on_bad_checkpoint": "fresh", "keep": 5}})
+    ks = keys(4)
+    d = RunningDaemon(cfg).start()
+    try:
+        d.feed(ks, 0, 5, 1_900_000_000.0)
+        d.call(d.daemon.checkpoint())
+        d.feed(ks, 5, 10, 1_900_000_000.0)
+        d.call(d.daemon.checkpoint())
+    finally:
+        d.stop()  # the final checkpoint: the newest of three
+    files = ckpt.list_checkpoints(tmp_path / "state")
+    assert len(files) == 3
+    newest = files[-1]
+    newest.write_bytes(newest.read_bytes()[:2000])
+    d = RunningDaemon(cfg)
+    try:
+        with caplog.at_level("WARNING"):
+            d.start()
+        assert d.daemon.checkpoint_loaded and d.daemon.engine.n_streams == 4
+        assert (newest.parent / (newest.name + ".bad")).exists()
+        assert any("resumed from an older checkpoint" in r.getMessage() for r in caplog.records)
+        assert d.daemon.tick is not None and d.daemon.tick.cursors == {"crafted": {"i": 10}}
+        path = d.call(d.daemon.checkpoint())
+        assert int(path.name[11:19]) == int(newest.name[11:19]) + 1  # never the refused file's number
+    finally:
+        d.stop()
