@@ -11,7 +11,7 @@ from collections.abc import Callable
 import click
 
 from . import __version__
-from .config import ConfigError, dump_config, load_config
+from .config import ConfigError, dump_config, load_config, override
 from .errors import SentinelError
 from .replay.command import replay_command
 
@@ -48,9 +48,14 @@ def run(config_path: str, listen: str | None, shard: str | None, web_config_file
     from .runtime.daemon import main as daemon_main
 
     cfg = _load(config_path)
-    server = {k: v for k, v in (("listen", listen), ("web_config_file", web_config_file)) if v}
-    if server:
-        cfg = cfg.model_copy(update={"server": cfg.server.model_copy(update=server)})
+    try:  # validated as the file is (a copy: the loaded config is frozen)
+        if listen:
+            cfg = override(cfg, "server.listen", listen, "--listen")
+        if web_config_file:
+            cfg = override(cfg, "server.web_config_file", web_config_file, "--web.config.file")
+    except ConfigError as e:
+        click.echo(str(e), err=True)
+        sys.exit(2)
     try:
         sys.exit(daemon_main(cfg, config_path=config_path, shard=shard))
     except SentinelError as e:

@@ -180,3 +180,12 @@ def test_any_text_loads_or_is_a_config_error(text: str) -> None:
         load_config_text(text, source="c.yaml", env={})
     except ConfigError as e:
         assert all(p.startswith("c.yaml:") for p in e.problems)
+
+
+@pytest.mark.parametrize("listen", [":9680", "localhost:http", "127.0.0.1:70000", "nowhere"])
+def test_run_with_a_bad_listen_option_exits_2_naming_it(tmp_path: Path, listen: str) -> None:
+    p = tmp_path / "c.yaml"
+    p.write_text("model: {hidden: 8}\n")
+    r = CliRunner().invoke(main, ["run", "--config", str(p), "--listen", listen])
+    assert r.exit_code == 2 and r.output.startswith("--listen: listen must be HOST:PORT"), r.output
+    assert "Traceback" not in r.output
