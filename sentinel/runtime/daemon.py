@@ -140,7 +140,7 @@ class Daemon:
             self._source_tasks.append(asyncio.create_task(src.run(self.queue.put), name=f"source-{src.name}"))
         # acknowledged writes after the checkpoint: scored before ready, as if they had just arrived
         if await self.durable.replay():
-            await asyncio.wait_for(self.queue.join(), timeout=600)
+            await self.durable.wait_scored()
         self._started = True
         log.info("sentinel started", extra={"listen": self.listen_url, "sources": [s.name for s in self.sources],
                                             "streams": self.engine.n_streams, "train_device": self.train_device,

@@ -18,6 +18,7 @@ A polling source keeps its own cursor in the checkpoint (its database is its log
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -42,6 +43,7 @@ class Durability:
         self.metrics = metrics
         w = cfg.server.wal
         self.log: IngestLog | None = None
+        self._replayed_to: WalPosition | None = None
         if w.enabled and self.receivers:
             d = w.dir if w.dir is not None else os.path.join(cfg.state.dir, "wal")  # None: not loaded from a file
             self.log = IngestLog(d, fsync=w.fsync, fsync_delay=w.fsync_delay, segment_bytes=w.segment_bytes,
@@ -68,6 +70,7 @@ class Durability:
                 r = self.receivers.get(rec.source)
                 if r is not None:
                     n += await r.replay([(pos, rec)])
+                    self._replayed_to = pos
         finally:
             for lk in locks:
                 lk.release()
@@ -76,6 +79,19 @@ class Durability:
                                                          "after": list(self.log.restored),
                                                          "seconds": round(time.perf_counter() - t0, 2)})
         return n
+
+    async def wait_scored(self, timeout: float = 30.0) -> bool:
+        """After :meth:`replay`: wait (bounded) until the engine has scored every replayed record."""
+        if self.log is None or self._replayed_to is None:
+            return True
+        deadline = time.monotonic() + timeout
+        while self.log.covered < self._replayed_to:
+            if time.monotonic() > deadline:  # e.g. a record whose samples were all filtered: nothing to score
+                log.warning("write-ahead log replay: not every replayed record was reported scored in time",
+                            extra={"covered": list(self.log.covered), "replayed_to": list(self._replayed_to)})
+                return False
+            await asyncio.sleep(0.02)
+        return True
 
     def scored(self, batches: Iterable[SourceBatch]) -> None:
         """On the scoring thread, after the engine took ``batches``."""
