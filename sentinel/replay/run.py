@@ -84,6 +84,7 @@ class Progress:
         self.last = 0.0
         self.t0 = time.monotonic()
         self.done = 0
+        self.shown = -1
 
     def __call__(self, done: int | None = None, note: str = "", force: bool = False) -> None:
         if done is not None:
@@ -93,7 +94,9 @@ class Progress:
         now = time.monotonic()
         if not force and now - self.last < (0.2 if self.interactive else 5.0) and self.done < self.total:
             return
-        self.last = now
+        if self.done == self.shown and not note:
+            return
+        self.last, self.shown = now, self.done
         pct = 100.0 * self.done / max(self.total, 1)
         rate = self.done / max(now - self.t0, 1e-9)
         msg = f"replay: {self.done}/{self.total} rows ({pct:5.1f}%) {rate:,.0f} rows/s {note}".rstrip()
