@@ -61,11 +61,20 @@ class AlertMachine(SlotArrays):
         "flaps": (np.float64, 0.0),
         "flaps_at": (np.float64, np.nan),
         "fired": (np.int64, 0),              # alerts that went firing (sentinel_alerts_total)
+        # per-stream alert levels (NaN: the rules' enter/exit), e.g. from a false-alert budget per day
+        "enter": (np.float64, np.nan),
+        "exit": (np.float64, np.nan),
     }
 
     def __init__(self, rules: AlertRules, capacity: int = 64):
         self.rules = rules
         super().__init__({k: ((), dt, fill) for k, (dt, fill) in self.FIELDS.items()}, capacity)
+
+    def set_levels(self, slots: np.ndarray, enter: np.ndarray) -> None:
+        """Per-stream enter levels (exit keeps the rules' hysteresis below each); NaN = the rules' own."""
+        enter = np.asarray(enter, dtype=np.float64)
+        self.a["enter"][slots] = enter
+        self.a["exit"][slots] = np.maximum(enter - (self.rules.enter - self.rules.exit), 0.0)
 
     def state(self, slots: np.ndarray | None = None) -> np.ndarray:
         return self.a["state"] if slots is None else self.a["state"][slots]
@@ -83,8 +92,9 @@ class AlertMachine(SlotArrays):
         score = np.nan_to_num(np.asarray(score, dtype=np.float64), nan=0.0)
         a, r = self.a, self.rules
         st = a["state"][slots].copy()
-        above = score >= r.enter
-        below = score < r.exit
+        enter, exit_ = a["enter"][slots], a["exit"][slots]
+        above = score >= np.where(np.isnan(enter), r.enter, enter)
+        below = score < np.where(np.isnan(exit_), r.exit, exit_)
         out: list[Transition] = []
 
         # RESOLVED: cooldown over -> OK; a new crossing within it re-opens the same alert.

@@ -51,6 +51,14 @@ class ModelConfig(Strict):
     prediction_weight: float = Field(
         1.0, ge=0, description="weight of the one-step prediction error added to the reconstruction error"
     )
+    baseline_halflife: float = Field(
+        1024.0, ge=0, description="ticks: inputs are normalised against a slow average of the stream with this "
+        "half-life, so slower drift is followed (0 = the fixed training mean)"
+    )
+    level_weight: float = Field(
+        0.25, ge=0, description="weight of the level term: how far a normalised sample lies beyond level_k"
+    )
+    level_k: float = Field(1.0, ge=0, description="normalised distance from the baseline that costs nothing")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     score_threads: int = Field(1, ge=1, description="torch threads for scoring (training gets the rest)")
 
@@ -61,13 +69,13 @@ class TrainConfig(Strict):
         86400.0, description="time a stream's history must also span before its first training "
         "(a full history buffer suffices; 0 = samples only)"
     )
-    epochs: int = Field(12, ge=1)
-    bptt: int = Field(48, ge=4, description="truncated-BPTT chunk length")
+    epochs: int = Field(30, ge=1)
+    bptt: int = Field(16, ge=4, description="truncated-BPTT chunk length")
     segments: int = Field(8, ge=1, description="parallel segments per stream within one step")
     lr: float = Field(0.01, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     dropout: float = Field(0.0, ge=0, lt=1)
-    patience: int = Field(3, ge=1, description="epochs without validation improvement before stopping")
+    patience: int = Field(5, ge=1, description="epochs without validation improvement before stopping")
     val_fraction: float = Field(0.2, gt=0, lt=0.9)
     retrain_interval: Duration = Field(86400.0, description="retrain every stream this often (0 = never)")
     drift_retrain: bool = Field(True, description="retrain a stream early when its error level drifts")
@@ -94,6 +102,11 @@ class DetectConfig(Strict):
 
 
 class AlertsConfig(Strict):
+    false_alerts_per_day: float | None = Field(
+        0.1, gt=0, description="alert budget in time: each stream's enter level is set from its measured cadence "
+        "so that a normal stream crosses it this often per day (tail probability = budget x interval / 1 day), "
+        "never below `enter`; unset = the fixed `enter` level for every stream"
+    )
     enter: float = Field(0.5, gt=0, le=1, description="score at or above which a stream goes pending")
     exit: float = Field(0.4, ge=0, le=1, description="score below which a firing alert may resolve")
     for_: Duration = Field(0.0, alias="for", description="time pending before firing")

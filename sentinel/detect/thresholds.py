@@ -287,13 +287,22 @@ def make_thresholds(method: str, risk: float, init_quantile: float, depth: int, 
                           max_peaks=max_peaks)
 
 
+KNEE = 0.8  # score above which -log10(p)/decades is compressed towards 1 instead of clipped
+
+
 def score_from_p(p: np.ndarray, decades: float) -> np.ndarray:
-    """Calibrated score: ``-log10(p) / decades`` clipped to [0, 1].
+    """Calibrated score in [0, 1): ``s = -log10(p) / decades`` up to ``KNEE``, then compressed.
 
     A global level means the same rarity on every stream: score 0.5 with 8 decades
-    is an error exceeded by one normal tick in 10^4 on that stream. Scores keep
-    rising above any alert level up to ``p = 10^-decades``.
+    is an error exceeded by one normal tick in 10^4 on that stream. Above ``KNEE``
+    the score approaches 1 as ``1 - w / (1 + (s - KNEE) / w)`` with ``w = 1 - KNEE``
+    (continuous, slope 1 at the knee), so events far rarer than ``10^-decades``
+    still keep their order instead of all reading 1.0.
+
+    >>> [round(float(x), 3) for x in score_from_p(np.array([1.0, 1e-4, 1e-8, 1e-16, 1e-40]), 8.0)]
+    [0.0, 0.5, 0.9, 0.971, 0.991]
     """
     with np.errstate(divide="ignore"):
-        s = -np.log10(np.maximum(p, 1e-300)) / decades
-    return np.clip(s, 0.0, 1.0) + 0.0  # + 0.0 turns -0.0 into 0.0
+        s = np.maximum(-np.log10(np.maximum(p, 1e-300)) / decades, 0.0)
+    w = 1.0 - KNEE
+    return np.where(s <= KNEE, s, 1.0 - w / (1.0 + (s - KNEE) / w)) + 0.0  # + 0.0 turns -0.0 into 0.0

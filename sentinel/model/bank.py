@@ -25,13 +25,15 @@ class Bank:
     ``xh`` ``[C,1,F+H]`` holding the last input and the hidden state ``h`` side by side
     (so the step's ``[x, h] @ W`` needs no concatenation), ``c`` ``[C,1,H]`` (LSTM),
     ``win`` ``[C,1,K,F]`` recent normalised inputs, ``pred`` ``[C,1,F]`` the prediction
-    of the next sample, ``mean,std`` ``[C,F]``.
+    of the next sample, ``base`` ``[C,F]`` the slow baseline inputs are normalised against
+    (state; the training mean after a reset), ``mean,std`` ``[C,F]``.
     """
 
     def __init__(self, dims: Dims, *, prediction_weight: float = 1.0, device: str | torch.device = "cpu",
                  capacity: int = 64, dtype: torch.dtype = torch.float32):
         self.dims = dims
         self.prediction_weight = float(prediction_weight)
+        self._level = (dims.level_weight, dims.level_k) if dims.level_weight > 0 else None
         self.device = torch.device(device)
         self.dtype = dtype
         self.capacity = 0
@@ -47,6 +49,7 @@ class Bank:
         shapes.update({
             "xh": (c, 1, d.fields + d.hidden), "c": (c, 1, d.hidden if d.cell == "lstm" else 0),
             "win": (c, 1, d.window, d.fields), "pred": (c, 1, d.fields), "mean": (c, d.fields), "std": (c, d.fields),
+            "base": (c, d.fields),
         })
         return shapes
 
@@ -90,6 +93,7 @@ class Bank:
             self.t[k][idx] = params[k].to(self.device, self.dtype)
         self.t["mean"][idx] = mean.to(self.device, self.dtype)
         self.t["std"][idx] = std.to(self.device, self.dtype).clamp(min=STD_FLOOR)
+        self.t["base"][idx] = self.t["mean"][idx]
 
     def params(self, slots: np.ndarray) -> dict[str, Tensor]:
         idx = self._idx(slots)
@@ -101,6 +105,7 @@ class Bank:
         self.t["c"][idx] = 0.0
         self.t["pred"][idx] = 0.0
         self.t["win"][idx] = float("nan")
+        self.t["base"][idx] = self.t["mean"][idx]
         self._dirty[np.asarray(slots, dtype=np.int64)] = self.dims.window
 
     def state(self, slots: np.ndarray) -> dict[str, Tensor]:
@@ -108,7 +113,8 @@ class Bank:
         idx = self._idx(slots)
         F = self.dims.fields
         return {"h": self.t["xh"][idx][..., F:].clone(), "c": self.t["c"][idx].clone(),
-                "win": self.t["win"][idx].clone(), "pred": self.t["pred"][idx].clone()}
+                "win": self.t["win"][idx].clone(), "pred": self.t["pred"][idx].clone(),
+                "base": self.t["base"][idx].clone()}
 
     def set_state(self, slots: np.ndarray, state: dict[str, Tensor]) -> None:
         idx = self._idx(slots)
@@ -147,7 +153,8 @@ class Bank:
         else:
             idx = self._idx(slots)
             sel = {k: v[idx] for k, v in t.items()}
-        xn = (x_t - sel["mean"][:, None, :]) / sel["std"][:, None, :]
+        base = sel["base"]
+        xn = (x_t - base[:, None, :]) / sel["std"][:, None, :]
         pred_prev = sel["pred"]
         # missing fields per row, from the raw input (a numpy check is far cheaper than torch's here)
         xr = x if isinstance(x, np.ndarray) else x_t.cpu().numpy()
@@ -169,7 +176,11 @@ class Bank:
         win = torch.cat((sel["win"][:, :, 1:], xn[:, :, None, :]), 2)
         rec, pred = decode(sel["D"], sel["d"], h, d.window, F)
         errs = tick_errors_dense if dense else tick_errors
-        field_err, err = errs(xn, pred_prev, win, rec, self.prediction_weight)
+        field_err, err = errs(xn, pred_prev, win, rec, self.prediction_weight, self._level)
+        alpha = d.baseline_alpha
+        if alpha > 0:  # the slow baseline follows the observed fields (in place on a view)
+            step = torch.nan_to_num(x_t[:, 0] - base) * alpha
+            base = base.add_(step) if idx is None else base + step
         if d.cell != "lstm":
             xh[..., F:] = h
         if idx is None:  # xh and c were updated in place
@@ -181,6 +192,7 @@ class Bank:
                 t["c"][idx] = c
             t["win"][idx] = win
             t["pred"][idx] = pred
+            t["base"][idx] = base
         self._dirty[slots] = np.where(nan_rows, d.window, np.maximum(self._dirty[slots] - 1, 0))
         return field_err[:, 0].cpu(), err[:, 0].cpu()
 
@@ -214,5 +226,5 @@ class Bank:
         """Model (weights + normalisers) and recurrent-state bytes per slot."""
         per = {k: v[0].numel() * v.element_size() for k, v in self.t.items()}
         model = sum(per[k] for k in ("W", "b", "D", "d", "mean", "std"))
-        state = sum(per[k] for k in ("xh", "c", "win", "pred"))
+        state = sum(per[k] for k in ("xh", "c", "win", "pred", "base"))
         return {"model": model, "state": state}

@@ -18,14 +18,28 @@ leading stream axis so that one ``baddbmm`` advances every stream at once. Shape
 
 The error of a tick is the reconstruction error of the recent window from the
 state that has just absorbed the sample, plus ``prediction_weight`` times the error
-of the one-step prediction made from the previous state. Missing fields (NaN) are
-fed to the cell as the model's own prediction and excluded from the error.
+of the one-step prediction made from the previous state, plus a *level* term
+``level_weight * max(|x| - level_k, 0)^2`` per field: how far the normalised sample
+lies outside the band the training data occupied, which the reconstruction alone
+misses when a stream glides smoothly to a level it never saw (no gradient: it only
+scores). Missing fields (NaN) are fed to the cell as the model's own prediction and
+excluded from the error.
+
+Normalisation is against a slow *baseline* rather than the training mean alone: a
+causal exponential average of the stream's own samples with a half-life of
+``baseline_halflife`` ticks (0 = the fixed training mean), started at the training
+mean. A drift slower than that half-life (thermal drift of a healthy machine) is
+followed, so it neither saturates the cell nor looks like a fault, while a change
+faster than it (a fault, a slide over a day on a 5-minute series) stands out for
+about that many ticks. The half-life is in ticks, so it scales with the cadence.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, overload
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -34,10 +48,20 @@ GATES = {"lstm": 4, "gru": 3}
 
 @dataclass(frozen=True, slots=True)
 class Dims:
+    """The model's shape, plus the fixed constants its scoring uses (see the module docstring)."""
+
     fields: int
     hidden: int
     window: int
     cell: str = "lstm"
+    baseline_halflife: float = 0.0  # ticks; 0 = normalise by the fixed training mean
+    level_weight: float = 0.0
+    level_k: float = 3.0
+
+    @property
+    def baseline_alpha(self) -> float:
+        """Per-tick weight of a new sample in the baseline (0 = fixed)."""
+        return 0.0 if self.baseline_halflife <= 0 else 1.0 - 0.5 ** (1.0 / self.baseline_halflife)
 
     @property
     def gates(self) -> int:
@@ -121,8 +145,43 @@ def decode(D: Tensor, d: Tensor, h: Tensor, window: int, fields: int) -> tuple[T
     return rec, pred
 
 
-def tick_errors(x: Tensor, pred_prev: Tensor, win: Tensor, rec: Tensor, prediction_weight: float
-                ) -> tuple[Tensor, Tensor]:
+@overload
+def normalise(values: np.ndarray, mean: np.ndarray, std: np.ndarray, alpha: float) -> np.ndarray: ...
+
+
+@overload
+def normalise(values: np.ndarray, mean: np.ndarray, std: np.ndarray, alpha: float, *, with_last: Literal[True]
+              ) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+def normalise(values: np.ndarray, mean: np.ndarray, std: np.ndarray, alpha: float, *, with_last: bool = False
+              ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Normalise raw ``values`` ``[n, L, F]`` the way :class:`~sentinel.model.bank.Bank` does tick by tick.
+
+    ``(x_t - b_t) / std`` with ``b_0 = mean`` and ``b_{t+1} = b_t + alpha (x_t - b_t)`` on
+    observed samples (a missing one leaves the baseline). ``alpha = 0`` is the plain
+    ``(x - mean) / std``. ``with_last`` also returns the baseline after the last sample ``[n, F]``.
+
+    >>> v = np.array([[[1.0], [3.0], [np.nan], [3.0]]])
+    >>> normalise(v, np.array([[1.0]]), np.array([[2.0]]), 0.5)[0, :, 0].tolist()
+    [0.0, 1.0, nan, 0.5]
+    """
+    mean = np.asarray(mean, dtype=np.float64)
+    std = np.asarray(std, dtype=np.float64)
+    if alpha <= 0:
+        out = ((values - mean[:, None]) / std[:, None]).astype(np.float32)
+        return (out, mean.copy()) if with_last else out
+    out = np.empty(values.shape, dtype=np.float32)
+    b = mean.copy()
+    for t in range(values.shape[1]):
+        x = values[:, t]
+        out[:, t] = (x - b) / std
+        b = np.where(np.isnan(x), b, b + alpha * (np.nan_to_num(x) - b))
+    return (out, b) if with_last else out
+
+
+def tick_errors(x: Tensor, pred_prev: Tensor, win: Tensor, rec: Tensor, prediction_weight: float,
+                level: tuple[float, float] | None = None) -> tuple[Tensor, Tensor]:
     """Per-field and total error of one tick.
 
     ``x`` ``[S,B,F]`` normalised sample (NaN = missing), ``pred_prev`` ``[S,B,F]`` the
@@ -137,15 +196,19 @@ def tick_errors(x: Tensor, pred_prev: Tensor, win: Tensor, rec: Tensor, predicti
     re = torch.where(wobs, (torch.nan_to_num(win) - rec) ** 2, torch.zeros_like(rec)).sum(-2)
     re = re / wobs.sum(-2).clamp(min=1)
     field_err = re + prediction_weight * pe
+    if level is not None and level[0] > 0:
+        field_err = field_err + level[0] * torch.relu(torch.nan_to_num(x).abs() - level[1]) ** 2
     field_err = torch.where(obs, field_err, torch.zeros_like(field_err))
     err = field_err.sum(-1) / obs.sum(-1).clamp(min=1)
     return field_err, err
 
 
-def tick_errors_dense(x: Tensor, pred_prev: Tensor, win: Tensor, rec: Tensor, prediction_weight: float
-                      ) -> tuple[Tensor, Tensor]:
+def tick_errors_dense(x: Tensor, pred_prev: Tensor, win: Tensor, rec: Tensor, prediction_weight: float,
+                      level: tuple[float, float] | None = None) -> tuple[Tensor, Tensor]:
     """:func:`tick_errors` when nothing is missing (no NaN in ``x`` or ``win``): same values, fewer passes."""
     K, F = win.shape[-2], x.shape[-1]
     field_err = ((win - rec) ** 2).sum(-2) / K
     field_err = torch.add(field_err, (x - pred_prev) ** 2, alpha=prediction_weight)
+    if level is not None and level[0] > 0:
+        field_err = torch.add(field_err, torch.relu(x.abs() - level[1]) ** 2, alpha=level[0])
     return field_err, field_err.sum(-1) / F

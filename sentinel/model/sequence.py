@@ -108,14 +108,15 @@ def _run(dims: Dims, p: dict[str, Tensor], X: Tensor, M: Tensor, state: tuple[Te
 
 
 def _forward(dims: Dims, p: dict[str, Tensor], X: Tensor, M: Tensor, state: tuple[Tensor, Tensor | None, Tensor, Tensor],
-             pw: float, dropout: float, train: bool, hold: Tensor | None = None
-             ) -> tuple[Tensor, Tensor, tuple, Tensor]:
+             pw: float, dropout: float, train: bool, hold: Tensor | None = None,
+             level: tuple[float, float] | None = None) -> tuple[Tensor, Tensor, tuple, Tensor]:
     """Run ``X`` ``[S,B,T,F]`` (normalised) from ``state``; returns per-(S,B) loss sum and count, the
     final state and the per-tick errors ``[S,B,T]``.
 
     The math of :func:`cells.cell_step`, :func:`cells.decode` and :func:`cells.tick_errors` tick by
     tick, computed as the recurrence alone per step and the decoder and errors for the whole chunk.
-    ``hold`` (rewarm only): steps that leave the state unchanged, with error 0.
+    ``hold`` (rewarm only): steps that leave the state unchanged, with error 0. ``level``
+    (rewarm only: it has no gradient) adds the scoring's level term, as the bank does.
     """
     h, c, win, pred_prev = state
     S, B, T, F = X.shape
@@ -136,7 +137,7 @@ def _forward(dims: Dims, p: dict[str, Tensor], X: Tensor, M: Tensor, state: tupl
     prev = torch.cat((pred_prev[:, :, None], pred[:, :, :-1]), 2)
     seq = torch.cat((win, X), 2)  # [S,B,K+T,F]
     wins = seq.unfold(2, K, 1)[:, :, 1:].transpose(-1, -2)  # [S,B,T,K,F]: the K inputs up to each tick
-    _, e = tick_errors(X, prev, wins, rec, pw)
+    _, e = tick_errors(X, prev, wins, rec, pw, level)
     if hold is not None:
         e = torch.where(hold, torch.zeros_like(e), e)
     loss = torch.where(M, e, torch.zeros_like(e)).sum(-1)

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from .bank import STD_FLOOR
-from .cells import Dims, init_params
+from .cells import Dims, init_params, normalise
 from .sequence import FUSED_MAX, AdamW, _detach, _forward, _run, _slice_state, _zero_state
 
 PARAM_KEYS = ("W", "b", "D", "d")
@@ -145,7 +145,7 @@ def train(job: TrainJob, s: TrainSettings, device: str = "cpu",
     # Normalisers from every usable sample (the held-back tail included): a stream whose history
     # is shorter than the job's (left-padded) may have little or nothing in the training part.
     mean, std = normalisers(job.values, job.loss_mask)
-    Xall = torch.from_numpy(((job.values - mean[:, None]) / std[:, None]).astype(np.float32)).to(dev)
+    Xall = torch.from_numpy(normalise(job.values, mean, std, dims.baseline_alpha)).to(dev)
     Mall = torch.from_numpy(job.loss_mask & ~np.isnan(job.values).all(-1)).to(dev)
     Xtr, Xval, Mtr, Mval = Xall[:, :n_tr], Xall[:, n_tr:], Mall[:, :n_tr], Mall[:, n_tr:]
 
@@ -155,7 +155,7 @@ def train(job: TrainJob, s: TrainSettings, device: str = "cpu",
     if job.champion is not None and job.has_champion is not None and job.has_champion.any():
         hc = torch.from_numpy(job.has_champion)
         cm, cs = job.champion["mean"], job.champion["std"]
-        Xc = torch.from_numpy(((job.values - cm[:, None]) / cs[:, None]).astype(np.float32)).to(dev)
+        Xc = torch.from_numpy(normalise(job.values, cm, cs, dims.baseline_alpha)).to(dev)
         cp = {k: torch.from_numpy(job.champion[k]).to(dev) for k in PARAM_KEYS}
         scale = float(np.nanmean((cs / std) ** 2)) if F else 1.0
         cv = _val_loss(dims, cp, Xc[:, :n_tr], Xc[:, n_tr:], Mval, s.prediction_weight).cpu().numpy() * scale
@@ -230,14 +230,15 @@ def rewarm(dims: Dims, params: dict[str, np.ndarray], mean: np.ndarray, std: np.
     it was and get error 0.
 
     Returns the per-sample errors ``[n, L]`` and the final state of each stream in the bank's
-    format (``h``, ``c`` ``[n,1,H]`` (``[n,1,0]`` for GRU), ``win`` ``[n,1,K,F]``, ``pred`` ``[n,1,F]``).
+    format (``h``, ``c`` ``[n,1,H]`` (``[n,1,0]`` for GRU), ``win`` ``[n,1,K,F]``, ``pred`` ``[n,1,F]``, ``base`` ``[n,F]``).
     """
     dev = torch.device(device)
     n, L, _F = values.shape
     with torch.no_grad():
         p = {k: torch.from_numpy(params[k]).to(dev) for k in PARAM_KEYS}
         std_c = np.maximum(std, STD_FLOOR)
-        X = torch.from_numpy(((values - mean[:, None]) / std_c[:, None]).astype(np.float32)).to(dev)[:, None]
+        Xn, base = normalise(values, mean, std_c, dims.baseline_alpha, with_last=True)
+        X = torch.from_numpy(Xn).to(dev)[:, None]
         present = ~torch.isnan(X).all(-1)  # [n,1,L]
         first = int(present[:, 0].float().argmax(1).min()) if bool(present.any()) else L
         X = X[:, :, first:]  # columns where no stream has begun: nothing to run
@@ -247,9 +248,10 @@ def rewarm(dims: Dims, params: dict[str, np.ndarray], mean: np.ndarray, std: np.
         if X.shape[2]:
             M = torch.zeros(hold.shape, dtype=torch.bool, device=dev)
             _, _, state, e = _forward(dims, p, X, M, state, prediction_weight, 0.0, False,
-                                  hold=hold if bool(hold.any()) else None)
+                                      hold=hold if bool(hold.any()) else None,
+                                      level=(dims.level_weight, dims.level_k) if dims.level_weight > 0 else None)
             err[:, first:] = e[:, 0].cpu()
     h, c, win, pred = state
     c_out = c if c is not None else torch.zeros(n, 1, 0)
     return err.numpy(), {"h": h.cpu().numpy(), "c": c_out.cpu().numpy(), "win": win.cpu().numpy(),
-                         "pred": pred.cpu().numpy()}
+                         "pred": pred.cpu().numpy(), "base": base.astype(np.float32)}

@@ -24,7 +24,7 @@ import torch
 from ..errors import CheckpointError
 
 FORMAT = "sentinel-checkpoint"
-VERSION = 2  # 2: weights stored gates-as-rows, W [S, G*H, F+H]
+VERSION = 3  # 2: weights stored gates-as-rows, W [S, G*H, F+H]; 3: bank baseline state, per-stream alert levels
 _NAME = re.compile(r"^checkpoint-(\d{8})\.pt$")
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's (zip) format; anything else is refused unread
 

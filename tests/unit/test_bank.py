@@ -49,8 +49,9 @@ def single_bank_from(bank: Bank, slot: int) -> Bank:
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize("F", [1, 3])
-def test_batch_equals_each_alone_contiguous(cell: str, F: int) -> None:
-    dims = Dims(F, 8, 4, cell)
+@pytest.mark.parametrize("halflife", [0.0, 4.0])
+def test_batch_equals_each_alone_contiguous(cell: str, F: int, halflife: float) -> None:
+    dims = Dims(F, 8, 4, cell, baseline_halflife=halflife, level_weight=0.5 if halflife else 0.0)
     n, T = 5, 12
     bank, slots = make_bank(dims, n)
     assert slots.tolist() == list(range(n))  # the contiguous fast path
@@ -63,6 +64,24 @@ def test_batch_equals_each_alone_contiguous(cell: str, F: int) -> None:
         torch.testing.assert_close(fe_b[i], fe_1[0], atol=ATOL, rtol=1e-5)
     assert torch.isfinite(e_b).all()
     assert (e_b > 0).any()
+
+
+def test_baseline_follows_slow_drift_but_not_a_step() -> None:
+    """Inputs are normalised against a slow average: a drift slower than the half-life stays near 0,
+    a step stands out, and the baseline is state that a reset returns to the training mean."""
+    dims = Dims(1, 8, 4, baseline_halflife=64.0)
+    bank, slots = make_bank(dims, 1)
+    mean = float(bank.t["mean"][0, 0])
+    std = float(bank.t["std"][0, 0])
+    drift = (mean + std * np.linspace(0, 20, 2000)).astype(np.float32).reshape(1, -1, 1)  # 20 std over 2000 ticks
+    bank.run_sequence(slots, drift)
+    lag = (float(drift[0, -1, 0]) - float(bank.t["base"][0, 0])) / std
+    assert 0 < lag < 1.5  # about rate x time constant: 0.01 std/tick x 92 ticks
+    base = float(bank.t["base"][0, 0])
+    bank.step(slots, np.array([[base + 10 * std]], dtype=np.float32))
+    assert float(bank.t["win"][0, 0, -1, 0]) == pytest.approx(10.0, rel=1e-4)  # the step, in std units
+    bank.reset_state(slots)
+    assert float(bank.t["base"][0, 0]) == pytest.approx(mean)
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
@@ -248,5 +267,5 @@ def test_bytes_per_stream_counts_weights_and_state() -> None:
     b = bank.bytes_per_stream()
     H, F, K = 32, 1, 8
     assert b["model"] == 4 * ((F + H) * 4 * H + 4 * H + H * (K + 1) * F + (K + 1) * F + 2 * F)
-    assert b["state"] == 4 * ((F + H) + H + K * F + F)  # xh holds the last input beside h
+    assert b["state"] == 4 * ((F + H) + H + K * F + F + F)  # xh holds the last input beside h; + the baseline
     assert dims.params_per_stream() == (F + H) * 4 * H + 4 * H + H * (K + 1) * F + (K + 1) * F

@@ -142,8 +142,18 @@ def test_tail_probability_is_monotone_in_the_error(method: str) -> None:
 
 def test_score_from_p_values() -> None:
     p = np.array([1.0, 0.1, 1e-4, 1e-8, 1e-12, 0.0, 2.0])
-    np.testing.assert_allclose(score_from_p(p, 8.0), [0.0, 0.125, 0.5, 1.0, 1.0, 1.0, 0.0], atol=1e-12)
+    # linear up to the knee (0.8), then compressed towards 1: p=1e-8 (s=1) reads 0.9, not a clipped 1.0
+    np.testing.assert_allclose(score_from_p(p, 8.0), [0.0, 0.125, 0.5, 0.9, 1 - 0.2 / 4.5, 1 - 0.2 / (1 + 36.7 / 0.2), 0.0],
+                               atol=1e-12)
     np.testing.assert_allclose(score_from_p(np.array([1e-3]), 6.0), [0.5])
+
+
+def test_score_keeps_order_above_the_alert_level() -> None:
+    """No saturation: ever rarer errors score ever higher, and stay below 1."""
+    p = 10.0 ** -np.arange(4, 200, 4, dtype=np.float64)
+    s = score_from_p(p, 8.0)
+    assert np.all(np.diff(s) > 0)
+    assert s[-1] < 1.0
 
 
 @settings(max_examples=50, deadline=None)

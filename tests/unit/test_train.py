@@ -242,16 +242,20 @@ def test_chunk_forward_and_gradients_equal_the_tick_by_tick_loop(cell: str, stre
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize("fused", [True, False])
-def test_rewarm_equals_the_scoring_banks_run_sequence(cell: str, fused: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Errors and final state of the trainer's rewarm equal Bank.run_sequence's (left padding skipped)."""
+@pytest.mark.parametrize("scoring", [(0.0, 0.0), (16.0, 0.5)], ids=["fixed-mean", "baseline+level"])
+def test_rewarm_equals_the_scoring_banks_run_sequence(cell: str, fused: bool, scoring: tuple[float, float],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Errors and final state of the trainer's rewarm equal Bank.run_sequence's (left padding skipped),
+    with the fixed training mean and with the slow baseline and level term."""
     import sentinel.model.sequence as seq
     from sentinel.model.bank import Bank
     from sentinel.model.train import rewarm
 
     monkeypatch.setattr(seq, "FUSED_MAX", 64 if fused else 0)
     streams = 3
-    dims = Dims(2, 8, 4, cell)
+    dims = Dims(2, 8, 4, cell, baseline_halflife=scoring[0], level_weight=scoring[1], level_k=0.5)
     v = signal(streams, L=80, F=2, seed=4)
+    v[1, 50:] += 3.0            # a shift: the baseline moves and the level term is non-zero
     v[0, :25] = np.nan          # a shorter history: left padding
     v[-1, 40, 1] = np.nan       # one missing field
     init = init_params(dims, list(range(streams)))
