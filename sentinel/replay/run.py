@@ -138,7 +138,11 @@ class _Run:
 
             self.prog(note=label, force=True)
             job.seeds = [self.seed] * len(job.seeds)
-            r = train(job, e.settings, device="cpu", progress=cb)
+            torch.set_num_threads(max(1, self.cfg.train.threads))  # as the daemon's trainer
+            try:
+                r = train(job, e.settings, device="cpu", progress=cb)
+            finally:
+                torch.set_num_threads(max(1, self.cfg.model.score_threads))
             now = max(clocks[k] for k in keys)
             e.apply_training(job, r, now)
             g = e.groups[tag["F"]]
