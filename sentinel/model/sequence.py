@@ -193,13 +193,18 @@ class AdamW:
         bc1 = 1 - b1 ** self.t
         bc2_sqrt = (1 - b2 ** self.t) ** 0.5
         step_size = self.lr / bc1
-        for p, m, v in zip(self.params, self.m, self.v, strict=True):
-            g = p.grad
-            if g is None:
-                continue
-            if self.wd != 0:
-                p.mul_(1 - self.lr * self.wd)
-            m.lerp_(g, 1 - b1)
-            v.mul_(b2).addcmul_(g, g, value=1 - b2)
-            denom = (v.sqrt() / bc2_sqrt).add_(self.eps)
-            p.addcdiv_(m, denom, value=-step_size)
+        live = [i for i, p in enumerate(self.params) if p.grad is not None]
+        ps = [self.params[i] for i in live]
+        gs: list[Tensor] = [g for i in live if (g := self.params[i].grad) is not None]
+        ms = [self.m[i] for i in live]
+        vs = [self.v[i] for i in live]
+        # the same element-wise ops as the single-tensor update, a list at a time
+        if self.wd != 0:
+            torch._foreach_mul_(ps, 1 - self.lr * self.wd)
+        torch._foreach_lerp_(ms, gs, 1 - b1)
+        torch._foreach_mul_(vs, b2)
+        torch._foreach_addcmul_(vs, gs, gs, value=1 - b2)
+        denom = torch._foreach_sqrt(vs)
+        torch._foreach_div_(denom, bc2_sqrt)
+        torch._foreach_add_(denom, self.eps)
+        torch._foreach_addcdiv_(ps, ms, denom, value=-step_size)
