@@ -246,7 +246,7 @@ def run_one(streams: int, ticks: int) -> dict:
             assert msg == "created"
             await wait_ingested(streams, 120)
             t = time.perf_counter()
-            ready = await loop.run_in_executor(d._score_pool, make_ready, d.engine, time.time())
+            ready = await d.thread.call(make_ready, d.engine, time.time())
             result["make_ready_s"] = round(time.perf_counter() - t, 2)
             assert ready == streams, (ready, streams)
             rss1 = rss_bytes()

@@ -25,8 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from aiohttp import ClientSession, web
 
 from sentinel.config.source_influxdb import InfluxDBReceiverConfig
-from sentinel.sources.lineprotocol import Selection, StreamSelector, parse
+from sentinel.lineprotocol import parse
 from sentinel.sources.receiver import LineProtocolReceiver, Pushed
+from sentinel.sources.selector import Selection, StreamSelector
 
 
 def make_bodies(batches: int, batch: int, series: int) -> list[bytes]:

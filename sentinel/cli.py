@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 runtime failure, 2 invalid config or usage.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 import click
 
@@ -47,10 +48,9 @@ def run(config_path: str, listen: str | None, shard: str | None, web_config_file
     from .runtime.daemon import main as daemon_main
 
     cfg = _load(config_path)
-    if listen:
-        cfg.server.listen = listen
-    if web_config_file:
-        cfg.server.web_config_file = web_config_file
+    server = {k: v for k, v in (("listen", listen), ("web_config_file", web_config_file)) if v}
+    if server:
+        cfg = cfg.model_copy(update={"server": cfg.server.model_copy(update=server)})
     try:
         sys.exit(daemon_main(cfg, config_path=config_path, shard=shard))
     except SentinelError as e:
@@ -70,8 +70,9 @@ def simulate(config_path: str, duration: str, end: float | None, to_stdout: bool
     import time
 
     from .config import parse_duration
+    from .lineprotocol import samples_to_lines
     from .runtime.factory import write_samples
-    from .sources.simulator import Fleet, to_line_protocol
+    from .sources.simulator import Fleet
 
     cfg = _load(config_path)
     sims = [s for s in cfg.sources if s.type == "simulator"]
@@ -91,7 +92,7 @@ def simulate(config_path: str, duration: str, end: float | None, to_stdout: bool
     async def write(a: float, b: float) -> int:
         samples = fleet.samples(a, b)
         if to_stdout:
-            sys.stdout.write(to_line_protocol(samples))
+            sys.stdout.write("".join(line + "\n" for line in samples_to_lines(samples)))
         for tgt in targets if not to_stdout else []:
             await write_samples(tgt, samples)
         return len(samples)
@@ -126,9 +127,10 @@ def train_cmd(config_path: str) -> None:
     import time
 
     from .metrics import Metrics
-    from .model.train import resolve_device, train
+    from .model.train import resolve_device
     from .runtime.engine import Engine
     from .runtime.factory import build_source
+    from .runtime.scheduler import TrainingScheduler
     from .state import checkpoint as ckpt
 
     cfg = _load(config_path)
@@ -155,17 +157,16 @@ def train_cmd(config_path: str) -> None:
     n = asyncio.run(load())
     device = str(resolve_device(cfg.model.device))
     click.echo(f"train: {n} history samples, {engine.n_streams} streams, device {device}", err=True)
-    for g in engine.groups.values():  # retrain everything that has enough history
-        g.a["trained_at"][:] = -float("inf")
-    jobs = engine.due_training(now)
-    for i, job in enumerate(jobs):
+    engine.set_trained_at(-float("inf"))  # retrain everything that has enough history
+    scheduler = TrainingScheduler(engine, device=device, clock=lambda: now)
 
-        def progress(epoch: int, epochs: int, val: float, i: int = i) -> None:
-            click.echo(f"train: job {i + 1}/{len(jobs)} epoch {epoch}/{epochs} val_loss={val:.4f}", err=True)
+    def progress(i: int, n_jobs: int) -> Callable[[int, int, float], None]:
+        def say(epoch: int, epochs: int, val: float) -> None:
+            click.echo(f"train: job {i + 1}/{n_jobs} epoch {epoch}/{epochs} val_loss={val:.4f}", err=True)
+        return say
 
-        res = train(job, engine.settings, device=device, progress=progress)
-        counts = engine.apply_training(job, res, now)
-        click.echo(f"train: job {i + 1}/{len(jobs)}: {counts}", err=True)
+    for i, counts in enumerate(scheduler.run_once_sync(now, progress)):
+        click.echo(f"train: job {i + 1}: {counts}", err=True)
     meta, tensors = engine.snapshot()
     meta["cursors"] = cursors
     meta["saved_at"] = now

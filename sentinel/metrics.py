@@ -8,9 +8,11 @@ cost nothing between scrapes and ``metrics.per_stream`` can cut them down.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import Metric
@@ -41,6 +43,24 @@ class StreamRow:
     threshold: float
     alert_state: int
     alerts_total: int
+
+
+def stream_rows(views: Iterable[Any], mode: str = "all") -> Iterator[StreamRow]:
+    """The exported rows of the engine's stream views (``mode``: all | non_ok | none).
+
+    ``views`` are :class:`~sentinel.runtime.views.StreamView` objects; ``non_ok`` keeps
+    pending and firing streams only.
+    """
+    if mode == "none":
+        return
+    for v in views:
+        if mode == "non_ok" and v.alert_level == 0:
+            continue
+        labels = {"measurement": v.key.measurement}
+        labels.update({label_name(k): val for k, val in v.key.labels})
+        yield StreamRow(labels=labels, score=v.score, error=0.0 if math.isnan(v.error) else v.error,
+                        threshold=v.threshold if math.isfinite(v.threshold) else 0.0,
+                        alert_state=v.alert_level, alerts_total=v.alerts_total)
 
 
 class StreamCollector(Collector):
@@ -120,6 +140,8 @@ class Metrics:
             "alert_transitions", "Alert transitions, by new status.", ["status"], namespace=ns, registry=r
         )
         self.source_up = Gauge("source_up", "1 while the source is connected.", ["source"], namespace=ns, registry=r)
+        self.source_errors = Counter("source_errors", "Failed runs of a source (retried with backoff), by kind.",
+                                     ["source", "kind"], namespace=ns, registry=r)
 
     def add_stream_collector(self, rows: Callable[[], Iterable[StreamRow]]) -> StreamCollector:
         c = StreamCollector(rows)

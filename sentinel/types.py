@@ -136,10 +136,6 @@ class AlertState(IntEnum):
     FIRING = 2
     RESOLVED = 3
 
-    @property
-    def metric_value(self) -> int:
-        return 0 if self is AlertState.RESOLVED else int(self)
-
 
 @dataclass(frozen=True, slots=True)
 class AlertEvent:
@@ -182,7 +178,6 @@ def is_finite(x: float) -> bool:
 class ScoreRecord:
     """The engine's verdict on one sample, as exported and written back.
 
-    ``field_shares`` gives each field's share of the error (sums to 1 when error > 0).
     ``alert_state`` is an :class:`AlertState` value; ``ready`` is False while warming.
     """
 
@@ -194,4 +189,3 @@ class ScoreRecord:
     threshold: float
     alert_state: int
     ready: bool
-    field_shares: tuple[float, ...] = ()

@@ -27,7 +27,6 @@ from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import torch
 import yaml
 from prometheus_client import CollectorRegistry
@@ -35,7 +34,7 @@ from prometheus_client import CollectorRegistry
 from sentinel.config import SentinelConfig, load_config
 from sentinel.runtime.daemon import Daemon
 from sentinel.types import Sample, SourceBatch, StreamKey
-from tests.servers._proc import free_port, http_ok, wait_until
+from tests.servers._proc import free_port, http_ok, sentinel_exe, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = "crafted"
@@ -166,13 +165,12 @@ class RunningDaemon:
         eng.process = process  # type: ignore[method-assign]
 
     def emit(self, batch: SourceBatch) -> None:
-        self.call(self.daemon._emit(batch))
+        self.call(self.daemon.queue.put(batch))
 
     def drain(self, timeout: float = 60.0) -> None:
         """Wait until every emitted batch has been scored."""
         async def join() -> None:
-            assert self.daemon._queue is not None
-            await self.daemon._queue.join()
+            await self.daemon.queue.join()
 
         self.call(asyncio.wait_for(join(), timeout), timeout + 5)
 
@@ -182,7 +180,7 @@ class RunningDaemon:
     def wait_trained(self, timeout: float = 60.0) -> None:
         """Until every stream is ready (the daemon's train loop ran and applied the results)."""
         wait_until(lambda: self.daemon.engine.n_streams > 0 and self.counts()["warming"] == 0
-                   and self.daemon._training_inflight == 0, timeout=timeout, interval=0.05,
+                   and self.daemon.training_inflight == 0, timeout=timeout, interval=0.05,
                    what="every stream trained")
 
     def feed(self, ks: list[StreamKey], start: int, stop: int, t0: float,
@@ -204,6 +202,12 @@ class RunningDaemon:
 
     def metric(self, name: str, labels: dict[str, str] | None = None) -> float | None:
         return self.registry.get_sample_value(name, labels or {})
+
+    def __enter__(self) -> RunningDaemon:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def stop(self, timeout: float = 90.0) -> None:
         """``Daemon.stop()`` (what SIGTERM does), then end the loop thread. Safe to call twice."""
@@ -244,13 +248,6 @@ def streams_api(base: str) -> list[dict]:
 
 
 # -- ``sentinel run`` as a subprocess --------------------------------------------------------------------
-def sentinel_exe() -> Path:
-    exe = ROOT / ".venv" / "bin" / "sentinel"
-    if not exe.exists():
-        pytest.skip("no .venv/bin/sentinel (pip install -e . first)")
-    return exe
-
-
 class SentinelProcess:
     """``sentinel run --config PATH`` with its output in ``log_path``; ``stop`` sends SIGTERM (bounded)."""
 

@@ -36,12 +36,12 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
 from ..config.sinks import SinksConfig
 from ..errors import ConfigError, SinkError
 from ..metrics import Metrics
-from ..sources.base import backoff_delays
+from ..retry import Backoff
 from ..types import AlertEvent
 from .outbox import Outbox
 from .sinks import AiohttpTransport, Request, Sink, Transport, event_from_json, event_to_json
@@ -50,33 +50,9 @@ from .sinks.webhook import WebhookSink
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Backoff", "Notifier"]
+__all__ = ["Notifier"]
 
 _RETRYABLE_4XX = frozenset({408, 425, 429})
-
-
-class Backoff:
-    """Exponential backoff with full jitter that restarts from ``initial`` after :meth:`reset`.
-
-    >>> b = Backoff(1, 8, random.Random(0)); [round(b.next(), 2) for _ in range(3)]
-    [0.84, 1.52, 1.68]
-    >>> b.reset(); b.failures, round(b.next(), 2) <= 1
-    (0, True)
-    """
-
-    def __init__(self, initial: float, maximum: float, rng: random.Random | None = None):
-        self.initial, self.maximum = initial, maximum
-        self._rng = rng or random.Random()
-        self.failures = 0
-        self._it: Iterator[float] = backoff_delays(initial, maximum, rng=self._rng)
-
-    def next(self) -> float:
-        self.failures += 1
-        return next(self._it)
-
-    def reset(self) -> None:
-        self.failures = 0
-        self._it = backoff_delays(self.initial, self.maximum, rng=self._rng)
 
 
 class Notifier:
@@ -99,13 +75,7 @@ class Notifier:
         self._own_transport = transport is None
         self._transport: Transport = transport if transport is not None else AiohttpTransport()
         self._rng = rng or random.Random()
-        sinks: list[Sink] = [WebhookSink(w, external_url) for w in cfg.webhooks]
-        sinks += [AlertmanagerSink(a, external_url) for a in cfg.alertmanagers]
-        self.sinks: dict[str, Sink] = {}
-        for s in sinks:
-            if s.name in self.sinks:
-                raise ConfigError(f"sinks: sink name {s.name!r} is used twice")
-            self.sinks[s.name] = s
+        self.sinks: dict[str, Sink] = build_sinks(cfg, external_url)
         self.outbox = Outbox(cfg.outbox.path, cfg.outbox.max_entries, metrics)
         for name in self.sinks:
             metrics.outbox_pending.labels(sink=name).set(self.outbox.pending(name))
@@ -146,6 +116,24 @@ class Notifier:
                 self.metrics.notifications.labels(sink=name, result="dropped").inc(n)
         for name in {r[0] for r in rows}:
             self._wake_sink(name)
+
+    def apply_config(self, cfg: SinksConfig) -> list[str]:
+        """Reload: swap in the new settings of the sinks that stay (URL, headers, timeouts, grouping).
+
+        Returns the sinks added or removed (``sinks.webhooks[name]``): they need a restart, and
+        the running set stays as it is; ``sinks.outbox`` is the reloader's to name. The delivery tasks pick the new sink up at their
+        next request.
+        """
+        new = build_sinks(cfg, self.external_url)
+        kinds = {**{w.name: "webhooks" for w in (*self.cfg.webhooks, *cfg.webhooks)},
+                 **{a.name: "alertmanagers" for a in (*self.cfg.alertmanagers, *cfg.alertmanagers)}}
+        restart = [f"sinks.{kinds[n]}[{n}]" for n in sorted(set(new) ^ set(self.sinks))]
+        for name, sink in new.items():
+            if name in self.sinks:
+                self.sinks[name] = sink
+        self.cfg = self.cfg.model_copy(update={"webhooks": cfg.webhooks, "alertmanagers": cfg.alertmanagers,
+                                               "log_alerts": cfg.log_alerts})
+        return restart
 
     def pending(self, sink: str) -> int:
         """Entries of ``sink`` waiting in the outbox."""
@@ -204,9 +192,9 @@ class Notifier:
         with contextlib.suppress(RuntimeError):  # loop closing: the entry stays on disk
             loop.call_soon_threadsafe(ev.set)
 
-    async def _sink_loop(self, sink: Sink) -> None:
+    async def _sink_loop(self, first: Sink) -> None:
         loop = asyncio.get_running_loop()
-        name = sink.name
+        name = first.name
         wake = self._wake[name]
         backoff = Backoff(self.cfg.outbox.retry_initial, self.cfg.outbox.retry_max, self._rng)
         next_resend = loop.time()  # re-send the persisted firing set once at start
@@ -214,6 +202,7 @@ class Notifier:
             if self._stopping and loop.time() >= self._deadline:
                 return
             wake.clear()
+            sink = self.sinks[name]  # a reload may have swapped in new settings
             entries = await asyncio.to_thread(self.outbox.peek, name, self.cfg.outbox.batch)
             pending = await self._decode(name, entries)
             resend_due = sink.resend_interval is not None and loop.time() >= next_resend and not self._stopping
@@ -287,3 +276,15 @@ class Notifier:
             log.warning("sink %s: delivery to %s failed (%s); will retry", name, req.url, reason)
             return False
         return True
+
+
+def build_sinks(cfg: SinksConfig, external_url: str) -> dict[str, Sink]:
+    """The configured sinks by name (webhooks, then Alertmanagers)."""
+    sinks: list[Sink] = [WebhookSink(w, external_url) for w in cfg.webhooks]
+    sinks += [AlertmanagerSink(a, external_url) for a in cfg.alertmanagers]
+    out: dict[str, Sink] = {}
+    for s in sinks:
+        if s.name in out:
+            raise ConfigError(f"sinks: sink name {s.name!r} is used twice")
+        out[s.name] = s
+    return out

@@ -19,7 +19,7 @@ transitions that receivers care about (to firing, to resolved).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -39,6 +39,11 @@ class AlertRules:
     flap_window_s: float = 3600.0
     flap_max: int = 4
     flap_hold_s: float = 600.0
+
+    @classmethod
+    def from_config(cls, a: Any) -> AlertRules:
+        """The rules of an ``alerts`` config section (passed whole)."""
+        return cls(a.enter, a.exit, a.for_, a.resolve_for, a.cooldown, a.flap_window, a.flap_max, a.flap_hold)
 
 
 @dataclass(frozen=True, slots=True)

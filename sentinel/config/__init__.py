@@ -90,20 +90,23 @@ def load_config_text(text: str, source: str = "<config>", base_dir: Path | None 
                 msg = "unknown key"
             lines.append(f"{source}:{_loc(err['loc'])}: {msg}")
         raise ConfigError(lines) from None
-    _resolve_paths(cfg, base_dir)
-    return cfg
+    return _resolve_paths(cfg, base_dir)
 
 
-def _resolve_paths(cfg: SentinelConfig, base_dir: Path | None) -> None:
+def _resolve_paths(cfg: SentinelConfig, base_dir: Path | None) -> SentinelConfig:
     """Paths in a config are relative to the config file unless absolute (DESIGN §5)."""
     if base_dir is None:
-        return
+        return cfg
+
     def rel(p: str) -> str:
         return p if os.path.isabs(p) else str((base_dir / p).resolve())
-    cfg.state.dir = rel(cfg.state.dir)
-    cfg.sinks.outbox.path = rel(cfg.sinks.outbox.path)
+
+    outbox = cfg.sinks.outbox.model_copy(update={"path": rel(cfg.sinks.outbox.path)})
+    update: dict[str, Any] = {"state": cfg.state.model_copy(update={"dir": rel(cfg.state.dir)}),
+                              "sinks": cfg.sinks.model_copy(update={"outbox": outbox})}
     if cfg.server.web_config_file:
-        cfg.server.web_config_file = rel(cfg.server.web_config_file)
+        update["server"] = cfg.server.model_copy(update={"web_config_file": rel(cfg.server.web_config_file)})
+    return cfg.model_copy(update=update)
 
 
 def load_config(path: str | os.PathLike[str], env: dict[str, str] | None = None) -> SentinelConfig:

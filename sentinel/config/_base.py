@@ -34,6 +34,10 @@ Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 
 class Strict(BaseModel):
-    """Base of every config section: unknown keys are errors, values are validated on assignment."""
+    """Base of every config section: unknown keys are errors, and a loaded config is frozen.
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+    Change a copy instead (``cfg.model_copy(update={...})``); the running config changes
+    only through a reload (:mod:`sentinel.runtime.reload`).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)

@@ -58,6 +58,10 @@ class ModelConfig(Strict):
     level_weight: float = Field(
         0.25, ge=0, description="weight of the level term: how far a normalised sample lies beyond level_k"
     )
+    baseline_alerting_rate: float = Field(
+        0.0, ge=0, le=1, description="pace of the baseline on samples that fall in an alert (0 = frozen: a fault "
+        "is not learned as the new level; 1 = as on any sample)"
+    )
     level_k: float = Field(1.0, ge=0, description="normalised distance from the baseline that costs nothing")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     score_threads: int = Field(1, ge=1, description="torch threads for scoring (training gets the rest)")
@@ -116,6 +120,10 @@ class AlertsConfig(Strict):
     flap_max: int = Field(4, ge=1, description="resolves within flap_window after which resolving needs flap_hold")
     flap_hold: Duration = Field(600.0)
     severity: str = "warning"
+    relearn_after: Duration = Field(
+        21600.0, description="an alert firing this long (and at least 512 of the stream's ticks) is taken as a "
+        "new normal: its samples become training data, the stream retrains and the alert resolves (0 = never)"
+    )
 
     model_config = Strict.model_config | {"populate_by_name": True}
 

@@ -19,6 +19,8 @@ and the current threshold (the error at which ``p == risk``).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ..slots import SlotArrays, Spec
@@ -279,12 +281,12 @@ class QuantileThresholds(_Slots):
         return p, thr
 
 
-def make_thresholds(method: str, risk: float, init_quantile: float, depth: int, max_peaks: int, decay: float
-                    ) -> SpotThresholds | QuantileThresholds:
-    if method == "quantile":
-        return QuantileThresholds(risk=risk, decay=decay)
-    return SpotThresholds(risk=risk, init_quantile=init_quantile, depth=depth if method == "dspot" else 0,
-                          max_peaks=max_peaks)
+def make_thresholds(th: Any) -> SpotThresholds | QuantileThresholds:
+    """The thresholds a ``detect.threshold`` config section asks for (the section passed whole)."""
+    if th.method == "quantile":
+        return QuantileThresholds(risk=th.risk, decay=th.decay)
+    return SpotThresholds(risk=th.risk, init_quantile=th.init_quantile, depth=th.depth if th.method == "dspot" else 0,
+                          max_peaks=th.max_peaks)
 
 
 KNEE = 0.8  # score above which -log10(p)/decades is compressed towards 1 instead of clipped

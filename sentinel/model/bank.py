@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .cells import Dims, cell_step, decode, tick_errors, tick_errors_dense
+from .cells import SPREAD_CLIP, Dims, cell_step, decode, tick_errors, tick_errors_dense
 
 STD_FLOOR = 1e-6
 
@@ -26,7 +26,8 @@ class Bank:
     (so the step's ``[x, h] @ W`` needs no concatenation), ``c`` ``[C,1,H]`` (LSTM),
     ``win`` ``[C,1,K,F]`` recent normalised inputs, ``pred`` ``[C,1,F]`` the prediction
     of the next sample, ``base`` ``[C,F]`` the slow baseline inputs are normalised against
-    (state; the training mean after a reset), ``mean,std`` ``[C,F]``.
+    and ``spread`` ``[C,F]`` the slow mean square of the samples around it (state; the
+    training mean and variance after a reset), ``mean,std`` ``[C,F]``.
     """
 
     def __init__(self, dims: Dims, *, prediction_weight: float = 1.0, device: str | torch.device = "cpu",
@@ -49,7 +50,7 @@ class Bank:
         shapes.update({
             "xh": (c, 1, d.fields + d.hidden), "c": (c, 1, d.hidden if d.cell == "lstm" else 0),
             "win": (c, 1, d.window, d.fields), "pred": (c, 1, d.fields), "mean": (c, d.fields), "std": (c, d.fields),
-            "base": (c, d.fields),
+            "base": (c, d.fields), "spread": (c, d.fields),
         })
         return shapes
 
@@ -94,6 +95,7 @@ class Bank:
         self.t["mean"][idx] = mean.to(self.device, self.dtype)
         self.t["std"][idx] = std.to(self.device, self.dtype).clamp(min=STD_FLOOR)
         self.t["base"][idx] = self.t["mean"][idx]
+        self.t["spread"][idx] = self.t["std"][idx] ** 2
 
     def params(self, slots: np.ndarray) -> dict[str, Tensor]:
         idx = self._idx(slots)
@@ -106,6 +108,7 @@ class Bank:
         self.t["pred"][idx] = 0.0
         self.t["win"][idx] = float("nan")
         self.t["base"][idx] = self.t["mean"][idx]
+        self.t["spread"][idx] = self.t["std"][idx] ** 2
         self._dirty[np.asarray(slots, dtype=np.int64)] = self.dims.window
 
     def state(self, slots: np.ndarray) -> dict[str, Tensor]:
@@ -114,7 +117,7 @@ class Bank:
         F = self.dims.fields
         return {"h": self.t["xh"][idx][..., F:].clone(), "c": self.t["c"][idx].clone(),
                 "win": self.t["win"][idx].clone(), "pred": self.t["pred"][idx].clone(),
-                "base": self.t["base"][idx].clone()}
+                "base": self.t["base"][idx].clone(), "spread": self.t["spread"][idx].clone()}
 
     def set_state(self, slots: np.ndarray, state: dict[str, Tensor]) -> None:
         idx = self._idx(slots)
@@ -131,8 +134,12 @@ class Bank:
 
     # -- scoring -------------------------------------------------------------
     @torch.inference_mode()
-    def step(self, slots: np.ndarray, x: np.ndarray | Tensor) -> tuple[Tensor, Tensor]:
+    def step(self, slots: np.ndarray, x: np.ndarray | Tensor, hold: np.ndarray | None = None
+             ) -> tuple[Tensor, Tensor]:
         """Advance ``slots`` (unique) by one raw sample each; ``x`` ``[n, F]`` (NaN = missing).
+
+        ``hold`` (bool per row): the sample falls in an alert, so the slow baseline moves at
+        ``dims.baseline_alerting_rate`` of its pace (a fault is not learned as the new level).
 
         Returns ``(field_err [n, F], err [n])`` on the CPU. When ``slots`` is a range
         ``lo..lo+n-1`` (every stream ticking, or a body carrying a run of them: the common
@@ -154,7 +161,11 @@ class Bank:
             idx = self._idx(slots)
             sel = {k: v[idx] for k, v in t.items()}
         base = sel["base"]
-        xn = (x_t - base[:, None, :]) / sel["std"][:, None, :]
+        alpha = d.baseline_alpha
+        # with a moving baseline, the scale is the larger of the training std and the recent spread
+        scale = sel["std"] if alpha <= 0 else torch.maximum(sel["std"], sel["spread"].sqrt())
+        dev_x = x_t - base[:, None, :]
+        xn = dev_x / scale[:, None, :]
         pred_prev = sel["pred"]
         # missing fields per row, from the raw input (a numpy check is far cheaper than torch's here)
         xr = x if isinstance(x, np.ndarray) else x_t.cpu().numpy()
@@ -177,10 +188,23 @@ class Bank:
         rec, pred = decode(sel["D"], sel["d"], h, d.window, F)
         errs = tick_errors_dense if dense else tick_errors
         field_err, err = errs(xn, pred_prev, win, rec, self.prediction_weight, self._level)
-        alpha = d.baseline_alpha
-        if alpha > 0:  # the slow baseline follows the observed fields (in place on a view)
-            step = torch.nan_to_num(x_t[:, 0] - base) * alpha
-            base = base.add_(step) if idx is None else base + step
+        spread = sel["spread"]
+        if alpha > 0:  # the slow baseline and spread follow the observed fields (in place on a view)
+            dv = torch.nan_to_num(dev_x[:, 0])
+            a_t: Tensor | float = alpha
+            if hold is not None and d.baseline_alerting_rate != 1.0 and hold.any():
+                rate = np.where(hold, d.baseline_alerting_rate, 1.0).astype(np.float32)
+                a_t = alpha * torch.from_numpy(rate).to(self.device)[:, None]
+            obs = ~torch.isnan(dev_x[:, 0])
+            # the spread learns from deviations clipped at SPREAD_CLIP times its own scale, so a
+            # fault widens it only slowly while a slow drift's growing lag is followed
+            dsp = torch.where(obs, torch.minimum(dv * dv, SPREAD_CLIP**2 * spread) - spread,
+                              torch.zeros_like(spread)) * a_t
+            if idx is None:
+                base.add_(dv * a_t)
+                spread.add_(dsp)
+            else:
+                base, spread = base + dv * a_t, spread + dsp
         if d.cell != "lstm":
             xh[..., F:] = h
         if idx is None:  # xh and c were updated in place
@@ -193,10 +217,12 @@ class Bank:
             t["win"][idx] = win
             t["pred"][idx] = pred
             t["base"][idx] = base
+            t["spread"][idx] = spread
         self._dirty[slots] = np.where(nan_rows, d.window, np.maximum(self._dirty[slots] - 1, 0))
         return field_err[:, 0].cpu(), err[:, 0].cpu()
 
-    def run_sequence(self, slots: np.ndarray, xs: np.ndarray | Tensor) -> tuple[Tensor, Tensor]:
+    def run_sequence(self, slots: np.ndarray, xs: np.ndarray | Tensor, hold: np.ndarray | None = None
+                     ) -> tuple[Tensor, Tensor]:
         """Step ``slots`` through ``xs`` ``[n, T, F]`` in order; same result as T calls of :meth:`step`.
 
         Rows of NaN in all fields (padding before a shorter stream's start) are skipped
@@ -214,10 +240,10 @@ class Bank:
             if not m.any():
                 continue
             if m.all():
-                f, e = self.step(slots, xs_t[:, i])
+                f, e = self.step(slots, xs_t[:, i], None if hold is None else hold[:, i])
                 fe[:, i], er[:, i] = f, e
             else:
-                f, e = self.step(slots[m], xs_t[m, i])
+                f, e = self.step(slots[m], xs_t[m, i], None if hold is None else hold[m, i])
                 mt = torch.from_numpy(m)
                 fe[mt, i], er[mt, i] = f, e
         return fe, er
@@ -226,5 +252,5 @@ class Bank:
         """Model (weights + normalisers) and recurrent-state bytes per slot."""
         per = {k: v[0].numel() * v.element_size() for k, v in self.t.items()}
         model = sum(per[k] for k in ("W", "b", "D", "d", "mean", "std"))
-        state = sum(per[k] for k in ("xh", "c", "win", "pred", "base"))
+        state = sum(per[k] for k in ("xh", "c", "win", "pred", "base", "spread"))
         return {"model": model, "state": state}

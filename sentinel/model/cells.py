@@ -44,6 +44,7 @@ import torch
 from torch import Tensor
 
 GATES = {"lstm": 4, "gru": 3}
+SPREAD_CLIP = 2.0  # deviations beyond this many scales teach the baseline's spread no more
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +58,7 @@ class Dims:
     baseline_halflife: float = 0.0  # ticks; 0 = normalise by the fixed training mean
     level_weight: float = 0.0
     level_k: float = 3.0
+    baseline_alerting_rate: float = 1.0  # the baseline's pace on samples that fall in an alert (1 = as any)
 
     @property
     def baseline_alpha(self) -> float:
@@ -146,21 +148,26 @@ def decode(D: Tensor, d: Tensor, h: Tensor, window: int, fields: int) -> tuple[T
 
 
 @overload
-def normalise(values: np.ndarray, mean: np.ndarray, std: np.ndarray, alpha: float) -> np.ndarray: ...
+def normalise(values: np.ndarray, mean: np.ndarray, std: np.ndarray, alpha: float, *,
+              hold: np.ndarray | None = None, hold_rate: float = 1.0) -> np.ndarray: ...
 
 
 @overload
-def normalise(values: np.ndarray, mean: np.ndarray, std: np.ndarray, alpha: float, *, with_last: Literal[True]
-              ) -> tuple[np.ndarray, np.ndarray]: ...
+def normalise(values: np.ndarray, mean: np.ndarray, std: np.ndarray, alpha: float, *, with_last: Literal[True],
+              hold: np.ndarray | None = None, hold_rate: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
 
 
-def normalise(values: np.ndarray, mean: np.ndarray, std: np.ndarray, alpha: float, *, with_last: bool = False
-              ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+def normalise(values: np.ndarray, mean: np.ndarray, std: np.ndarray, alpha: float, *, with_last: bool = False,
+              hold: np.ndarray | None = None, hold_rate: float = 1.0
+              ) -> np.ndarray | tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Normalise raw ``values`` ``[n, L, F]`` the way :class:`~sentinel.model.bank.Bank` does tick by tick.
 
-    ``(x_t - b_t) / std`` with ``b_0 = mean`` and ``b_{t+1} = b_t + alpha (x_t - b_t)`` on
-    observed samples (a missing one leaves the baseline). ``alpha = 0`` is the plain
-    ``(x - mean) / std``. ``with_last`` also returns the baseline after the last sample ``[n, F]``.
+    ``(x_t - b_t) / max(std, sqrt(v_t))`` with ``b_0 = mean``, ``v_0 = std^2``,
+    ``b_{t+1} = b_t + alpha (x_t - b_t)`` and ``v_{t+1} = v_t + alpha (min((x_t - b_t)^2, SPREAD_CLIP^2 v_t) - v_t)`` on
+    observed samples (a missing one leaves both). ``alpha = 0`` is the plain
+    ``(x - mean) / std``. ``with_last`` also returns the baseline and spread after the last sample ``[n, F]``.
+    ``hold`` ``[n, L]`` marks samples (those that fell in an alert) on which the baseline
+    moves at ``hold_rate`` times its pace.
 
     >>> v = np.array([[[1.0], [3.0], [np.nan], [3.0]]])
     >>> normalise(v, np.array([[1.0]]), np.array([[2.0]]), 0.5)[0, :, 0].tolist()
@@ -170,14 +177,20 @@ def normalise(values: np.ndarray, mean: np.ndarray, std: np.ndarray, alpha: floa
     std = np.asarray(std, dtype=np.float64)
     if alpha <= 0:
         out = ((values - mean[:, None]) / std[:, None]).astype(np.float32)
-        return (out, mean.copy()) if with_last else out
+        return (out, mean.copy(), std.astype(np.float64) ** 2) if with_last else out
     out = np.empty(values.shape, dtype=np.float32)
     b = mean.copy()
+    v = std.astype(np.float64) ** 2
     for t in range(values.shape[1]):
         x = values[:, t]
-        out[:, t] = (x - b) / std
-        b = np.where(np.isnan(x), b, b + alpha * (np.nan_to_num(x) - b))
-    return (out, b) if with_last else out
+        d = x - b
+        out[:, t] = d / np.maximum(std, np.sqrt(v))
+        a = alpha if hold is None else np.where(hold[:, t], alpha * hold_rate, alpha)[:, None]
+        obs = ~np.isnan(x)
+        d0 = np.where(obs, d, 0.0)
+        b = b + a * d0
+        v = np.where(obs, v + a * (np.minimum(d0 * d0, SPREAD_CLIP**2 * v) - v), v)
+    return (out, b, v) if with_last else out
 
 
 def tick_errors(x: Tensor, pred_prev: Tensor, win: Tensor, rec: Tensor, prediction_weight: float,

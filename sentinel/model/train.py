@@ -145,7 +145,9 @@ def train(job: TrainJob, s: TrainSettings, device: str = "cpu",
     # Normalisers from every usable sample (the held-back tail included): a stream whose history
     # is shorter than the job's (left-padded) may have little or nothing in the training part.
     mean, std = normalisers(job.values, job.loss_mask)
-    Xall = torch.from_numpy(normalise(job.values, mean, std, dims.baseline_alpha)).to(dev)
+    held = ~job.loss_mask  # samples that fell in an alert: the scoring baseline slowed on them
+    hr = dims.baseline_alerting_rate
+    Xall = torch.from_numpy(normalise(job.values, mean, std, dims.baseline_alpha, hold=held, hold_rate=hr)).to(dev)
     Mall = torch.from_numpy(job.loss_mask & ~np.isnan(job.values).all(-1)).to(dev)
     Xtr, Xval, Mtr, Mval = Xall[:, :n_tr], Xall[:, n_tr:], Mall[:, :n_tr], Mall[:, n_tr:]
 
@@ -155,7 +157,7 @@ def train(job: TrainJob, s: TrainSettings, device: str = "cpu",
     if job.champion is not None and job.has_champion is not None and job.has_champion.any():
         hc = torch.from_numpy(job.has_champion)
         cm, cs = job.champion["mean"], job.champion["std"]
-        Xc = torch.from_numpy(normalise(job.values, cm, cs, dims.baseline_alpha)).to(dev)
+        Xc = torch.from_numpy(normalise(job.values, cm, cs, dims.baseline_alpha, hold=held, hold_rate=hr)).to(dev)
         cp = {k: torch.from_numpy(job.champion[k]).to(dev) for k in PARAM_KEYS}
         scale = float(np.nanmean((cs / std) ** 2)) if F else 1.0
         cv = _val_loss(dims, cp, Xc[:, :n_tr], Xc[:, n_tr:], Mval, s.prediction_weight).cpu().numpy() * scale
@@ -213,7 +215,7 @@ def train(job: TrainJob, s: TrainSettings, device: str = "cpu",
         if bool(stopped.all()):
             break
     params_np = {k: v.cpu().numpy() for k, v in best.items()}
-    errors, final_state = rewarm(dims, params_np, mean, std, job.values, s.prediction_weight, dev)
+    errors, final_state = rewarm(dims, params_np, mean, std, job.values, s.prediction_weight, dev, alerted=held)
     return TrainResult(
         params=params_np, mean=mean, std=std,
         val_loss=best_val.cpu().numpy().astype(np.float64),
@@ -224,7 +226,8 @@ def train(job: TrainJob, s: TrainSettings, device: str = "cpu",
 
 
 def rewarm(dims: Dims, params: dict[str, np.ndarray], mean: np.ndarray, std: np.ndarray, values: np.ndarray,
-           prediction_weight: float, device: torch.device | str = "cpu") -> tuple[np.ndarray, dict[str, np.ndarray]]:
+           prediction_weight: float, device: torch.device | str = "cpu", alerted: np.ndarray | None = None
+           ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Run ``values`` ``[n, L, F]`` through the weights from a zero state, as the scoring bank
     (:meth:`Bank.run_sequence`) would: all-missing rows (left padding) leave a stream's state as
     it was and get error 0.
@@ -237,7 +240,8 @@ def rewarm(dims: Dims, params: dict[str, np.ndarray], mean: np.ndarray, std: np.
     with torch.no_grad():
         p = {k: torch.from_numpy(params[k]).to(dev) for k in PARAM_KEYS}
         std_c = np.maximum(std, STD_FLOOR)
-        Xn, base = normalise(values, mean, std_c, dims.baseline_alpha, with_last=True)
+        Xn, base, spread = normalise(values, mean, std_c, dims.baseline_alpha, with_last=True, hold=alerted,
+                             hold_rate=dims.baseline_alerting_rate)
         X = torch.from_numpy(Xn).to(dev)[:, None]
         present = ~torch.isnan(X).all(-1)  # [n,1,L]
         first = int(present[:, 0].float().argmax(1).min()) if bool(present.any()) else L
@@ -254,4 +258,5 @@ def rewarm(dims: Dims, params: dict[str, np.ndarray], mean: np.ndarray, std: np.
     h, c, win, pred = state
     c_out = c if c is not None else torch.zeros(n, 1, 0)
     return err.numpy(), {"h": h.cpu().numpy(), "c": c_out.cpu().numpy(), "win": win.cpu().numpy(),
-                         "pred": pred.cpu().numpy(), "base": base.astype(np.float32)}
+                         "pred": pred.cpu().numpy(), "base": base.astype(np.float32),
+                         "spread": spread.astype(np.float32)}

@@ -25,24 +25,42 @@ import torch
 from ..alerts.state import FIRING, PENDING, AlertMachine, AlertRules, Transition
 from ..config import SentinelConfig
 from ..detect.thresholds import make_thresholds, score_from_p
-from ..metrics import StreamRow, label_name
 from ..model.bank import Bank
 from ..model.cells import Dims
 from ..model.train import TrainJob, TrainResult, TrainSettings
 from ..slots import SlotArrays, Spec
 from ..types import AlertEvent, Sample, StreamKey
+from .views import ChartSeries, StreamView
 
 REJECT_REASONS = ("out_of_order", "duplicate", "non_finite", "no_values", "max_streams", "bad_fields")
 _INF = float("inf")
 BURN_IN = 16  # ticks after a state reset whose errors are not used for calibration
 STUCK_MIN = 8  # identical values in a row before a field can count as stuck
+RELEARN_TICKS = 512  # fewest ticks an alert must last before its level can be learned as normal
+MAX_INFLATE = 10.0  # most the in-sample calibration errors are scaled up by (see calibration_errors)
 
 
-def calibration_errors(err: np.ndarray, usable: np.ndarray) -> list[np.ndarray]:
+def calibration_errors(err: np.ndarray, usable: np.ndarray, held_out: float = 0.0) -> list[np.ndarray]:
     """Per stream, the errors a threshold is calibrated on: usable samples (not padding, not
-    alerted), less the first ``BURN_IN`` after the zero state when there are enough of them."""
+    alerted), less the first ``BURN_IN`` after the zero state when there are enough of them.
+
+    The model was fitted to all but the last ``held_out`` fraction of the columns, so its
+    errors there are in-sample and flatter it: they are scaled up by how much larger the
+    held-out errors are (the ratio of medians, between 1 and ``MAX_INFLATE``), so the tail
+    fitted to them describes errors on data the model has not seen.
+    """
+    L = err.shape[1]
+    n_val = round(L * held_out)
     out = []
     for e_row, ok in zip(err, usable, strict=True):
+        e_row = e_row.astype(np.float64)
+        if n_val >= 16:
+            tr, va = e_row[: L - n_val][ok[: L - n_val]], e_row[L - n_val :][ok[L - n_val :]]
+            if len(tr) >= 16 and len(va) >= 16:
+                med = float(np.median(tr))
+                r = float(np.median(va)) / med if med > 0 else 1.0
+                e_row = e_row.copy()
+                e_row[: L - n_val] *= min(max(r, 1.0), MAX_INFLATE)
         e = e_row[ok]
         out.append(e[BURN_IN:] if len(e) > 2 * BURN_IN else e)
     return out
@@ -96,6 +114,7 @@ class Group:
         "score": (np.float64, 0.0), "error": (np.float64, np.nan), "threshold": (np.float64, np.nan),
         "hist_n": (np.int64, 0), "since_train": (np.int64, 0), "alive": (np.bool_, False),
         "drift": (np.bool_, False), "critical": (np.bool_, False),
+        "relearn": (np.bool_, False),  # a sustained shift: retrain on it as the new normal
     }
 
     def __init__(self, F: int, cfg: SentinelConfig, device: str):
@@ -103,13 +122,11 @@ class Group:
         self.cap = cfg.streams.history_size
         self.chart = 120
         m = cfg.model
-        self.bank = Bank(Dims(F, m.hidden, m.window, m.cell, m.baseline_halflife, m.level_weight, m.level_k),
+        self.bank = Bank(Dims(F, m.hidden, m.window, m.cell, m.baseline_halflife, m.level_weight, m.level_k,
+                              m.baseline_alerting_rate),
                          prediction_weight=m.prediction_weight, device=device)
-        th = cfg.detect.threshold
-        self.thr = make_thresholds(th.method, th.risk, th.init_quantile, th.depth, th.max_peaks, th.decay)
-        a = cfg.alerts
-        self.alerts = AlertMachine(AlertRules(a.enter, a.exit, a.for_, a.resolve_for, a.cooldown, a.flap_window,
-                                              a.flap_max, a.flap_hold))
+        self.thr = make_thresholds(cfg.detect.threshold)
+        self.alerts = AlertMachine(AlertRules.from_config(cfg.alerts))
         self.keys: list[StreamKey | None] = []
         self.fields: list[tuple[str, ...]] = []
         spec: Spec = {k: ((), dt, fill) for k, (dt, fill) in self.ARRAYS.items()}
@@ -296,11 +313,11 @@ class Engine:
         r = np.flatnonzero(ready)
         if len(r):
             rs = slots[r]
-            fe_t, e_t = g.bank.step(rs, v[r])
+            alerting = np.isin(g.alerts.state(rs), (PENDING, FIRING))
+            fe_t, e_t = g.bank.step(rs, v[r], alerting)
             e = e_t.numpy().astype(np.float64)
             fe = fe_t.numpy()
             warming = a["rewarm"][rs] > 0
-            alerting = np.isin(g.alerts.state(rs), (PENDING, FIRING))
             p, t = g.thr.update(rs, e, learn=~warming & ~alerting)
             sc = np.where(warming, 0.0, score_from_p(p, self.cfg.detect.score_decades))
             a["rewarm"][rs] = np.maximum(a["rewarm"][rs] - 1, 0)
@@ -330,6 +347,7 @@ class Engine:
         st = g.alerts.state(slots)
         alerting_now = np.isin(st, (PENDING, FIRING))
         a["hist_flag"][slots, pos] = alerting_now
+        self._relearn(g, slots, ts, st)
         cpos = (a["hist_n"][slots] - 1) % g.chart
         a["ch_score"][slots, cpos] = score
         a["ch_thr"][slots, cpos] = thr
@@ -343,6 +361,24 @@ class Engine:
             where = {int(s): j for j, s in enumerate(slots)}
             for tr in transitions:
                 out.events.append(self._event(g, tr, where[tr.slot], score, err, thr))
+
+    def _relearn(self, g: Group, slots: np.ndarray, ts: np.ndarray, st: np.ndarray) -> None:
+        """A new normal is learned, not alerted on forever: an alert firing for ``alerts.relearn_after``
+        (and at least ``RELEARN_TICKS`` of the stream's ticks, so there is post-shift data to learn)
+        marks its samples as normal operation and asks for a retrain of that stream; the retrained
+        model and threshold take the shifted level as normal and the alert resolves."""
+        after = self.cfg.alerts.relearn_after
+        if after <= 0:
+            return
+        a = g.a
+        since = g.alerts.a["starts_at"][slots]
+        wait = np.maximum(after, RELEARN_TICKS * a["interval"][slots])
+        # at most once per `wait`: a stream still firing after its relearn retrain waits again
+        long = (st == FIRING) & ~a["relearn"][slots] & (ts - since >= wait) & ~(ts - a["trained_at"][slots] < wait)
+        if long.any():
+            ls = slots[long]
+            a["relearn"][ls] = True
+            a["hist_flag"][ls] = False
 
     def _event(self, g: Group, tr: Transition, j: int, score: np.ndarray, err: np.ndarray, thr: np.ndarray
                ) -> AlertEvent:
@@ -467,6 +503,7 @@ class Engine:
                 drift = base & a["ready"][:C] & (a["err_ewma"][:C] > 3.0 * a["calib_err"][:C]) & (
                     a["since_train"][:C] >= min(g.cap, t.min_history)) & (nowv - a["trained_at"][:C] >= min_gap)
                 retrain |= drift
+            retrain |= base & a["ready"][:C] & a["relearn"][:C]
             for mask in (first, retrain):
                 slots = np.flatnonzero(mask)
                 for i in range(0, len(slots), t.batch_streams):
@@ -478,7 +515,7 @@ class Engine:
         a["training"][slots] = True
         # only as much history as the longest stream of the job has: no all-padding columns
         _ts, v, flags = g.history(slots, last=int(min(g.cap, a["hist_n"][slots].max())))
-        has = a["ready"][slots].copy()
+        has = a["ready"][slots] & ~a["relearn"][slots]  # a relearn is accepted: no champion to beat
         champion = None
         if has.any():
             p = g.bank.params(slots)
@@ -504,6 +541,7 @@ class Engine:
         g.a["trained_at"][slots[same]] = now
         g.a["since_train"][slots[same]] = 0
         g.a["drift"][slots[same]] = False
+        g.a["relearn"][slots[same]] = False
         sl = slots[accepted]
         counts = {"success": int(accepted.sum()), "rejected": int(rejected.sum())}
         if len(sl) == 0:
@@ -518,20 +556,20 @@ class Engine:
         new = g.a["hist_n"][sl] - np.asarray(tag["hist_n"], dtype=np.int64)[rows]
         if res.state is not None and res.errors is not None and int(new.max()) <= g.cap:
             g.bank.set_state(sl, {k: torch.from_numpy(v[rows]) for k, v in res.state.items()})
-            calib = calibration_errors(res.errors[rows], job.loss_mask[rows])
+            calib = calibration_errors(res.errors[rows], job.loss_mask[rows], self.settings.val_fraction)
             m = int(new.max())
             if m > 0:
                 _ts, vn, fl = g.history(sl, last=m)
                 older = np.arange(m)[None, :] < (m - new)[:, None]  # before the job's snapshot: done
                 vn = np.where(older[..., None], np.nan, vn)
-                _fe, en = g.bank.run_sequence(sl, vn)
+                _fe, en = g.bank.run_sequence(sl, vn, fl)
                 ok = ~np.isnan(vn).all(-1) & ~fl
                 calib = [np.concatenate((c, en.numpy()[i][ok[i]])) for i, c in enumerate(calib)]
             g.a["max_run"][sl] = longest_runs(job.values[rows])
         else:  # no state from the trainer, or the history moved on past the job: replay all of it here
             g.bank.reset_state(sl)
             _ts, v, flags = g.history(sl)
-            err = g.bank.run_sequence(sl, v)[1].numpy()
+            err = g.bank.run_sequence(sl, v, flags)[1].numpy()
             calib = calibration_errors(err, ~np.isnan(v).all(-1) & ~flags)
             g.a["max_run"][sl] = longest_runs(v)
         g.thr.calibrate(sl, calib)
@@ -559,7 +597,7 @@ class Engine:
         enter = np.clip(-np.log10(p) / self.cfg.detect.score_decades, self.cfg.alerts.enter, 0.95)
         g.alerts.set_levels(slots, enter)
 
-    # -- views -------------------------------------------------------------------
+    # -- views: the engine's read API (nobody outside the engine touches Group.a) -----------
     def iter_streams(self) -> Iterator[tuple[Group, int, StreamKey]]:
         for g in self.groups.values():
             for slot in np.flatnonzero(g.a["alive"][: g.capacity]):
@@ -567,21 +605,34 @@ class Engine:
                 if key is not None:
                     yield g, int(slot), key
 
-    def stream_rows(self, mode: str = "all") -> Iterator[StreamRow]:
-        """Per-stream metric rows (``mode``: all | non_ok | none)."""
-        if mode == "none":
-            return
+    def _view(self, g: Group, slot: int, key: StreamKey) -> StreamView:
+        a, al = g.a, g.alerts.a
+        return StreamView(key, g.fields[slot], bool(a["ready"][slot]), int(al["state"][slot]),
+                          float(a["score"][slot]), float(a["error"][slot]), float(a["threshold"][slot]),
+                          int(a["version"][slot]), float(a["last_ts"][slot]), int(al["fired"][slot]))
+
+    def stream_views(self) -> Iterator[StreamView]:
+        """Every stream as of its last sample."""
         for g, slot, key in self.iter_streams():
-            st = int(g.alerts.a["state"][slot])
-            if mode == "non_ok" and st in (0, 3):
-                continue
-            labels = {"measurement": key.measurement}
-            labels.update({label_name(k): v for k, v in key.labels})
-            a = g.a
-            yield StreamRow(labels=labels, score=float(a["score"][slot]),
-                            error=float(np.nan_to_num(a["error"][slot], nan=0.0)),
-                            threshold=float(a["threshold"][slot]) if np.isfinite(a["threshold"][slot]) else 0.0,
-                            alert_state=0 if st == 3 else st, alerts_total=int(g.alerts.a["fired"][slot]))
+            yield self._view(g, slot, key)
+
+    def stream_view(self, key: StreamKey) -> StreamView | None:
+        loc = self.index.get(key)
+        return None if loc is None else self._view(self.groups[loc[0]], loc[1], key)
+
+    def chart_series(self, key: StreamKey) -> ChartSeries | None:
+        """The stream's last ``Group.chart`` points: values from its history, verdicts from the chart rings."""
+        loc = self.index.get(key)
+        if loc is None:
+            return None
+        g, slot = self.groups[loc[0]], loc[1]
+        total = int(g.a["hist_n"][slot])
+        n = min(total, g.chart)
+        ts, v, _fl = g.history(np.array([slot]), last=n)
+        cp = (total - n + np.arange(n)) % g.chart
+        return ChartSeries(g.fields[slot], ts[0].tolist(), v[0].tolist(), g.a["ch_score"][slot, cp].tolist(),
+                           g.a["ch_thr"][slot, cp].tolist(), g.a["ch_err"][slot, cp].tolist(),
+                           g.a["ch_state"][slot, cp].tolist())
 
     def state_counts(self) -> dict[str, int]:
         counts = {"warming": 0, "ready": 0, "ok": 0, "pending": 0, "firing": 0}
@@ -596,6 +647,40 @@ class Engine:
             counts["firing"] += int((ready & (st == FIRING)).sum())
         counts["ok"] = counts["ready"] - counts["pending"] - counts["firing"]
         return counts
+
+    def take_created(self) -> list[StreamKey]:
+        """The streams added since the last call (live samples or history), oldest first."""
+        out, self.created = self.created, []
+        return out
+
+    def set_trained_at(self, t: float) -> None:
+        """Mark every stream as trained at ``t`` (``-inf``: every ready stream is due a retrain now)."""
+        for g in self.groups.values():
+            g.a["trained_at"][:] = t
+
+    def release_job(self, job: TrainJob) -> None:
+        """A job that will not come back (its training failed): its streams may be scheduled again."""
+        tag = job.tag
+        assert isinstance(tag, dict)
+        self.groups[tag["F"]].a["training"][np.asarray(tag["slots"], dtype=np.int64)] = False
+
+    def reconfigure(self, cfg: SentinelConfig) -> None:
+        """Apply a reloaded config's live sections: train settings, alert rules, threshold risk.
+
+        The caller (:mod:`sentinel.runtime.reload`) decides which sections may change live and
+        passes a config whose other sections are the running ones.
+        """
+        self.cfg = cfg
+        self.settings = train_settings(cfg)
+        rules = AlertRules.from_config(cfg.alerts)
+        for g in self.groups.values():
+            g.alerts.rules = rules
+            g.thr.risk = cfg.detect.threshold.risk
+            ready = np.flatnonzero(g.a["alive"][: g.capacity] & g.a["ready"][: g.capacity])
+            if cfg.alerts.false_alerts_per_day is None:  # back to the rules' own levels
+                g.alerts.set_levels(ready, np.full(len(ready), np.nan))
+            else:  # per-stream levels follow the new budget and enter level
+                self._alert_levels(g, ready)
 
     # -- checkpoints ---------------------------------------------------------------
     def snapshot(self) -> tuple[dict, dict[str, torch.Tensor]]:

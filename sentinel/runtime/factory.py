@@ -21,7 +21,7 @@ def build_source(src_cfg: Any, cfg: SentinelConfig, metrics: Metrics, resume: di
         from ..sources.influxdb import InfluxDBSource
 
         if src_cfg.mode == "subscription" and not src_cfg.subscription_destination:
-            src_cfg.subscription_destination = f"http://{cfg.server.listen}"
+            src_cfg = src_cfg.model_copy(update={"subscription_destination": f"http://{cfg.server.listen}"})
         return InfluxDBSource(src_cfg, metrics=metrics, clock=clock, resume=resume)
     if src_cfg.type == "postgres":
         from ..sources.timescale import PostgresSource

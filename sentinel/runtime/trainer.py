@@ -28,23 +28,24 @@ def _run(job: TrainJob, settings: TrainSettings, device: str) -> TrainResult:
 class BackgroundTrainer:
     """Submit jobs to a worker process; ``inline=True`` trains in the calling thread (tests, replay)."""
 
-    def __init__(self, settings: TrainSettings, device: str, threads: int, inline: bool = False):
-        self.settings, self.device = settings, device
+    def __init__(self, device: str, threads: int, inline: bool = False):
+        self.device = device
         self.inline = inline
         self._pool: cf.ProcessPoolExecutor | None = None
         if not inline:
             self._pool = cf.ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn"),
                                                 initializer=_init_worker, initargs=(threads,))
 
-    def submit(self, job: TrainJob) -> cf.Future:
+    def submit(self, job: TrainJob, settings: TrainSettings) -> cf.Future:
+        """Train ``job`` with ``settings`` (passed per job: a reload of ``train.*`` applies to the next)."""
         if self._pool is None:
             f: cf.Future = cf.Future()
             try:
-                f.set_result(_run(job, self.settings, self.device))
+                f.set_result(_run(job, settings, self.device))
             except Exception as e:  # reported through the future, as the pool does
                 f.set_exception(e)
             return f
-        return self._pool.submit(_run, job, self.settings, self.device)
+        return self._pool.submit(_run, job, settings, self.device)
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """Drop queued jobs and end the worker now: a job in flight is abandoned (re-issued after a restart).

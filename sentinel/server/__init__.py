@@ -7,7 +7,6 @@ from sentinel.server.app import (
     build_app,
     parse_listen,
     serve,
-    stream_url,
     update_web_config,
 )
 from sentinel.server.webconfig import (
@@ -30,6 +29,5 @@ __all__ = [
     "parse_web_config",
     "serve",
     "ssl_context",
-    "stream_url",
     "update_web_config",
 ]

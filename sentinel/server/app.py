@@ -31,7 +31,6 @@ import math
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
-from urllib.parse import quote
 
 import bcrypt
 from aiohttp import web
@@ -332,12 +331,6 @@ def build_app(
 
 
 # --------------------------------------------------------------------------- serving
-
-
-def stream_url(external_url: str, stream: str) -> str:
-    """The status page focused on ``stream`` (an alert's ``generatorURL``): ``<external_url>/?stream=<key>``."""
-    return external_url.rstrip("/") + "/?stream=" + quote(stream, safe="")
-
 
 
 def parse_listen(listen: str) -> tuple[str, int]:

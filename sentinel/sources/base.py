@@ -9,15 +9,16 @@ runtime checkpoints the cursor of the last batch it scored and passes it back as
 nor repeats a sample.
 
 Lifecycle: ``await run(emit)`` until ``stop()`` is called (idempotent); ``run``
-retries connection loss itself with :func:`backoff_delays` and reports health
-through ``connected``.
+raises when it cannot go on (the runtime's
+:class:`~sentinel.sources.running.RunningSource` runs it again after a backoff) and
+sets ``connected`` once its server answers.
 """
 
 from __future__ import annotations
 
-import random
-from collections.abc import Awaitable, Callable, Iterator
-from typing import Protocol, runtime_checkable
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, runtime_checkable
 
 from ..types import Sample, SourceBatch, StreamKey
 
@@ -46,15 +47,17 @@ class Source(Protocol):
         ...
 
 
-def backoff_delays(initial: float = 0.5, maximum: float = 30.0, factor: float = 2.0,
-                   rng: random.Random | None = None) -> Iterator[float]:
-    """Exponential backoff with full jitter: delay_n is uniform in [0, min(max, initial*factor^n)].
 
-    >>> d = backoff_delays(1, 8, rng=random.Random(0)); [round(next(d), 2) for _ in range(5)]
-    [0.84, 1.52, 1.68, 2.07, 4.09]
+class Plugin:
+    """What every source plugin starts with: its config, name, metrics and clock, not yet connected.
+
+    ``connected`` is a plain attribute: the plugin sets it once its server answers;
+    :class:`~sentinel.sources.running.RunningSource` clears it when a run fails.
     """
-    r = rng or random.Random()
-    cap = initial
-    while True:
-        yield r.uniform(0, cap)
-        cap = min(maximum, cap * factor)
+
+    def __init__(self, cfg: Any, *, metrics: Any, clock: Callable[[], float] = time.time):
+        self.cfg = cfg
+        self.name: str = cfg.name
+        self.metrics = metrics
+        self.clock = clock
+        self.connected = False

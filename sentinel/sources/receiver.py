@@ -32,7 +32,8 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
 from ..config.source_influxdb import InfluxDBReceiverConfig
-from .lineprotocol import PRECISION_NS, ParseOutcome, StreamSelector
+from ..lineprotocol import PRECISION_NS
+from .selector import ParseOutcome, StreamSelector
 
 V2_PRECISIONS = frozenset({"ns", "us", "ms", "s"})
 

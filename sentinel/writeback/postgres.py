@@ -5,25 +5,21 @@ Grafana's PostgreSQL data source:
 
 * ``scores_table``: one row per scored sample — ``time, stream, measurement, labels (jsonb),
   score, error, threshold, alert_state (0 ok, 1 pending, 2 firing, 3 resolved), ready,
-  "values" float8[], field_shares float8[]``.
+  "values" float8[]``.
 * ``transitions_table``: one row each time a stream's alert state changes — ``time, stream,
   measurement, labels, from_state, to_state, state (text), score, error, threshold``.
 
-Guarantees: :meth:`PostgresWriteBack.submit` never blocks and is thread-safe; the buffer is
-bounded (``max_buffer``) and records beyond it are dropped and counted in
-``sentinel_queue_dropped_total{queue="writeback_postgres"}``. Each batch is written in one
-transaction (COPY); a failed batch is retried with backoff and jitter, never split or
-reordered. :meth:`stop` is idempotent and flushes for at most ``stop_timeout`` seconds.
+Buffering, batching, retry and shutdown are :class:`~sentinel.writeback.running.RunningSink`'s
+(records past ``max_buffer`` are dropped, the newest first, counted under
+``queue="writeback_postgres"``); each batch is written here in one transaction (COPY), and a
+failed batch is retried whole, never split or reordered.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import random
-import threading
-from collections import deque
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -31,11 +27,11 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from ..clients.postgres import detect_timescaledb, table_ident
 from ..config.source_postgres import PostgresSourceConfig, PostgresWriteBackConfig
 from ..metrics import Metrics
-from ..sources.base import backoff_delays
-from ..sources.timescale import detect_timescaledb, table_ident
 from ..types import AlertState, ScoreRecord
+from .running import RunningSink
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +45,7 @@ def scores_ddl(schema: str | None, table: str) -> sql.Composed:
         "{} timestamptz NOT NULL, stream text NOT NULL, measurement text NOT NULL, labels jsonb NOT NULL, "
         "score double precision, error double precision, threshold double precision, "
         "alert_state smallint NOT NULL, ready boolean NOT NULL, "
-        "\"values\" double precision[], field_shares double precision[])"
+        "\"values\" double precision[])"
     ).format(table_ident(schema, table), sql.Identifier("time"))
 
 
@@ -92,124 +88,31 @@ def _ts(t: float) -> datetime:
     return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=t)
 
 
-class PostgresWriteBack:
-    """Buffers :class:`ScoreRecord` s and writes them (and alert transitions) in batches."""
+class PostgresWriteBack(RunningSink):
+    """Writes :class:`ScoreRecord` s (and the alert transitions among them) in batches, one COPY each."""
+
+    queue = QUEUE
 
     def __init__(self, cfg: PostgresWriteBackConfig | PostgresSourceConfig, *, metrics: Metrics,
                  dsn: str | None = None, rng: random.Random | None = None):
         if isinstance(cfg, PostgresSourceConfig):  # the source's config: its write_back section and dsn
             dsn = dsn or cfg.dsn
             cfg = cfg.write_back
+        super().__init__(metrics, batch_size=cfg.batch_size, flush_interval=cfg.flush_interval,
+                         max_buffer=cfg.max_buffer, stop_timeout=cfg.stop_timeout, overflow="drop_newest", rng=rng)
         self.cfg = cfg
         found = cfg.dsn or dsn
         if not found:
             raise ValueError("postgres write-back needs a dsn (write_back.dsn or the source's dsn)")
         self.dsn: str = found
-        self._metrics = metrics
-        self._rng = rng
-        self._buf: deque[ScoreRecord] = deque()
-        self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._wake = asyncio.Event()
-        self._stopping = asyncio.Event()
-        self._done = asyncio.Event()
-        self._started = False
         self._states: dict[Any, int] = {}
-        self._pending: tuple[list[ScoreRecord], list[tuple]] | None = None
         self._conn: psycopg.AsyncConnection | None = None
         self._created = False
         self.timescaledb: str | None = None
-        self.written = 0  # score rows committed
         self.transitions_written = 0
 
-    # -- producer side (any thread)
-
-    def submit(self, records: list[ScoreRecord]) -> None:
-        """Queue records without blocking; beyond ``max_buffer`` they are dropped and counted."""
-        if not records:
-            return
-        with self._lock:
-            room = self.cfg.max_buffer - len(self._buf)
-            take = records if room >= len(records) else records[:max(room, 0)]
-            self._buf.extend(take)
-            depth = len(self._buf)
-        dropped = len(records) - len(take)
-        if dropped:
-            self._metrics.queue_dropped.labels(queue=QUEUE).inc(dropped)
-        self._metrics.queue_depth.labels(queue=QUEUE).set(depth)
-        if depth >= self.cfg.batch_size and self._loop is not None:
-            with contextlib.suppress(RuntimeError):  # loop closed during shutdown
-                self._loop.call_soon_threadsafe(self._wake.set)
-
-    def pending(self) -> int:
-        with self._lock:
-            return len(self._buf) + (len(self._pending[0]) if self._pending else 0)
-
-    # -- writer side
-
-    async def run(self) -> None:
-        """Write batches until :meth:`stop`, then flush what is left (bounded by ``stop_timeout``)."""
-        self._loop = asyncio.get_running_loop()
-        self._started = True
-        delays = self._delays()
-        try:
-            while not self._stopping.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.cfg.flush_interval)
-                self._wake.clear()
-                try:
-                    await self._flush_all()
-                    delays = self._delays()
-                except (psycopg.Error, OSError) as e:
-                    await self._drop_conn()
-                    d = next(delays)
-                    log.warning("postgres write-back: %s; retrying in %.2fs", " ".join(str(e).split()), d)
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._stopping.wait(), d)
-            await self._final_flush()
-        finally:
-            await self._drop_conn()
-            self._done.set()
-
-    async def stop(self) -> None:
-        """Stop and flush (at most ``stop_timeout``); idempotent; returns once ``run`` has finished."""
-        self._stopping.set()
-        self._wake.set()
-        if self._started:
-            await self._done.wait()
-
-    async def _final_flush(self) -> None:
-        if self.pending() == 0:
-            return
-        try:
-            await asyncio.wait_for(self._flush_all(), self.cfg.stop_timeout)
-        except (TimeoutError, psycopg.Error, OSError) as e:
-            left = self.pending()
-            log.error("postgres write-back: stopping with %d records unwritten (%s)", left, e)
-            self._metrics.queue_dropped.labels(queue=QUEUE).inc(left)
-
-    def _delays(self):
-        return backoff_delays(0.5, 30.0, rng=self._rng)
-
-    async def _flush_all(self) -> None:
-        while True:
-            if self._pending is None:
-                self._pending = self._take()
-                if self._pending is None:
-                    return
-            await self._write(*self._pending)
-            self.written += len(self._pending[0])
-            self.transitions_written += len(self._pending[1])
-            self._pending = None
-            self._metrics.queue_depth.labels(queue=QUEUE).set(self.pending())
-
-    def _take(self) -> tuple[list[ScoreRecord], list[tuple]] | None:
-        """Next batch plus the alert transitions it contains (computed once, so retries repeat it exactly)."""
-        with self._lock:
-            n = min(len(self._buf), self.cfg.batch_size)
-            batch = [self._buf.popleft() for _ in range(n)]
-        if not batch:
-            return None
+    def _prepare(self, batch: list[ScoreRecord]) -> tuple[list[ScoreRecord], list[tuple]]:
+        """The batch plus the alert transitions it contains (computed once, so retries repeat it exactly)."""
         transitions = []
         for r in batch:
             prev = self._states.get(r.key)
@@ -217,6 +120,15 @@ class PostgresWriteBack:
                 transitions.append((r, AlertState.OK if prev is None else prev))
             self._states[r.key] = r.alert_state
         return batch, transitions
+
+    def _written(self, payload: tuple[list[ScoreRecord], list[tuple]]) -> None:
+        self.transitions_written += len(payload[1])
+
+    async def _reset(self) -> None:
+        await self._drop_conn()
+
+    async def _close(self) -> None:
+        await self._drop_conn()
 
     async def _connect(self) -> psycopg.AsyncConnection:
         if self._conn is None or self._conn.closed:
@@ -242,11 +154,12 @@ class PostgresWriteBack:
             with contextlib.suppress(Exception):
                 await conn.close()
 
-    async def _write(self, batch: list[ScoreRecord], transitions: list[tuple]) -> None:
+    async def _write(self, payload: tuple[list[ScoreRecord], list[tuple]]) -> None:
+        batch, transitions = payload
         conn = await self._connect()
         schema = self.cfg.table_schema
         cols_s = ["time", "stream", "measurement", "labels", "score", "error", "threshold", "alert_state",
-                  "ready", "values", "field_shares"]
+                  "ready", "values"]
         cols_t = ["time", "stream", "measurement", "labels", "from_state", "to_state", "state", "score",
                   "error", "threshold"]
         async with conn.transaction(), conn.cursor() as cur:
@@ -254,7 +167,7 @@ class PostgresWriteBack:
                 for r in batch:
                     await cp.write_row((_ts(r.ts), str(r.key), r.key.measurement, Jsonb(r.key.label_dict()),
                                         r.score, r.error, r.threshold, int(r.alert_state), bool(r.ready),
-                                        list(r.values), list(r.field_shares)))
+                                        list(r.values)))
             if transitions:
                 async with cur.copy(_copy_sql(schema, self.cfg.transitions_table, cols_t)) as cp:
                     for r, prev in transitions:

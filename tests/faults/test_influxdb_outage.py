@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 from sentinel.config.source_influxdb import InfluxDBSourceConfig
 from sentinel.metrics import Metrics
 from sentinel.sources.influxdb import InfluxDBSource
+from sentinel.sources.running import RunningSource
 from sentinel.types import SourceBatch
 from tests.servers._proc import free_port
 from tests.servers.influxdb import InfluxServer, start_influxd, stop_influxd
@@ -63,12 +64,13 @@ async def follow(src: InfluxDBSource, got: list[SourceBatch], total: int, timeou
     async def emit(b: SourceBatch) -> None:
         got.append(b)
 
-    task = asyncio.create_task(src.run(emit))
+    running = RunningSource(src, Metrics(CollectorRegistry()))  # the runtime's retry with backoff
+    task = asyncio.create_task(running.run(emit))
     deadline = time.monotonic() + timeout
     while sum(len(b.samples) for b in got) < total and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     await asyncio.sleep(0.3)  # anything extra (a duplicate) would show up now
-    await src.stop()
+    await running.stop()
     await task
 
 

@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from sentinel.config.source_postgres import PostgresSourceConfig
 from sentinel.metrics import Metrics
+from sentinel.sources.running import RunningSource
 from sentinel.sources.timescale import PostgresSource
 from sentinel.types import SourceBatch
 from tests.servers.postgres import PgServer, start_server
@@ -96,8 +97,10 @@ def test_server_restart_mid_stream_loses_and_duplicates_nothing(server: PgServer
     async def emit(b: SourceBatch) -> None:
         got.append(b)
 
+    running = RunningSource(src, metrics)  # the runtime's retry with backoff and the source_up gauge
+
     async def go() -> dict:
-        task = asyncio.create_task(src.run(emit))
+        task = asyncio.create_task(running.run(emit))
         writer = Writer(dsn, n)
         writer.start()
         seen_down = False
@@ -108,15 +111,15 @@ def test_server_restart_mid_stream_loses_and_duplicates_nothing(server: PgServer
             await asyncio.to_thread(server.stop)
             await asyncio.sleep(0.8)
             deadline = time.monotonic() + 10
-            while src.connected and time.monotonic() < deadline:
+            while running.connected and time.monotonic() < deadline:
                 await asyncio.sleep(0.02)
-            seen_down = not src.connected
+            seen_down = not running.connected
             await asyncio.to_thread(server.start)
             await asyncio.to_thread(writer.join, 90)
             await _collect_until(src, got, len(writer.committed), 30)
-            return {"writer": writer, "seen_down": seen_down, "up": src.connected}
+            return {"writer": writer, "seen_down": seen_down, "up": running.connected}
         finally:
-            await asyncio.wait_for(src.stop(), 10)
+            await asyncio.wait_for(running.stop(), 10)
             await asyncio.wait_for(task, 10)
 
     r = asyncio.run(go())
@@ -143,15 +146,17 @@ def test_server_down_at_start_then_catch_up(server: PgServer) -> None:
     async def emit(b: SourceBatch) -> None:
         got.append(b)
 
+    running = RunningSource(src, Metrics(CollectorRegistry()))
+
     async def go() -> None:
-        task = asyncio.create_task(src.run(emit))
+        task = asyncio.create_task(running.run(emit))
         try:
             await asyncio.sleep(0.5)
-            assert not src.connected and not got
+            assert not running.connected and not got
             await asyncio.to_thread(server.start)
             await _collect_until(src, got, 50, 30)
         finally:
-            await asyncio.wait_for(src.stop(), 10)
+            await asyncio.wait_for(running.stop(), 10)
             await asyncio.wait_for(task, 10)
 
     asyncio.run(go())

@@ -88,7 +88,7 @@ def test_restart_from_checkpoint_scores_exactly_like_an_uninterrupted_run(tmp_pa
         assert b2.daemon.checkpoint_loaded
         assert eng.model_version == version_b == version_a
         assert b2.counts()["warming"] == 0 and eng.n_streams == len(ks)
-        assert b2.daemon.cursors == {SOURCE: {"i": half}}
+        assert b2.daemon.tick is not None and b2.daemon.tick.cursors == {SOURCE: {"i": half}}
         assert b2.metric("sentinel_model_version") == version_a
         assert [s["state"] for s in streams_api(b2.url)] == ["ok"] * len(ks)
         b2.records = b.records
@@ -104,7 +104,7 @@ def test_restart_from_checkpoint_scores_exactly_like_an_uninterrupted_run(tmp_pa
     assert sa.shape == sb.shape == (AFTER, len(ks))
     np.testing.assert_array_equal(sb, sa)
     np.testing.assert_array_equal(eb, ea)
-    assert (sa[10, 1], sa[45, 2]) == (1.0, 1.0)  # the spikes were seen, in both halves
+    assert sa[10, 1] > 0.99 and sa[45, 2] > 0.99  # the spikes were seen, in both halves
     assert fired_a == fired_b == 2
 
 

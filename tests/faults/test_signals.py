@@ -76,7 +76,7 @@ def test_post_reload_applies_a_valid_file_and_keeps_the_old_config_on_an_invalid
         path.write_text(good)
         rewrite(path, {"model": {"hidden": 16}})
         status, body = d.post("/-/reload")
-        assert status == 200 and "model take effect after a restart" in body.decode(), body
+        assert status == 200 and "model.hidden take effect after a restart" in body.decode(), body
         assert d.metric("sentinel_config_last_reload_successful") == 1
         assert d.daemon.engine.groups[2].bank.dims.hidden == 8  # the running bank is untouched
     finally:

@@ -21,7 +21,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from sentinel.runtime.daemon import owner
+from sentinel.runtime.shard import owner
 from sentinel.state import checkpoint as ckpt
 from sentinel.types import Sample, SourceBatch, StreamKey
 from tests.daemon_helpers import (

@@ -4,8 +4,8 @@ that loads the shipped recording rules: each must parse and return data.
 Two scrape targets:
 * a tiny exporter on loopback serving Sentinel's own ``Metrics`` class (every contract
   metric, with counters that grow on each scrape) — fast, always runs;
-* the real daemon, ``sentinel run`` on a temp copy of ``config/demo.yaml`` — skipped
-  until that config exists.
+* the real daemon, ``sentinel run`` (the one installed beside the test interpreter) on a
+  temp copy of ``config/demo.yaml``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
 from sentinel.metrics import Metrics, StreamRow
-from tests.servers._proc import free_port, http_ok, stop_process, wait_until
+from tests.servers._proc import free_port, http_ok, sentinel_exe, stop_process, wait_until
 from tests.servers.prometheus import PrometheusServer, PromQueryError, prometheus_server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -248,8 +248,6 @@ def test_a_wrong_metric_name_is_caught(tmp_path: Path) -> None:
 
 def _daemon_config(tmp: Path) -> Path:
     demo = ROOT / "config" / "demo.yaml"
-    if not demo.exists():
-        pytest.skip("config/demo.yaml is not written yet")
     cfg = yaml.safe_load(demo.read_text()) or {}
     cfg.setdefault("state", {})["dir"] = str(tmp / "state")
     cfg.setdefault("sinks", {}).setdefault("outbox", {})["path"] = str(tmp / "outbox")
@@ -261,9 +259,7 @@ def _daemon_config(tmp: Path) -> Path:
 @pytest.fixture
 def sentinel_daemon(tmp_path: Path) -> Iterator[str]:
     """``sentinel run`` on the demo config; yields host:port once /-/ready answers (bounded)."""
-    exe = ROOT / ".venv" / "bin" / "sentinel"
-    if not exe.exists():
-        pytest.skip("no .venv/bin/sentinel")
+    exe = sentinel_exe()
     config = _daemon_config(tmp_path)
     port = free_port()
     log = open(tmp_path / "sentinel.log", "wb")  # noqa: SIM115

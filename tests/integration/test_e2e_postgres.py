@@ -94,11 +94,11 @@ def test_notify_wakeup_history_warmup_alert_and_write_back(pg_dsn: str, tmp_path
                                  "streams trained from the table's history")
                 assert ingested(d, "pg") == 0  # trained before any live row
                 await eventually(lambda: d.sources[0].connected, "source connected")
-                polls = d.sources[0].polls
+                polls = d.sources[0].plugin.polls
                 # poll_interval is an hour: only NOTIFY can make the source read these rows
                 await asyncio.to_thread(insert_ticks, pg_dsn, t0, live, ("p1", spike_k), True)
                 await eventually(lambda: ingested(d, "pg") == 2 * len(live), "live rows scored")
-                assert d.sources[0].notifications >= 1 and d.sources[0].polls > polls
+                assert d.sources[0].plugin.notifications >= 1 and d.sources[0].plugin.polls > polls
                 await eventually(lambda: firing_alerts(rx.bodies()), "the spike's alert at the webhook")
                 assert {a["labels"]["pump"] for a in firing_alerts(rx.bodies())} == {"p1"}
                 p0 = stream_state(d, "pumps,pump=p0,site=a")

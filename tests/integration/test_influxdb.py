@@ -272,8 +272,8 @@ def test_write_samples_roundtrip(influx: InfluxServer) -> None:
 
 
 def test_simulated_fleet_written_and_read_back(influx: InfluxServer) -> None:
-    sim = pytest.importorskip("sentinel.sources.simulator")
     from sentinel.config.source_simulator import SimulatorSourceConfig
+    from sentinel.sources import simulator as sim
 
     t0 = float(int(time.time()) - 600)
     fleet = sim.Fleet(SimulatorSourceConfig(streams=3, interval=10.0), start=t0)

@@ -331,11 +331,9 @@ def test_history_for_warm_up(pg_dsn: str) -> None:
 
 
 def test_write_samples_from_the_simulator_reads_back(pg_dsn: str) -> None:
-    try:
-        from sentinel.config.source_simulator import SimulatorSourceConfig
-        from sentinel.sources.simulator import Fleet
-    except ImportError:
-        pytest.skip("sentinel.sources.simulator.Fleet is not there yet")
+    from sentinel.config.source_simulator import SimulatorSourceConfig
+    from sentinel.sources.simulator import Fleet
+
     fleet = Fleet(SimulatorSourceConfig(streams=3, interval=1.0, history=60), start=sec(0))
     samples = fleet.samples(sec(0), sec(20))
     assert samples

@@ -28,7 +28,7 @@ T0 = 1_714_564_800.0
 
 def rec(key: StreamKey, i: int, state: AlertState, score: float = 0.1) -> ScoreRecord:
     return ScoreRecord(key=key, ts=T0 + i, values=(float(i), math.nan), score=score, error=score * 2,
-                       threshold=0.7, alert_state=int(state), ready=i > 0, field_shares=(0.75, 0.25))
+                       threshold=0.7, alert_state=int(state), ready=i > 0)
 
 
 async def _run(wb: PostgresWriteBack, body) -> None:
@@ -63,12 +63,12 @@ def test_scores_and_transitions_are_written(pg_dsn: str) -> None:
     asyncio.run(_run(wb, body))
     assert wb.written == 12 and wb.pending() == 0
     with psycopg.connect(pg_dsn) as c:
-        rows = c.execute('SELECT extract(epoch FROM time), stream, labels, score, alert_state, ready, "values", '
-                         'field_shares FROM "score ""table""" WHERE stream = %s ORDER BY time', (str(k1),)).fetchall()
+        rows = c.execute('SELECT extract(epoch FROM time), stream, labels, score, alert_state, ready, "values" '
+                         'FROM "score ""table""" WHERE stream = %s ORDER BY time', (str(k1),)).fetchall()
         assert [r[4] for r in rows] == [int(s) for s in states]
         assert float(rows[2][0]) == T0 + 2 and rows[2][2] == {"site": "a", "id": "1"}
         assert rows[2][3] == pytest.approx(0.2) and rows[2][5] is True
-        assert rows[2][6][0] == 2.0 and math.isnan(rows[2][6][1]) and rows[2][7] == [0.75, 0.25]
+        assert rows[2][6][0] == 2.0 and math.isnan(rows[2][6][1])
         tr = c.execute("SELECT extract(epoch FROM time), stream, from_state, to_state, state "
                        "FROM sentinel_alert_transitions ORDER BY time").fetchall()
         assert [(float(t) - T0, s, a, b, n) for t, s, a, b, n in tr] == [

@@ -7,6 +7,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -34,6 +35,17 @@ def require_binary(*names: str) -> str:
             return found
     unavailable(f"none of {names} is installed (make test installs them with apt)")
     raise AssertionError("unreachable")
+
+
+def sentinel_exe() -> Path:
+    """The ``sentinel`` installed beside the interpreter running the tests (the venv's, or the system's).
+
+    Not resolved through symlinks: a venv's ``bin/python`` links to the base interpreter.
+    """
+    exe = Path(sys.executable).parent / "sentinel"
+    if not exe.exists():
+        unavailable(f"no sentinel next to {sys.executable} (pip install -e . first)")
+    return exe
 
 
 def free_port() -> int:

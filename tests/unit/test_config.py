@@ -135,3 +135,16 @@ def test_check_config_exits_2_with_file_key_reason(tmp_path: Path) -> None:
 def test_shipped_configs_are_valid(name: str) -> None:
     cfg = load_config(REPO / "config" / name, env={})
     assert yaml.safe_load(dump_config(cfg))
+
+
+def test_a_loaded_config_is_frozen_and_paths_are_resolved_on_a_copy(tmp_path) -> None:
+    import pydantic
+
+    path = tmp_path / "sentinel.yaml"
+    path.write_text("state: {dir: st}\nsinks: {outbox: {path: ob}}\n")
+    cfg = load_config(path)
+    assert cfg.state.dir == str(tmp_path / "st") and cfg.sinks.outbox.path == str(tmp_path / "ob")
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
+        cfg.alerts.enter = 0.9  # type: ignore[misc]
+    changed = cfg.model_copy(update={"alerts": cfg.alerts.model_copy(update={"enter": 0.9})})
+    assert changed.alerts.enter == 0.9 and cfg.alerts.enter == 0.5

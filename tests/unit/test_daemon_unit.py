@@ -9,7 +9,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from sentinel.config import ConfigError, load_config_text
-from sentinel.runtime.daemon import Daemon, owner, parse_shard
+from sentinel.metrics import Metrics
+from sentinel.runtime.daemon import Daemon
+from sentinel.runtime.ingest import IngestQueue
+from sentinel.runtime.shard import owner, parse_shard
 from sentinel.types import Sample, SourceBatch, StreamKey
 
 KEYS = [StreamKey.of("sensor", site=f"site-{i % 7}", sensor=f"s-{i:05d}") for i in range(4000)]
@@ -89,18 +92,35 @@ def _batch(i: int) -> SourceBatch:
                                                          ("drop_oldest", [2, 3], 1 + 2)])
 def test_ingest_overflow_policies_drop_and_count_samples(policy: str, kept: list[int], dropped: int) -> None:
     registry = CollectorRegistry()
-    cfg = load_config_text(f"queues: {{ingest_max_batches: 2, ingest_overflow: {policy}}}")
-    d = Daemon(cfg, registry=registry, inline_training=True)
+    q = IngestQueue(2, policy, Metrics(registry))
 
     async def main() -> list[int]:
-        d._queue = asyncio.Queue(maxsize=2)
         for i in range(4):
-            await asyncio.wait_for(d._emit(_batch(i)), 1)  # never blocks with a dropping policy
-        return [d._queue.get_nowait().cursor["i"] for _ in range(d._queue.qsize())]  # type: ignore[index]
+            await asyncio.wait_for(q.put(_batch(i)), 1)  # never blocks with a dropping policy
+        assert registry.get_sample_value("sentinel_queue_depth", {"queue": "ingest"}) == 2
+        out = [b.cursor["i"] for b in q.drain_nowait()]  # type: ignore[index]
+        await asyncio.wait_for(q.join(), 1)  # a dropped batch does not hold up the drain
+        return out
 
     assert asyncio.run(main()) == kept
     assert registry.get_sample_value("sentinel_queue_dropped_total", {"queue": "ingest"}) == dropped
-    assert registry.get_sample_value("sentinel_queue_depth", {"queue": "ingest"}) == 2
+
+
+def test_take_coalesces_what_is_waiting_up_to_the_sample_budget() -> None:
+    q = IngestQueue(10, "block", Metrics(CollectorRegistry()))
+
+    async def main() -> list[list[int]]:
+        for i in range(4):  # batch i holds i + 1 samples
+            await q.put(_batch(i))
+        first = await q.take(max_samples=3)
+        second = await q.take(max_samples=3)
+        third = await q.take(max_samples=3)
+        for taken in (first, second, third):
+            q.done(taken)
+        await asyncio.wait_for(q.join(), 1)
+        return [[b.cursor["i"] for b in t] for t in (first, second, third)]  # type: ignore[index]
+
+    assert asyncio.run(main()) == [[0, 1], [2], [3]]
 
 
 def test_rejection_reasons_are_exported_from_the_start() -> None:

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from sentinel.config import load_config_text
-from tests.servers._proc import unavailable
+from tests.servers._proc import require_binary, sentinel_exe, unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -262,13 +262,9 @@ def test_systemd_unit_is_hardened() -> None:
 
 
 def test_systemd_analyze_verify(tmp_path: Path) -> None:
-    tool = shutil.which("systemd-analyze")
-    if tool is None:
-        pytest.skip("systemd-analyze is not installed")
-    # verify checks that ExecStart's binary exists: point it at this checkout's entry point.
-    exe = ROOT / ".venv" / "bin" / "sentinel"
-    if not exe.exists():
-        pytest.skip("no .venv/bin/sentinel to stand in for /opt/sentinel/bin/sentinel")
+    tool = require_binary("systemd-analyze")
+    # verify checks that ExecStart's binary exists: point it at the installed entry point.
+    exe = sentinel_exe()
     unit = tmp_path / "sentinel.service"
     unit.write_text((DEPLOY / "systemd" / "sentinel.service").read_text().replace(
         "/opt/sentinel/bin/sentinel", str(exe)))

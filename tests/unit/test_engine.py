@@ -276,3 +276,31 @@ def test_history_fetched_for_a_stream_first_seen_live_goes_before_its_samples_an
     assert g.a["last_ts"][slot] == 104.0 and B not in e.index
     jobs = e.due_training(105.0)
     assert len(jobs) == 1 and jobs[0].tag["slots"] == [slot]
+
+
+def test_a_sustained_shift_is_relearned_as_the_new_normal() -> None:
+    """An alert that keeps firing on a shifted level for relearn_after (and 512 ticks) turns its samples
+    into training data, retrains the stream, and resolves; before that it keeps firing (not absorbed)."""
+    e = Engine(load_config_text(CONFIG.replace("history_size: 64", "history_size: 1024").replace(
+        "alerts: {for: 0, resolve_for: 0}", "alerts: {for: 0, resolve_for: 0, relearn_after: 600, "
+        "false_alerts_per_day: null}").replace("model: {hidden: 8, window: 4}",
+                                               "model: {hidden: 8, window: 4, baseline_halflife: 64}"), source="t.yaml"))
+    key = StreamKey.of("pump", pump="shift")
+    rng = np.random.default_rng(3)
+
+    def tick(i: int, level: float):
+        out = e.process([Sample(key, float(i), ("value",), (level + np.sin(i / 8) + 0.1 * rng.standard_normal(),))])
+        for job in e.due_training(float(i)):
+            e.apply_training(job, train(job, e.settings), float(i))
+        return out
+
+    for i in range(300):
+        tick(i, 0.0)
+    states = [int(tick(i, 25.0).state[0]) for i in range(300, 1400)]
+    fired = states.index(2)
+    assert fired < 10  # the shift alerts at once
+    g, slot = e.groups[1], e.index[key][1]
+    assert int(g.a["version"][slot]) >= 2  # retrained on the shifted level
+    # it fired for at least relearn_after (600 ticks) before that, then resolved and stays ok
+    assert all(s == 2 for s in states[fired : fired + 590])
+    assert states[-1] in (0, 3)

@@ -8,15 +8,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sentinel.sources.lineprotocol import (
-    Point,
-    Selection,
-    StreamSelector,
-    format_point,
-    parse,
-    parse_field_value,
-)
-from sentinel.types import StreamKey
+from sentinel.lineprotocol import Point, format_point, parse, parse_field_value, samples_to_lines
+from sentinel.sources.selector import Selection, StreamSelector
+from sentinel.types import Sample, StreamKey
 
 
 def sel(**kw) -> StreamSelector:
@@ -201,3 +195,37 @@ def test_repeated_heads_take_the_layout_path_and_still_agree(rows) -> None:
     assert [(s.key, s.ts, s.fields, tuple(map(repr, s.values))) for s in got.samples] == \
         [(k, t, f, tuple(map(repr, v))) for k, t, f, v in ref]
     assert sum(v for k, v in got.rejected.items() if k.startswith("lp_")) == nerr
+
+
+# ----------------------------------------------------------------------------- samples through the codec
+
+_names = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), min_size=1, max_size=8)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(_names, st.dictionaries(_names, _names, max_size=3),
+                          st.dictionaries(_names, st.floats(allow_nan=False, allow_infinity=False), min_size=1,
+                                          max_size=3),
+                          st.integers(0, 2**40)), min_size=1, max_size=5))
+def test_samples_to_lines_then_parse_is_the_identity(rows: list) -> None:
+    """format -> parse = identity for any measurement, tag, field name and value (escapes included)."""
+    samples = [Sample(StreamKey.of(m, tags), ts / 1e3, tuple(fields), tuple(fields.values()))
+               for m, tags, fields, ts in rows if not m.startswith("#")]  # a comment line: left out
+    points, errors = parse("\n".join(samples_to_lines(samples)))
+    assert errors == []
+    assert [(p.measurement, dict(p.tags), p.fields, p.ts) for p in points] == \
+        [(s.key.measurement, s.key.label_dict(), dict(zip(s.fields, s.values, strict=True)), round(s.ts * 1e9))
+         for s in samples]
+
+
+def test_samples_to_lines_leaves_out_what_line_protocol_cannot_say() -> None:
+    nan, inf = math.nan, math.inf
+    samples = [Sample(StreamKey.of("m", a="", b="x"), 1.0, ("f", "g", "h"), (1.0, nan, inf)),
+               Sample(StreamKey.of("m"), 2.0, ("f",), (nan,)),
+               Sample(StreamKey.of("m", field="f", b="x"), 3.0, ("value",), (2.0,)),
+               Sample(StreamKey.of("#m"), 4.0, ("f",), (1.0,))]
+    assert samples_to_lines(samples, field_label="field") == ["m,b=x f=1.0 1000000000", "m,b=x value=2.0 3000000000"]
+
+
+def test_a_line_starting_with_white_space_goes_to_the_full_scanner() -> None:
+    assert StreamSelector(Selection()).parse_body("\r 1=1", now_ns=7).samples == []

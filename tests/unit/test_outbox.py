@@ -9,10 +9,11 @@ import threading
 
 import pytest
 
-from sentinel.alerts.notifier import Backoff, Notifier
+from sentinel.alerts.notifier import Notifier
 from sentinel.alerts.outbox import Outbox
 from sentinel.config.sinks import SinksConfig
 from sentinel.metrics import Metrics
+from sentinel.retry import Backoff
 from sentinel.types import AlertEvent, StreamKey
 
 T0 = 1_800_000_000.0

@@ -148,8 +148,7 @@ def test_half_space_trees_scores_or_is_skipped():
 
     hst = half_space_trees(seed=1)
     assert set(baselines()) == {"rolling_zscore", "half_space_trees"}
-    if hst is None:
-        pytest.skip("river not installed: the benchmark reports half_space_trees as skipped")
+    assert hst is not None, "river (a dev dependency) is not installed"
     rng = np.random.default_rng(1)
     v = rng.normal(0.5, 0.02, size=(600, 2))
     v[500] = [0.95, 0.05]

@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sentinel.config.source_influxdb import InfluxDBReceiverConfig
-from sentinel.sources.lineprotocol import Selection, StreamSelector
 from sentinel.sources.receiver import LineProtocolReceiver, Pushed
+from sentinel.sources.selector import Selection, StreamSelector
 
 
 class Sink:

@@ -7,7 +7,6 @@ import base64
 import gzip
 import json
 import math
-import shutil
 import ssl
 import subprocess
 from collections.abc import Awaitable, Callable
@@ -28,11 +27,11 @@ from sentinel.server import (
     parse_listen,
     parse_web_config,
     serve,
-    stream_url,
     update_web_config,
 )
 from sentinel.server.app import StatusProvider, finite
 from sentinel.server.fake import FakeStatusProvider
+from tests.servers._proc import require_binary
 
 ODD_KEY = "pump,site=a b/c,unit=7"  # space and slash must survive URL encoding
 
@@ -275,8 +274,7 @@ def test_serve_on_port_zero_and_close_twice(registry):
 
 
 def _cert(tmp: Path, name: str, cn: str) -> tuple[Path, Path]:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl CLI not installed")
+    require_binary("openssl")
     cert, key = tmp / f"{name}.crt", tmp / f"{name}.key"
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
@@ -336,8 +334,3 @@ def test_mutual_tls_and_allowed_sans(registry, tmp_path, allowed, expected):
 
 def test_web_config_default_is_open(registry):
     assert not WebConfig().auth_enabled
-
-
-def test_stream_url_links_to_the_focused_page():
-    assert stream_url("http://sentinel:9680/", ODD_KEY) == "http://sentinel:9680/?stream=pump%2Csite%3Da%20b%2Fc%2Cunit%3D7"
-    assert stream_url("https://h/sentinel", "a") == "https://h/sentinel/?stream=a"

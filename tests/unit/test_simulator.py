@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from sentinel.config.source_simulator import SimulatorSourceConfig
+from sentinel.lineprotocol import samples_to_lines
 from sentinel.sources.base import Source
 from sentinel.sources.simulator import (
     ANOMALY_KINDS,
@@ -17,7 +18,6 @@ from sentinel.sources.simulator import (
     Fleet,
     SimulatorSource,
     make_series,
-    to_line_protocol,
 )
 from sentinel.types import SourceBatch, StreamKey
 
@@ -223,14 +223,14 @@ def test_line_protocol_round_trips_with_escaping_and_ns_timestamps():
         type(samples[0])(StreamKey.of("m,x", {"a b": "c=d,e"}), 1.5, ("f 1", "g"), (2.0, float("nan"))),
         type(samples[0])(StreamKey.of("m"), 2.0, ("h",), (float("nan"),)),  # nothing to write
     ]
-    text = to_line_protocol(samples + weird)
+    text = "".join(line + "\n" for line in samples_to_lines(samples + weird))
     lines = text.splitlines()
     assert text.endswith("\n") and len(lines) == len(samples) + 1
     for smp, line in zip(samples, lines, strict=False):
         meas, tags, vals, ts = _parse_line(line)
         assert meas == "pump room" and tags == smp.key.label_dict()
         assert vals == dict(zip(smp.fields, smp.values, strict=True))
-        assert ts == round(smp.ts * 1e6) * 1000
+        assert ts == round(smp.ts * 1e9)
     assert lines[-1] == "m\\,x,a\\ b=c\\=d\\,e f\\ 1=2.0 1500000000"
     meas, tags, vals, ts = _parse_line(lines[-1])
     assert (meas, tags, vals, ts) == ("m,x", {"a b": "c=d,e"}, {"f 1": 2.0}, 1_500_000_000)

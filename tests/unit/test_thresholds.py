@@ -9,13 +9,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sentinel.config.schema import ThresholdConfig
 from sentinel.detect.thresholds import QuantileThresholds, SpotThresholds, make_thresholds, score_from_p
 
 METHODS = ["spot", "dspot", "quantile"]
 
 
 def make(method: str, risk: float = 1e-3):
-    return make_thresholds(method, risk=risk, init_quantile=0.98, depth=32, max_peaks=256, decay=0.999)
+    th = ThresholdConfig(method=method, risk=risk, init_quantile=0.98, depth=32, max_peaks=256, decay=0.999)
+    return make_thresholds(th)
 
 
 def exp_errors(n: int, seed: int = 0, scale: float = 1.0) -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sentinel.types import AlertEvent, AlertState, StreamKey
+from sentinel.types import AlertEvent, StreamKey
 
 text = st.text(alphabet=st.sampled_from(list("abcXYZ09_-.:/ ,=\\\"'é")), min_size=0, max_size=12)
 names = st.text(alphabet=st.sampled_from(list("abc_09 ,=\\")), min_size=1, max_size=8)
@@ -49,8 +49,6 @@ def test_alert_labels() -> None:
                               "severity": "warning"}
 
 
-def test_alert_state_metric_value() -> None:
-    assert [s.metric_value for s in AlertState] == [0, 1, 2, 0]
 
 
 FINGERPRINT = "58713a1388366e08"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import ssl
 import subprocess
 from pathlib import Path
@@ -11,6 +10,7 @@ import pytest
 
 from sentinel.errors import ConfigError
 from sentinel.server.webconfig import load_web_config, parse_web_config, peer_sans, ssl_context
+from tests.servers._proc import require_binary
 
 # bcrypt("secret", rounds=4): a real hash, fixed so the test needs no bcrypt call to build it.
 HASH = "$2b$04$dpk4OnRXHO0p7Zt1pjg3aecUygeweg8y9lFXJzbahvXdJ.U98YNPG"
@@ -22,8 +22,7 @@ def write(path: Path, text: str) -> Path:
 
 
 def self_signed(tmp: Path, name: str = "server", cn: str = "localhost") -> tuple[Path, Path]:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl CLI not installed")
+    require_binary("openssl")
     cert, key = tmp / f"{name}.crt", tmp / f"{name}.key"
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",

@@ -26,18 +26,16 @@ range ``[t0, t1)`` holds the ticks with ``t0 <= k * interval < t1``.
 
 from __future__ import annotations
 
-import asyncio
 import math
-import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import get_args
 
 import numpy as np
 
-from ..config.source_simulator import AnomalyKind, SimulatorSourceConfig
-from ..types import Sample, SourceBatch, StreamKey
-from .base import Emit
+from ...config.source_simulator import AnomalyKind, SimulatorSourceConfig
+from ...types import Sample, StreamKey
+from .hashing import _TWO_PI, _normal, _uniform
 
 ANOMALY_KINDS: tuple[str, ...] = tuple(get_args(AnomalyKind))
 """spike, dip, level_shift, variance_burst, drift, stuck, frequency_change, correlation_break."""
@@ -56,54 +54,11 @@ _DURATION: dict[str, tuple[int, int]] = {
 _MAX_DURATION = max(hi for _, hi in _DURATION.values())
 _DAY, _WEEK, _HOUR = 86400.0, 604800.0, 3600.0
 _REGIME_FORCED = 16  # every 16th regime bucket is a change point, so a level is found <= 16 buckets back
-_TWO_PI = 2.0 * math.pi
 
 # Hash salts: one per independent random quantity.
 (_S_BASE, _S_SCALE, _S_COUP, _S_NSD, _S_AD, _S_AW, _S_AN, _S_AC, _S_CYC, _S_PD, _S_PW, _S_PC, _S_AT, _S_PT,
  _S_FT, _S_OWN, _S_SLOW, _S_NOISE_A, _S_NOISE_B, _S_RFLAG, _S_RCUT, _S_RLEV, _S_RAMP, _S_AOCC, _S_AOFF,
  _S_AKIND, _S_ADUR, _S_AFLD, _S_AALL, _S_AMAG, _S_ASGN, _S_AFAC, _S_VB, _S_ALT) = range(1, 35)
-
-_M1, _M2, _GOLD = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB), np.uint64(0x9E3779B97F4A7C15)
-_MASK = (1 << 64) - 1
-
-
-def _as_u64(x: object) -> np.ndarray:
-    a = np.asarray(x)
-    if a.dtype == np.uint64:
-        return a
-    return a.astype(np.int64).astype(np.uint64)
-
-
-def _mix(x: np.ndarray) -> np.ndarray:
-    """splitmix64 finaliser: a bijective avalanche of 64-bit words (wrap-around arithmetic)."""
-    x = x ^ (x >> np.uint64(30))
-    x = x * _M1
-    x = x ^ (x >> np.uint64(27))
-    x = x * _M2
-    return x ^ (x >> np.uint64(31))
-
-
-def _hash(seed: int, salt: int, *parts: object) -> np.ndarray:
-    """uint64 hash of ``(seed, salt, *parts)``; parts broadcast like numpy arrays."""
-    with np.errstate(over="ignore"):
-        h = _mix(np.asarray((seed & _MASK) ^ (salt * 0x632BE59BD9B4E019 & _MASK), dtype=np.uint64))
-        for p in parts:
-            h = _mix(h + _as_u64(p) * _GOLD + _GOLD)
-    return np.asarray(h)
-
-
-def _uniform(seed: int, salt: int, *parts: object) -> np.ndarray:
-    """Uniform in [0, 1), float64, one per broadcast element."""
-    return (_hash(seed, salt, *parts) >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
-
-
-def _normal(seed: int, salt: int, *parts: object) -> np.ndarray:
-    """Standard normal by Box-Muller from two independent hashes."""
-    h = _hash(seed, salt, *parts)
-    with np.errstate(over="ignore"):
-        h2 = _mix(h + _GOLD)
-    u1, u2 = ((x >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53)) for x in (h, h2))
-    return np.sqrt(-2.0 * np.log1p(-u1)) * np.cos(_TWO_PI * u2)
 
 
 @dataclass(frozen=True)
@@ -435,108 +390,3 @@ def make_series(kind: str, n: int, seed: int, interval: float = 60.0, n_anomalie
     injs.sort(key=lambda a: (a.kind == "stuck", a.k0))
     fleet._apply(vals, s, k, injs)
     return k * interval, vals[:, 0, :], labels
-
-
-# ---------------------------------------------------------------------- line protocol
-def _esc_measurement(s: str) -> str:
-    return s.replace(",", "\\,").replace(" ", "\\ ")
-
-
-def _esc_key(s: str) -> str:
-    return s.replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
-
-
-def to_line_protocol(samples: list[Sample]) -> str:
-    """InfluxDB line protocol, one line per sample, nanosecond timestamps, float fields.
-
-    Measurement escapes commas and spaces; tag keys, tag values and field keys also
-    escape ``=``. NaN (missing) fields are left out; a sample with none is skipped.
-    Timestamps are rounded to the microsecond (exact in float64), then scaled to ns.
-    """
-    lines = []
-    for smp in samples:
-        head = _esc_measurement(smp.key.measurement)
-        tags = "".join(f",{_esc_key(k)}={_esc_key(v)}" for k, v in smp.key.labels if v != "")
-        fields = ",".join(f"{_esc_key(f)}={float(v)!r}" for f, v in zip(smp.fields, smp.values, strict=True)
-                          if math.isfinite(v))
-        if fields:
-            lines.append(f"{head}{tags} {fields} {round(smp.ts * 1_000_000) * 1000}")
-    return "".join(line + "\n" for line in lines)
-
-
-# ---------------------------------------------------------------------- the source
-class SimulatorSource:
-    """The :class:`~sentinel.sources.base.Source` over a :class:`Fleet`.
-
-    Simulated time is ``t_resume + (clock() - clock_at_run_start) * cfg.speed``, where
-    ``t_resume`` is ``resume["t"]`` or ``clock()`` at construction. Each wake-up emits
-    the samples in ``[cursor, now)`` (chunked to ``cfg.max_batch``) with cursor
-    ``{"t": now, "start": fleet.start}``; a source rebuilt from that cursor continues
-    at ``t`` with the same fleet, so nothing is skipped or repeated.
-    """
-
-    def __init__(self, cfg: SimulatorSourceConfig, clock: Callable[[], float] = time.time,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, resume: dict | None = None):
-        self.name = cfg.name
-        self.cfg = cfg
-        self._clock, self._sleep = clock, sleep
-        if resume and "t" in resume:
-            self._t = float(resume["t"])
-            start = float(resume.get("start", self._t))
-        else:
-            self._t = float(clock())
-            start = self._t
-        self.fleet = Fleet(cfg, start=start)
-        self._stop = asyncio.Event()
-        self._done = asyncio.Event()
-        self._running = False
-        self._task: asyncio.Task | None = None
-
-    @property
-    def connected(self) -> bool:
-        return True
-
-    @property
-    def cursor(self) -> dict:
-        return {"t": self._t, "start": self.fleet.start}
-
-    async def run(self, emit: Emit) -> None:
-        if self._stop.is_set():
-            return
-        self._running = True
-        self._task = asyncio.current_task()
-        self._done.clear()
-        try:
-            anchor_real, anchor_sim = self._clock(), self._t
-            iv, speed = self.fleet.interval, self.cfg.speed
-            span = max(1, self.cfg.max_batch // max(1, self.cfg.streams)) * iv
-            while not self._stop.is_set():
-                now = anchor_sim + (self._clock() - anchor_real) * speed
-                while self._t < now and not self._stop.is_set():
-                    t1 = min(now, self._t + span)
-                    samples = self.fleet.samples(self._t, t1)
-                    self._t = t1
-                    if samples:
-                        await emit(SourceBatch(self.name, samples, self.cursor, received_at=self._clock()))
-                next_tick = math.ceil(self._t / iv) * iv
-                await self._wait(max(next_tick - now, 0.0) / speed + 1e-3)
-        finally:
-            self._running = False
-            self._done.set()
-
-    async def _wait(self, delay: float) -> None:
-        """Sleep ``delay`` seconds through the injected ``sleep``, cut short by ``stop()``."""
-        sleeper = asyncio.ensure_future(self._sleep(delay))
-        stopper = asyncio.ensure_future(self._stop.wait())
-        _, pending = await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        for p in pending:
-            p.cancel()
-
-    async def stop(self) -> None:
-        """Stop following; returns once ``run`` has returned (at once when called from inside ``emit``)."""
-        self._stop.set()
-        if self._running and asyncio.current_task() is not self._task:
-            await self._done.wait()
-
-    async def history(self, keys: list[StreamKey] | None, since: float, until: float) -> list[Sample]:
-        return self.fleet.samples(since, until, keys)
