@@ -123,7 +123,7 @@ class Group:
         self.chart = 120
         m = cfg.model
         self.bank = Bank(Dims(F, m.hidden, m.window, m.cell, m.baseline_halflife, m.level_weight, m.level_k,
-                              m.baseline_alerting_rate),
+                              m.baseline_alerting_rate, m.level_halflife),
                          prediction_weight=m.prediction_weight, device=device)
         self.thr = make_thresholds(cfg.detect.threshold)
         self.alerts = AlertMachine(AlertRules.from_config(cfg.alerts))
