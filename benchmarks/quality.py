@@ -233,6 +233,7 @@ class Tally:
     nab: list[NabResult] = field(default_factory=list)
     clean_rows: int = 0
     clean_alarm_rows: int = 0
+    days: float = 0.0  # scored time, summed over the cases' streams
 
     def add(self, labels: np.ndarray, preds: np.ndarray, ts: np.ndarray, clean: np.ndarray) -> None:
         p = point_scores(labels, preds)
@@ -247,10 +248,12 @@ class Tally:
             self.nab.append(nab_score(labels, onsets(preds)))
         self.clean_rows += int(clean.sum())
         self.clean_alarm_rows += int((preds & clean).sum())
+        if len(ts) > 1:
+            self.days += float(ts[-1] - ts[0]) / 86400.0
 
     def merge(self, other: Tally) -> None:
         for k in ("tp", "fp", "fn", "detected", "missed", "false_alarms", "delay_sum", "clean_rows",
-                  "clean_alarm_rows"):
+                  "clean_alarm_rows", "days"):
             setattr(self, k, getattr(self, k) + getattr(other, k))
         self.nab.extend(other.nab)
 
@@ -277,6 +280,11 @@ class Tally:
     @property
     def nab_score(self) -> float:
         return nab_combine(self.nab) if self.nab else math.nan
+
+    @property
+    def false_alarms_per_day(self) -> float:
+        """False alarm runs per stream per day of scored data."""
+        return self.false_alarms / self.days if self.days > 0 else math.nan
 
     @property
     def clean_far(self) -> float:
@@ -344,7 +352,7 @@ def _winner(dets: dict[str, Tally], key: Callable[[Tally], float]) -> str:
 
 def format_table(report: Report) -> str:
     head = (f"{'kind':<18} {'detector':<9} {'pP':>5} {'pR':>5} {'pF1':>5}  {'eP':>5} {'eR':>5} {'eF1':>5} "
-            f"{'found':>6} {'FA':>4} {'delay_min':>9} {'NAB':>7} {'cleanFAR':>9}")
+            f"{'found':>6} {'FA':>4} {'FA/day':>6} {'delay_min':>9} {'NAB':>7} {'cleanFAR':>9}")
     lines = [head, "-" * len(head)]
 
     def block(label: str, dets: dict[str, Tally], extra: str = "") -> None:
@@ -358,7 +366,8 @@ def format_table(report: Report) -> str:
             ep, er, ef = t.event
             found = f"{t.detected}/{t.detected + t.missed}"
             lines.append(f"{label:<18} {name:<9} {_f(pp):>5} {_f(pr):>5} {_f(pf):>5}  {_f(ep):>5} {_f(er):>5} "
-                         f"{_f(ef):>5} {found:>6} {t.false_alarms:>4} {_f(t.mean_delay / 60.0, 1):>9} "
+                         f"{_f(ef):>5} {found:>6} {t.false_alarms:>4} {_f(t.false_alarms_per_day, 2):>6} "
+                         f"{_f(t.mean_delay / 60.0, 1):>9} "
                          f"{_f(t.nab_score, 1):>7} {_f(t.clean_far * 100, 3):>8}%")
             label = ""
         lines.append(f"{'':<18} best NAB: {_winner(dets, lambda t: t.nab_score)}; "
@@ -394,6 +403,7 @@ def result_line(report: Report, seconds: float, extra: dict[str, object] | None 
             kv[f"f1_{s}"] = round(sim[name].point[2], 4)
             kv[f"event_f1_{s}"] = round(sim[name].event[2], 4)
             kv[f"nab_{s}"] = round(sim[name].nab_score, 2)
+            kv[f"fa_per_day_{s}"] = round(sim[name].false_alarms_per_day, 3)
         if name in pub:
             kv[f"public_nab_{s}"] = round(pub[name].nab_score, 2)
             kv[f"public_event_f1_{s}"] = round(pub[name].event[2], 4)
@@ -408,6 +418,43 @@ def result_line(report: Report, seconds: float, extra: dict[str, object] | None 
     kv.update(extra or {})
     kv["seconds"] = round(seconds, 1)
     return "RESULT " + " ".join(f"{k}={v}" for k, v in kv.items())
+
+
+# ---------------------------------------------------------------------- real data first
+def real_data(overrides: dict[str, object], data: str | None = None) -> dict[str, object]:
+    """SKAB's protocol (:mod:`benchmarks.skab`) and the calibration table on normal real data
+    (:mod:`benchmarks.calibration`), printed before the simulator; returns their RESULT keys.
+    Skipped, with a note, when the SKAB folder is absent."""
+    from benchmarks import calibration
+    from benchmarks.skab import DEFAULT_DATA, run_skab
+
+    root = Path(data or DEFAULT_DATA)
+    if not (root / "valve1").exists():
+        print(f"# real data: no SKAB folder at {root}: skipped (pass --data)")
+        return {}
+    sk = run_skab(dict(overrides), root)
+    print(f"# SKAB ({sk['files']} files, first 400 rows history, alerts as fired): F1 {sk['f1']:.3f} "
+          f"FAR {100 * sk['far']:.1f}% MAR {100 * sk['mar']:.1f}% event recall {sk['event_recall']:.2f} "
+          f"false alerts/hour {sk['false_alerts_per_hour']:.2f} "
+          "(published offline: Conv-AE 0.78, MSET 0.78, LSTM-AE 0.74)")
+    sets = calibration.measure(overrides, root)
+    decades = float(load_decades(overrides))
+    print("# calibration on normal data (observed vs nominal share of rows at or above s):")
+    for line in calibration.table(sets, decades):
+        print(line)
+    kv: dict[str, object] = {"skab_f1": round(sk["f1"], 4), "skab_far": round(100 * sk["far"], 2),
+                             "skab_mar": round(100 * sk["mar"], 2),
+                             "skab_fa_per_day": round(24 * sk["false_alerts_per_hour"], 2)}
+    for lv in calibration.LEVELS:
+        ratios = [c.share(lv) / 10.0 ** (-lv * decades) for c in sets if len(c.scores)]
+        kv[f"calib_worst_{lv}"] = round(max(ratios), 3) if ratios else math.nan
+    return kv
+
+
+def load_decades(overrides: dict[str, object]) -> float:
+    from sentinel.config import load_config_text
+
+    return load_config_text(config_text(["value"], overrides)).detect.score_decades
 
 
 # ---------------------------------------------------------------------- main
@@ -460,6 +507,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config key for an experiment, e.g. detect.threshold.risk=1e-5")
     ap.add_argument("--no-public", action="store_true", help="skip the public data")
+    ap.add_argument("--no-real", action="store_true", help="skip SKAB and the calibration table")
+    ap.add_argument("--data", default=None, help="SKAB data folder (default ../shared/data/skab)")
     ap.add_argument("--no-baselines", action="store_true", help="Sentinel only (for tuning sweeps)")
     ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="worker processes")
     a = ap.parse_args(argv)
@@ -479,6 +528,9 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"jobs={a.jobs}, {platform.processor() or platform.machine()} x{os.cpu_count()} cores, "
           f"python {platform.python_version()}", flush=True)
     t0 = time.perf_counter()
+    extra: dict[str, object] = {}
+    if not a.no_real:
+        extra = real_data(overrides, a.data)
     report = run_all(cases, overrides, a.far, a.jobs, a.config, not a.no_baselines,
                      log=lambda s: print(s, file=sys.stderr, flush=True))
     secs = time.perf_counter() - t0
@@ -486,7 +538,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("# point P/R/F1 over rows; event P/R/F1 over windows/alarm runs (FA = false alarm runs); delay = mean "
           "minutes from window start to first alarm row; NAB standard profile on alarm onsets (0 null, 100 perfect);"
           " cleanFAR = alarm rows / rows on the clean part. Rows before Sentinel is ready are not scored.")
-    print(result_line(report, secs, {"rows": rows, "seeds": len(seeds), "far": a.far}))
+    print(result_line(report, secs, {**extra, "rows": rows, "seeds": len(seeds), "far": a.far}))
     return 0
 
 
