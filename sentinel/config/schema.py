@@ -62,6 +62,10 @@ class ModelConfig(Strict):
         0.0, ge=0, le=1, description="pace of the baseline on samples that fall in an alert (0 = frozen: a fault "
         "is not learned as the new level; 1 = as on any sample)"
     )
+    level_halflife: float = Field(
+        0.0, ge=0, description="ticks: the level term reads a fast average of the samples with this half-life, "
+        "scaled to unit noise, so a sustained moderate shift adds up (0 = each sample alone)"
+    )
     level_k: float = Field(1.0, ge=0, description="normalised distance from the baseline that costs nothing")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     score_threads: int = Field(1, ge=1, description="torch threads for scoring (training gets the rest)")

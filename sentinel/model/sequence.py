@@ -116,7 +116,7 @@ def _run(dims: Dims, p: dict[str, Tensor], X: Tensor, M: Tensor, state: tuple[Te
 
 def _forward(dims: Dims, p: dict[str, Tensor], X: Tensor, M: Tensor, state: tuple[Tensor, Tensor | None, Tensor, Tensor],
              pw: float, dropout: float, train: bool, hold: Tensor | None = None,
-             level: tuple[float, float] | None = None) -> tuple[Tensor, Tensor, tuple, Tensor]:
+             level: tuple[float, float, Tensor] | None = None) -> tuple[Tensor, Tensor, tuple, Tensor]:
     """Run ``X`` ``[S,B,T,F]`` (normalised) from ``state``; returns per-(S,B) loss sum and count, the
     final state and the per-tick errors ``[S,B,T]``.
 
