@@ -78,6 +78,16 @@ class Bank:
     def remove(self, slot: int) -> None:
         self._free.append(int(slot))
 
+    def free_slots(self) -> list[int]:
+        """The free slots, in the order :meth:`add` takes them from the end (for a checkpoint)."""
+        return list(self._free)
+
+    def restore_slots(self, capacity: int, free: list[int]) -> None:
+        """Grow to ``capacity`` and set the free list as a checkpoint recorded it."""
+        if self.capacity < capacity:
+            self._grow(capacity)
+        self._free = [int(s) for s in free]
+
     @property
     def used(self) -> int:
         return self.capacity - len(self._free)

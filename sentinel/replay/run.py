@@ -144,11 +144,9 @@ class _Run:
             finally:
                 torch.set_num_threads(max(1, self.cfg.model.score_threads))
             now = max(clocks[k] for k in keys)
-            e.apply_training(job, r, now)
+            e.apply_training(job, r, now, clocks)  # each stream's own clock, not the batch's latest
             g = e.groups[tag["F"]]
-            for k, slot, n, ok in zip(keys, tag["slots"], tag["hist_n"], r.accepted, strict=True):
-                if g.a["trained_at"][slot] == now:  # each stream's own clock, not the batch's latest
-                    g.a["trained_at"][slot] = clocks[k]
+            for k, n, ok in zip(keys, tag["hist_n"], r.accepted, strict=True):
                 sr = self.by_key[k]
                 sr.trainings += 1
                 if sr.first_train is None:

@@ -221,9 +221,11 @@ class Engine:
         """Jobs for streams due a first training or a retrain: :func:`.training.due_training`."""
         return training.due_training(self, now, clocks=clocks, force=force)
 
-    def apply_training(self, job: TrainJob, res: TrainResult, now: float) -> dict[str, int]:
-        """Swap in accepted weights and recalibrate: :func:`.training.apply_training`. Returns counts."""
-        return training.apply_training(self, job, res, now)
+    def apply_training(self, job: TrainJob, res: TrainResult, now: float,
+                       clocks: Mapping[StreamKey, float] | None = None) -> dict[str, int]:
+        """Swap in accepted weights and recalibrate: :func:`.training.apply_training`. Returns counts.
+        ``clocks``: each stream's own time of training (a fleet replay), instead of ``now``."""
+        return training.apply_training(self, job, res, now, clocks)
 
     # -- views: the engine's read API (nobody outside the engine touches Group.a) -----------
     def iter_streams(self) -> Iterator[tuple[Group, int, StreamKey]]:

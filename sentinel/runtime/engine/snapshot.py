@@ -22,7 +22,7 @@ def snapshot(engine: Engine) -> tuple[dict, dict[str, torch.Tensor]]:
         C = g.bank.capacity
         g._ensure(C)
         meta["groups"][str(F)] = {
-            "capacity": C, "free": list(g.bank._free),
+            "capacity": C, "free": g.bank.free_slots(),
             "keys": [str(k) if k is not None else None for k in g.keys[:C]],
             "fields": [list(f) for f in g.fields[:C]],
         }
@@ -50,9 +50,7 @@ def restore(engine: Engine, meta: dict, tensors: dict[str, torch.Tensor]) -> Non
             raise ValueError(f"checkpoint model dims (fields, hidden, window, cell) {dims} differ from the config's {want}")
         g = engine._group(F)
         C = int(gm["capacity"])
-        if g.bank.capacity < C:
-            g.bank._grow(C)
-        g.bank._free = [int(s) for s in gm["free"]]
+        g.bank.restore_slots(C, gm["free"])
         g._ensure(C)
         hist = tensors[f"g{F}.a.hist_ts"]
         if hist.shape[1] != g.cap:

@@ -148,7 +148,8 @@ def make_job(cfg: SentinelConfig, F: int, g: Group, slots: np.ndarray) -> TrainJ
     )
 
 
-def apply_training(engine: Engine, job: TrainJob, res: TrainResult, now: float) -> dict[str, int]:
+def apply_training(engine: Engine, job: TrainJob, res: TrainResult, now: float,
+                   clocks: Mapping[StreamKey, float] | None = None) -> dict[str, int]:
     """Swap in accepted weights, re-warm their state and recalibrate thresholds. Returns counts."""
     tag = job.tag
     assert isinstance(tag, dict)
@@ -158,7 +159,10 @@ def apply_training(engine: Engine, job: TrainJob, res: TrainResult, now: float) 
     g.a["training"][slots] = False
     accepted = res.accepted & same
     rejected = ~res.accepted & same
-    g.a["trained_at"][slots[same]] = now
+    # each stream's own clock where given (a fleet replay), else ``now``
+    keys = [g.keys[sl] for sl in slots]
+    at = np.array([now if clocks is None or k is None else clocks.get(k, now) for k in keys], dtype=np.float64)
+    g.a["trained_at"][slots[same]] = at[same]
     g.a["since_train"][slots[same]] = 0
     g.a["drift"][slots[same]] = False
     g.a["relearn"][slots[same]] = False
