@@ -95,6 +95,10 @@ class ModelConfig(Strict):
         0.0, ge=0, le=1, description="pace of the baseline on samples that fall in an alert (0 = frozen: a fault "
         "is not learned as the new level; 1 = as on any sample)"
     )
+    level_halflife: float = Field(
+        0.0, ge=0, description="ticks: the level term reads a fast average of the samples with this half-life, "
+        "scaled to unit noise, so a sustained moderate shift adds up (0 = each sample alone)"
+    )
     level_k: float = Field(1.0, ge=0, description="normalised distance from the baseline that costs nothing")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     score_threads: int = Field(1, ge=1, description="torch threads for scoring (training gets the rest)")
@@ -148,6 +152,10 @@ class AlertsConfig(Strict):
     exit: float = Field(0.4, ge=0, le=1, description="score below which a firing alert may resolve")
     for_: Duration = Field(0.0, alias="for", description="time pending before firing")
     resolve_for: Duration = Field(0.0, description="time below exit before resolving")
+    resolve_for_ticks: float = Field(
+        0.0, ge=0, description="also at least this many of the stream's own ticks below exit before resolving, so "
+        "an alert that dips for a tick or two stays one alert at any cadence"
+    )
     cooldown: Duration = Field(300.0, description="after a resolve, a new crossing re-opens it (counted as a flap)")
     flap_window: Duration = Field(3600.0)
     flap_max: int = Field(4, ge=1, description="resolves within flap_window after which resolving needs flap_hold")

@@ -34,7 +34,6 @@ class Bank:
                  capacity: int = 64, dtype: torch.dtype = torch.float32):
         self.dims = dims
         self.prediction_weight = float(prediction_weight)
-        self._level = (dims.level_weight, dims.level_k) if dims.level_weight > 0 else None
         self.device = torch.device(device)
         self.dtype = dtype
         self.capacity = 0
@@ -50,7 +49,7 @@ class Bank:
         shapes.update({
             "xh": (c, 1, d.fields + d.hidden), "c": (c, 1, d.hidden if d.cell == "lstm" else 0),
             "win": (c, 1, d.window, d.fields), "pred": (c, 1, d.fields), "mean": (c, d.fields), "std": (c, d.fields),
-            "base": (c, d.fields), "spread": (c, d.fields),
+            "base": (c, d.fields), "spread": (c, d.fields), "fast": (c, d.fields),
         })
         return shapes
 
@@ -79,6 +78,16 @@ class Bank:
     def remove(self, slot: int) -> None:
         self._free.append(int(slot))
 
+    def free_slots(self) -> list[int]:
+        """The free slots, in the order :meth:`add` takes them from the end (for a checkpoint)."""
+        return list(self._free)
+
+    def restore_slots(self, capacity: int, free: list[int]) -> None:
+        """Grow to ``capacity`` and set the free list as a checkpoint recorded it."""
+        if self.capacity < capacity:
+            self._grow(capacity)
+        self._free = [int(s) for s in free]
+
     @property
     def used(self) -> int:
         return self.capacity - len(self._free)
@@ -96,6 +105,7 @@ class Bank:
         self.t["std"][idx] = std.to(self.device, self.dtype).clamp(min=STD_FLOOR)
         self.t["base"][idx] = self.t["mean"][idx]
         self.t["spread"][idx] = self.t["std"][idx] ** 2
+        self.t["fast"][idx] = self.t["mean"][idx]
 
     def params(self, slots: np.ndarray) -> dict[str, Tensor]:
         idx = self._idx(slots)
@@ -109,6 +119,7 @@ class Bank:
         self.t["win"][idx] = float("nan")
         self.t["base"][idx] = self.t["mean"][idx]
         self.t["spread"][idx] = self.t["std"][idx] ** 2
+        self.t["fast"][idx] = self.t["mean"][idx]
         self._dirty[np.asarray(slots, dtype=np.int64)] = self.dims.window
 
     def state(self, slots: np.ndarray) -> dict[str, Tensor]:
@@ -117,7 +128,8 @@ class Bank:
         F = self.dims.fields
         return {"h": self.t["xh"][idx][..., F:].clone(), "c": self.t["c"][idx].clone(),
                 "win": self.t["win"][idx].clone(), "pred": self.t["pred"][idx].clone(),
-                "base": self.t["base"][idx].clone(), "spread": self.t["spread"][idx].clone()}
+                "base": self.t["base"][idx].clone(), "spread": self.t["spread"][idx].clone(),
+                "fast": self.t["fast"][idx].clone()}
 
     def set_state(self, slots: np.ndarray, state: dict[str, Tensor]) -> None:
         idx = self._idx(slots)
@@ -187,7 +199,19 @@ class Bank:
         win = torch.cat((sel["win"][:, :, 1:], xn[:, :, None, :]), 2)
         rec, pred = decode(sel["D"], sel["d"], h, d.window, F)
         errs = tick_errors_dense if dense else tick_errors
-        field_err, err = errs(xn, pred_prev, win, rec, self.prediction_weight, self._level)
+        level = None
+        if d.level_weight > 0:
+            lx = xn
+            if d.level_alpha > 0:  # the level term reads a fast average of the sample (state, never held)
+                fast = sel["fast"]
+                fast_new = fast + torch.nan_to_num(x_t[:, 0] - fast) * d.level_alpha
+                if idx is None:
+                    fast.copy_(fast_new)
+                else:
+                    t["fast"][idx] = fast_new
+                lx = ((fast_new - base) / scale * d.level_gain)[:, None, :]
+            level = (d.level_weight, d.level_k, lx)
+        field_err, err = errs(xn, pred_prev, win, rec, self.prediction_weight, level)
         spread = sel["spread"]
         if alpha > 0:  # the slow baseline and spread follow the observed fields (in place on a view)
             dv = torch.nan_to_num(dev_x[:, 0])
@@ -252,5 +276,5 @@ class Bank:
         """Model (weights + normalisers) and recurrent-state bytes per slot."""
         per = {k: v[0].numel() * v.element_size() for k, v in self.t.items()}
         model = sum(per[k] for k in ("W", "b", "D", "d", "mean", "std"))
-        state = sum(per[k] for k in ("xh", "c", "win", "pred", "base", "spread"))
+        state = sum(per[k] for k in ("xh", "c", "win", "pred", "base", "spread", "fast"))
         return {"model": model, "state": state}

@@ -37,7 +37,6 @@ about that many ticks. The half-life is in ticks, so it scales with the cadence.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, overload
 
 import numpy as np
 import torch
@@ -59,6 +58,18 @@ class Dims:
     level_weight: float = 0.0
     level_k: float = 3.0
     baseline_alerting_rate: float = 1.0  # the baseline's pace on samples that fall in an alert (1 = as any)
+    level_halflife: float = 0.0  # ticks of the fast average the level term reads (0 = the sample itself)
+
+    @property
+    def level_alpha(self) -> float:
+        return 0.0 if self.level_halflife <= 0 else 1.0 - 0.5 ** (1.0 / self.level_halflife)
+
+    @property
+    def level_gain(self) -> float:
+        """``1 / std`` of a fast average of unit white noise: a sustained shift of d std reads as
+        about ``d * level_gain``, while normal noise stays near 1."""
+        a = self.level_alpha
+        return 1.0 if a <= 0 else float(np.sqrt((2.0 - a) / a))
 
     @property
     def baseline_alpha(self) -> float:
@@ -147,54 +158,70 @@ def decode(D: Tensor, d: Tensor, h: Tensor, window: int, fields: int) -> tuple[T
     return rec, pred
 
 
-@overload
-def normalise(values: np.ndarray, mean: np.ndarray, std: np.ndarray, alpha: float, *,
-              hold: np.ndarray | None = None, hold_rate: float = 1.0) -> np.ndarray: ...
+@dataclass
+class Normalised:
+    """What :func:`normalise_run` computes over a history ``[n, L, F]``: the model's inputs, the
+    level term's input, and the baseline state after the last sample (``[n, F]`` each)."""
+
+    x: np.ndarray
+    level: np.ndarray
+    base: np.ndarray
+    spread: np.ndarray
+    fast: np.ndarray
 
 
-@overload
-def normalise(values: np.ndarray, mean: np.ndarray, std: np.ndarray, alpha: float, *, with_last: Literal[True],
-              hold: np.ndarray | None = None, hold_rate: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
-
-
-def normalise(values: np.ndarray, mean: np.ndarray, std: np.ndarray, alpha: float, *, with_last: bool = False,
-              hold: np.ndarray | None = None, hold_rate: float = 1.0
-              ) -> np.ndarray | tuple[np.ndarray, np.ndarray, np.ndarray]:
+def normalise_run(values: np.ndarray, mean: np.ndarray, std: np.ndarray, dims: Dims,
+                  hold: np.ndarray | None = None) -> Normalised:
     """Normalise raw ``values`` ``[n, L, F]`` the way :class:`~sentinel.model.bank.Bank` does tick by tick.
 
-    ``(x_t - b_t) / max(std, sqrt(v_t))`` with ``b_0 = mean``, ``v_0 = std^2``,
-    ``b_{t+1} = b_t + alpha (x_t - b_t)`` and ``v_{t+1} = v_t + alpha (min((x_t - b_t)^2, SPREAD_CLIP^2 v_t) - v_t)`` on
-    observed samples (a missing one leaves both). ``alpha = 0`` is the plain
-    ``(x - mean) / std``. ``with_last`` also returns the baseline and spread after the last sample ``[n, F]``.
-    ``hold`` ``[n, L]`` marks samples (those that fell in an alert) on which the baseline
-    moves at ``hold_rate`` times its pace.
+    ``x_t = (x_t - b_t) / s_t`` with ``s_t = max(std, sqrt(v_t))``, ``b_0 = mean``, ``v_0 = std^2``,
+    ``b_{t+1} = b_t + alpha (x_t - b_t)`` and ``v_{t+1} = v_t + alpha (min((x_t - b_t)^2, SPREAD_CLIP^2 v_t) - v_t)``
+    on observed samples (a missing one leaves both; ``alpha = dims.baseline_alpha``, 0 = the plain
+    ``(x - mean) / std``). ``hold`` ``[n, L]`` marks samples (those that fell in an alert) on which
+    the baseline moves at ``dims.baseline_alerting_rate`` of its pace. The level term's input is
+    the fast average ``f`` (``dims.level_alpha``, never held) against the baseline,
+    ``(f_t - b_t) / s_t * dims.level_gain`` (the sample itself when ``level_halflife`` is 0).
 
     >>> v = np.array([[[1.0], [3.0], [np.nan], [3.0]]])
-    >>> normalise(v, np.array([[1.0]]), np.array([[2.0]]), 0.5)[0, :, 0].tolist()
+    >>> normalise_run(v, np.array([[1.0]]), np.array([[2.0]]), Dims(1, 2, 2, baseline_halflife=1.0)).x[0, :, 0].tolist()
     [0.0, 1.0, nan, 0.5]
     """
     mean = np.asarray(mean, dtype=np.float64)
     std = np.asarray(std, dtype=np.float64)
-    if alpha <= 0:
-        out = ((values - mean[:, None]) / std[:, None]).astype(np.float32)
-        return (out, mean.copy(), std.astype(np.float64) ** 2) if with_last else out
+    alpha, la, gain, rate = dims.baseline_alpha, dims.level_alpha, dims.level_gain, dims.baseline_alerting_rate
     out = np.empty(values.shape, dtype=np.float32)
-    b = mean.copy()
-    v = std.astype(np.float64) ** 2
+    lvl = np.empty(values.shape, dtype=np.float32)
+    b, f = mean.copy(), mean.copy()
+    v = std**2
     for t in range(values.shape[1]):
         x = values[:, t]
         d = x - b
-        out[:, t] = d / np.maximum(std, np.sqrt(v))
-        a = alpha if hold is None else np.where(hold[:, t], alpha * hold_rate, alpha)[:, None]
+        scale = np.maximum(std, np.sqrt(v)) if alpha > 0 else std
+        out[:, t] = d / scale
         obs = ~np.isnan(x)
         d0 = np.where(obs, d, 0.0)
-        b = b + a * d0
-        v = np.where(obs, v + a * (np.minimum(d0 * d0, SPREAD_CLIP**2 * v) - v), v)
-    return (out, b, v) if with_last else out
+        if la > 0:
+            f = np.where(obs, f + la * (np.nan_to_num(x) - f), f)
+            lvl[:, t] = np.where(obs, (f - b) / scale * gain, np.nan)
+        else:
+            lvl[:, t] = out[:, t]
+        if alpha > 0:
+            a = alpha if hold is None else np.where(hold[:, t], alpha * rate, alpha)[:, None]
+            b = b + a * d0
+            v = np.where(obs, v + a * (np.minimum(d0 * d0, SPREAD_CLIP**2 * v) - v), v)
+    return Normalised(out, lvl, b, v, f)
+
+
+def normalise(values: np.ndarray, mean: np.ndarray, std: np.ndarray, dims: Dims,
+              hold: np.ndarray | None = None) -> np.ndarray:
+    """The model's inputs of :func:`normalise_run` (``[n, L, F]`` float32)."""
+    if dims.baseline_alpha <= 0:
+        return ((values - np.asarray(mean)[:, None]) / np.asarray(std)[:, None]).astype(np.float32)
+    return normalise_run(values, mean, std, dims, hold).x
 
 
 def tick_errors(x: Tensor, pred_prev: Tensor, win: Tensor, rec: Tensor, prediction_weight: float,
-                level: tuple[float, float] | None = None) -> tuple[Tensor, Tensor]:
+                level: tuple[float, float, Tensor] | None = None) -> tuple[Tensor, Tensor]:
     """Per-field and total error of one tick.
 
     ``x`` ``[S,B,F]`` normalised sample (NaN = missing), ``pred_prev`` ``[S,B,F]`` the
@@ -210,18 +237,18 @@ def tick_errors(x: Tensor, pred_prev: Tensor, win: Tensor, rec: Tensor, predicti
     re = re / wobs.sum(-2).clamp(min=1)
     field_err = re + prediction_weight * pe
     if level is not None and level[0] > 0:
-        field_err = field_err + level[0] * torch.relu(torch.nan_to_num(x).abs() - level[1]) ** 2
+        field_err = field_err + level[0] * torch.relu(torch.nan_to_num(level[2]).abs() - level[1]) ** 2
     field_err = torch.where(obs, field_err, torch.zeros_like(field_err))
     err = field_err.sum(-1) / obs.sum(-1).clamp(min=1)
     return field_err, err
 
 
 def tick_errors_dense(x: Tensor, pred_prev: Tensor, win: Tensor, rec: Tensor, prediction_weight: float,
-                      level: tuple[float, float] | None = None) -> tuple[Tensor, Tensor]:
+                      level: tuple[float, float, Tensor] | None = None) -> tuple[Tensor, Tensor]:
     """:func:`tick_errors` when nothing is missing (no NaN in ``x`` or ``win``): same values, fewer passes."""
     K, F = win.shape[-2], x.shape[-1]
     field_err = ((win - rec) ** 2).sum(-2) / K
     field_err = torch.add(field_err, (x - pred_prev) ** 2, alpha=prediction_weight)
     if level is not None and level[0] > 0:
-        field_err = torch.add(field_err, torch.relu(x.abs() - level[1]) ** 2, alpha=level[0])
+        field_err = torch.add(field_err, torch.relu(level[2].abs() - level[1]) ** 2, alpha=level[0])
     return field_err, field_err.sum(-1) / F

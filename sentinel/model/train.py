@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from .bank import STD_FLOOR
-from .cells import Dims, init_params, normalise
+from .cells import Dims, init_params, normalise, normalise_run
 from .sequence import FUSED_MAX, AdamW, _detach, _forward, _run, _slice_state, _zero_state
 
 PARAM_KEYS = ("W", "b", "D", "d")
@@ -146,8 +146,7 @@ def train(job: TrainJob, s: TrainSettings, device: str = "cpu",
     # is shorter than the job's (left-padded) may have little or nothing in the training part.
     mean, std = normalisers(job.values, job.loss_mask)
     held = ~job.loss_mask  # samples that fell in an alert: the scoring baseline slowed on them
-    hr = dims.baseline_alerting_rate
-    Xall = torch.from_numpy(normalise(job.values, mean, std, dims.baseline_alpha, hold=held, hold_rate=hr)).to(dev)
+    Xall = torch.from_numpy(normalise(job.values, mean, std, dims, held)).to(dev)
     Mall = torch.from_numpy(job.loss_mask & ~np.isnan(job.values).all(-1)).to(dev)
     Xtr, Xval, Mtr, Mval = Xall[:, :n_tr], Xall[:, n_tr:], Mall[:, :n_tr], Mall[:, n_tr:]
 
@@ -157,7 +156,7 @@ def train(job: TrainJob, s: TrainSettings, device: str = "cpu",
     if job.champion is not None and job.has_champion is not None and job.has_champion.any():
         hc = torch.from_numpy(job.has_champion)
         cm, cs = job.champion["mean"], job.champion["std"]
-        Xc = torch.from_numpy(normalise(job.values, cm, cs, dims.baseline_alpha, hold=held, hold_rate=hr)).to(dev)
+        Xc = torch.from_numpy(normalise(job.values, cm, cs, dims, held)).to(dev)
         cp = {k: torch.from_numpy(job.champion[k]).to(dev) for k in PARAM_KEYS}
         scale = float(np.nanmean((cs / std) ** 2)) if F else 1.0
         cv = _val_loss(dims, cp, Xc[:, :n_tr], Xc[:, n_tr:], Mval, s.prediction_weight).cpu().numpy() * scale
@@ -240,12 +239,13 @@ def rewarm(dims: Dims, params: dict[str, np.ndarray], mean: np.ndarray, std: np.
     with torch.no_grad():
         p = {k: torch.from_numpy(params[k]).to(dev) for k in PARAM_KEYS}
         std_c = np.maximum(std, STD_FLOOR)
-        Xn, base, spread = normalise(values, mean, std_c, dims.baseline_alpha, with_last=True, hold=alerted,
-                             hold_rate=dims.baseline_alerting_rate)
-        X = torch.from_numpy(Xn).to(dev)[:, None]
+        nz = normalise_run(values, mean, std_c, dims, alerted)
+        X = torch.from_numpy(nz.x).to(dev)[:, None]
+        LV = torch.from_numpy(nz.level).to(dev)[:, None]
         present = ~torch.isnan(X).all(-1)  # [n,1,L]
         first = int(present[:, 0].float().argmax(1).min()) if bool(present.any()) else L
         X = X[:, :, first:]  # columns where no stream has begun: nothing to run
+        LV = LV[:, :, first:]
         hold = ~present[:, :, first:]
         state = _zero_state(dims, n, 1, dev)
         err = torch.zeros(n, L)
@@ -253,10 +253,10 @@ def rewarm(dims: Dims, params: dict[str, np.ndarray], mean: np.ndarray, std: np.
             M = torch.zeros(hold.shape, dtype=torch.bool, device=dev)
             _, _, state, e = _forward(dims, p, X, M, state, prediction_weight, 0.0, False,
                                       hold=hold if bool(hold.any()) else None,
-                                      level=(dims.level_weight, dims.level_k) if dims.level_weight > 0 else None)
+                                      level=(dims.level_weight, dims.level_k, LV) if dims.level_weight > 0 else None)
             err[:, first:] = e[:, 0].cpu()
     h, c, win, pred = state
     c_out = c if c is not None else torch.zeros(n, 1, 0)
     return err.numpy(), {"h": h.cpu().numpy(), "c": c_out.cpu().numpy(), "win": win.cpu().numpy(),
-                         "pred": pred.cpu().numpy(), "base": base.astype(np.float32),
-                         "spread": spread.astype(np.float32)}
+                         "pred": pred.cpu().numpy(), "base": nz.base.astype(np.float32),
+                         "spread": nz.spread.astype(np.float32), "fast": nz.fast.astype(np.float32)}

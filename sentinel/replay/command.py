@@ -111,8 +111,8 @@ def replay_command(config_path: str, inputs: tuple[str, ...], more_inputs: tuple
     except InputError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
-    many = len(series) > 1
     out = Path(output_path)
+    many = len(series) > 1 or out.is_dir()  # a directory: one file per series in it
     if many:
         out.mkdir(parents=True, exist_ok=True)
     for sr in res.streams:
@@ -121,10 +121,10 @@ def replay_command(config_path: str, inputs: tuple[str, ...], more_inputs: tuple
         from .plot import plot
 
         pp = Path(plot_path)
-        if many:
+        if many or pp.is_dir():
             pp.mkdir(parents=True, exist_ok=True)
         for sr in res.streams:
-            plot(sr, pp / f"{safe_name(sr.series.name)}.png" if many else pp, cfg.alerts.enter)
+            plot(sr, pp / f"{safe_name(sr.series.name)}.png" if many or pp.is_dir() else pp, cfg.alerts.enter)
     nbad = sum(sum(sr.bad.values()) for sr in res.streams)
     firing = sum(int(sr.is_anomaly.sum()) for sr in res.streams)
     reasons: dict[str, int] = {}
@@ -132,7 +132,7 @@ def replay_command(config_path: str, inputs: tuple[str, ...], more_inputs: tuple
         for k, v in sr.bad.items():
             reasons[k] = reasons.get(k, 0) + v
     why = ", ".join(f"{k}={v}" for k, v in sorted(reasons.items())) or "none"
-    click.echo(f"replay: {res.rows} rows of {len(series)} stream{'s' if many else ''} in {res.seconds:.1f}s "
+    click.echo(f"replay: {res.rows} rows of {len(series)} stream{'s' if len(series) > 1 else ''} in {res.seconds:.1f}s "
                f"({res.rows / max(res.seconds, 1e-9):,.0f} rows/s), {res.trainings} trainings in {res.jobs} batched "
                f"job{'s' if res.jobs != 1 else ''} ({res.train_seconds:.1f}s), {firing} rows firing, {nbad} bad rows "
                f"({why}) -> {output_path}", err=True)

@@ -48,10 +48,13 @@ def plot(res: StreamResult, path: str | Path, enter: float) -> None:
 
     def shade(mask: np.ndarray, color: str, alpha: float, where: list) -> int:
         n = 0
+        last = np.flatnonzero(ok)[-1] if ok.any() else 0
         for a, b in spans(mask & ok):
             idx = np.flatnonzero(ok[a:b]) + a
+            nxt = np.flatnonzero(ok[idx[-1] + 1 :])  # up to the next row, so one row shows too
+            end = x[idx[-1] + 1 + nxt[0]] if len(nxt) else x[last]
             for ax in where:
-                ax.axvspan(x[idx[0]], x[idx[-1]], color=color, alpha=alpha, lw=0)
+                ax.axvspan(x[idx[0]], end, color=color, alpha=alpha, lw=0)
             n += 1
         return n
 

@@ -84,6 +84,7 @@ class Progress:
         self.last = 0.0
         self.t0 = time.monotonic()
         self.done = 0
+        self.shown = -1
 
     def __call__(self, done: int | None = None, note: str = "", force: bool = False) -> None:
         if done is not None:
@@ -93,7 +94,9 @@ class Progress:
         now = time.monotonic()
         if not force and now - self.last < (0.2 if self.interactive else 5.0) and self.done < self.total:
             return
-        self.last = now
+        if self.done == self.shown and not note:
+            return
+        self.last, self.shown = now, self.done
         pct = 100.0 * self.done / max(self.total, 1)
         rate = self.done / max(now - self.t0, 1e-9)
         msg = f"replay: {self.done}/{self.total} rows ({pct:5.1f}%) {rate:,.0f} rows/s {note}".rstrip()
@@ -135,13 +138,15 @@ class _Run:
 
             self.prog(note=label, force=True)
             job.seeds = [self.seed] * len(job.seeds)
-            r = train(job, e.settings, device="cpu", progress=cb)
+            torch.set_num_threads(max(1, self.cfg.train.threads))  # as the daemon's trainer
+            try:
+                r = train(job, e.settings, device="cpu", progress=cb)
+            finally:
+                torch.set_num_threads(max(1, self.cfg.model.score_threads))
             now = max(clocks[k] for k in keys)
-            e.apply_training(job, r, now)
+            e.apply_training(job, r, now, clocks)  # each stream's own clock, not the batch's latest
             g = e.groups[tag["F"]]
-            for k, slot, n, ok in zip(keys, tag["slots"], tag["hist_n"], r.accepted, strict=True):
-                if g.a["trained_at"][slot] == now:  # each stream's own clock, not the batch's latest
-                    g.a["trained_at"][slot] = clocks[k]
+            for k, n, ok in zip(keys, tag["hist_n"], r.accepted, strict=True):
                 sr = self.by_key[k]
                 sr.trainings += 1
                 if sr.first_train is None:

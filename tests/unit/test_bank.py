@@ -267,5 +267,5 @@ def test_bytes_per_stream_counts_weights_and_state() -> None:
     b = bank.bytes_per_stream()
     H, F, K = 32, 1, 8
     assert b["model"] == 4 * ((F + H) * 4 * H + 4 * H + H * (K + 1) * F + (K + 1) * F + 2 * F)
-    assert b["state"] == 4 * ((F + H) + H + K * F + F + 2 * F)  # xh holds the last input beside h; + baseline, spread
+    assert b["state"] == 4 * ((F + H) + H + K * F + F + 3 * F)  # xh holds the last input beside h; + baseline, spread, fast
     assert dims.params_per_stream() == (F + H) * 4 * H + 4 * H + H * (K + 1) * F + (K + 1) * F

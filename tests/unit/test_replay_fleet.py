@@ -189,3 +189,19 @@ def test_engine_due_training_force_and_clocks(cfg) -> None:
     assert e.due_training(T0 + 20) == []  # below min_history
     jobs = e.due_training(T0 + 20, clocks={a: T0 + 19}, force=[a, b])
     assert len(jobs) == 1 and jobs[0].tag["keys"] == [str(a)]  # b is not on the clock list
+
+
+def test_cli_history_file_and_an_output_directory_for_one_file(tmp_path: Path) -> None:
+    hist = series_csv(tmp_path / "normal.csv", 80, 6, t0=T0 - 60 * 100)
+    inp = series_csv(tmp_path / "x.csv", 100, 6)
+    cfgp = tmp_path / "c.yaml"
+    cfgp.write_text(CONFIG.replace("min_history: 64", "min_history: 500"))
+    out = tmp_path / "out"
+    out.mkdir()
+    r = CliRunner().invoke(main, ["replay", "--config", str(cfgp), "--input", str(inp), "--history", str(hist),
+                                  "--output", str(out), "--report", "--quiet"])
+    assert r.exit_code == 0, r.output
+    with open(out / "x.csv", newline="") as fh:
+        rows = list(csv.reader(fh))
+    assert len(rows) == 101 and all(row[4] != "nan" for row in rows[1:])  # ready from the first row
+    assert "on its history before scoring, on 80 samples" in r.output

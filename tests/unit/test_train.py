@@ -253,7 +253,8 @@ def test_rewarm_equals_the_scoring_banks_run_sequence(cell: str, fused: bool, sc
 
     monkeypatch.setattr(seq, "FUSED_MAX", 64 if fused else 0)
     streams = 3
-    dims = Dims(2, 8, 4, cell, baseline_halflife=scoring[0], level_weight=scoring[1], level_k=0.5)
+    dims = Dims(2, 8, 4, cell, baseline_halflife=scoring[0], level_weight=scoring[1], level_k=0.5,
+                baseline_alerting_rate=0.0, level_halflife=scoring[0] / 4)
     v = signal(streams, L=80, F=2, seed=4)
     v[1, 50:] += 3.0            # a shift: the baseline moves and the level term is non-zero
     v[0, :25] = np.nan          # a shorter history: left padding

@@ -1,0 +1,329 @@
+"""The :class:`Engine`: streams, the round of named steps, history from a source, the read API.
+
+Training (:mod:`.training`) and checkpoints (:mod:`.snapshot`) are functions over the engine;
+the engine's methods of those names call them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ...alerts.state import FIRING, PENDING, AlertRules
+from ...config import SentinelConfig
+from ...model.train import TrainJob, TrainResult
+from ...types import AlertEvent, Sample, StreamKey
+from ..views import ChartSeries, StreamView
+from . import snapshot as _snapshot
+from . import steps, training
+from .group import Group
+from .training import alert_levels, train_settings
+
+REJECT_REASONS = ("out_of_order", "duplicate", "non_finite", "no_values", "max_streams", "bad_fields",
+                  "max_fields")
+_INF = float("inf")
+
+
+@dataclass
+class TickOutput:
+    """Per input sample (same order): verdicts; plus the alert events of this call."""
+
+    score: np.ndarray
+    error: np.ndarray
+    threshold: np.ndarray
+    firing: np.ndarray
+    ready: np.ndarray
+    rejected: list[str | None]
+    state: np.ndarray  # AlertState after the sample (0 ok, 1 pending, 2 firing, 3 resolved)
+    events: list[AlertEvent] = field(default_factory=list)
+
+
+class Engine:
+    """Samples in, scores and alert transitions out. See :mod:`sentinel.runtime.engine`."""
+
+    def __init__(self, cfg: SentinelConfig, device: str = "cpu"):
+        self.cfg = cfg
+        self.device = device
+        self.groups: dict[int, Group] = {}
+        self.index: dict[StreamKey, tuple[int, int]] = {}
+        self.rejected: dict[str, int] = dict.fromkeys(REJECT_REASONS, 0)
+        self.model_version = 0
+        self.settings = train_settings(cfg)
+        self.created: list[StreamKey] = []  # streams added since the caller last emptied this list
+
+    # -- streams ---------------------------------------------------------------
+    def _group(self, F: int) -> Group:
+        g = self.groups.get(F)
+        if g is None:
+            g = Group(F, self.cfg, self.device)
+            # copy-on-write (D2): HTTP threads iterating the old dict never see it change size
+            self.groups = {**self.groups, F: g}
+        return g
+
+    def _resolve(self, s: Sample) -> tuple[int, int] | None:
+        loc = self.index.get(s.key)
+        if loc is not None:
+            return loc
+        if len(self.index) >= self.cfg.streams.max_streams:
+            return None
+        F = len(s.fields)
+        slot = self._group(F).add(s.key, s.fields)
+        self.index[s.key] = (F, slot)
+        self.created.append(s.key)
+        return F, slot
+
+    def remove_stream(self, key: StreamKey) -> bool:
+        loc = self.index.pop(key, None)
+        if loc is None:
+            return False
+        self.groups[loc[0]].remove(loc[1])
+        return True
+
+    @property
+    def n_streams(self) -> int:
+        return len(self.index)
+
+    # -- scoring ---------------------------------------------------------------
+    def process(self, samples: list[Sample]) -> TickOutput:
+        """Score ``samples`` in arrival order (a stream's samples in one call are applied in turn)."""
+        n = len(samples)
+        out = TickOutput(np.zeros(n), np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, bool),
+                         np.zeros(n, bool), [None] * n, np.zeros(n, np.int8))
+        # bucket by (group, round): round r holds each stream's r-th sample of this call
+        buckets: dict[tuple[int, int], list[int]] = {}
+        seen: dict[tuple[int, int], int] = {}
+        locs: list[tuple[int, int] | None] = [None] * n
+        vals: list[tuple[float, ...] | None] = [None] * n
+        index = self.index
+        max_fields = self.cfg.streams.max_fields
+        for i, s in enumerate(samples):
+            v = s.values  # plain-Python checks: far cheaper per sample than numpy calls
+            if not v or all(x != x for x in v):
+                out.rejected[i] = "no_values"  # checked before the key: a rejected sample creates no stream
+                continue
+            if any(x == _INF or x == -_INF for x in v):
+                out.rejected[i] = "non_finite"
+                continue
+            if len(v) > max_fields:  # D4: a group per field count, each slot [history, F]: bound F
+                out.rejected[i] = "max_fields"
+                continue
+            loc = index.get(s.key) or self._resolve(s)
+            if loc is None:
+                out.rejected[i] = "max_streams"
+                continue
+            want = self.groups[loc[0]].fields[loc[1]]
+            if s.fields != want:
+                if len(s.fields) != len(want) or set(s.fields) != set(want):
+                    out.rejected[i] = "bad_fields"
+                    continue
+                pos = {f: j for j, f in enumerate(s.fields)}
+                v = tuple(v[pos[f]] for f in want)
+            r = seen.get(loc, 0)
+            seen[loc] = r + 1
+            buckets.setdefault((loc[0], r), []).append(i)
+            locs[i], vals[i] = loc, v
+        for (F, _r), idx in sorted(buckets.items(), key=lambda kv: kv[0][1]):
+            self._round(self.groups[F], np.array(idx), np.array([locs[i][1] for i in idx]),  # type: ignore[index]
+                        np.array([samples[i].ts for i in idx], dtype=np.float64),
+                        np.array([vals[i] for i in idx], dtype=np.float64).reshape(len(idx), F), samples, out)
+        for reason in out.rejected:
+            if reason is not None:
+                self.rejected[reason] += 1
+        return out
+
+    def _round(self, g: Group, idx: np.ndarray, slots: np.ndarray, ts: np.ndarray, v: np.ndarray,
+               samples: list[Sample], out: TickOutput) -> None:
+        """One sample each of some streams of ``g``, through the steps of :mod:`.steps` in turn."""
+        cfg = self.cfg
+        idx, slots, ts, v = steps.validate(g, idx, slots, ts, v, out.rejected)
+        if len(slots) == 0:
+            return
+        ready = steps.gaps(g, slots, ts, cfg.streams.max_gap_intervals, cfg.streams.rewarm_samples)
+        pos = steps.append_history(g, slots, ts, v)
+        score = np.zeros(len(slots))
+        err = np.full(len(slots), np.nan)
+        thr = np.full(len(slots), np.nan)
+        r = np.flatnonzero(ready)
+        if len(r):
+            rs = slots[r]
+            e, fe, alerting = steps.model(g, rs, v[r])
+            score[r], thr[r] = steps.score(g, rs, e, fe, alerting, cfg.detect.score_decades)
+            err[r] = e
+        steps.stuck(g, slots, v, r, score)
+        transitions, st = steps.alert(g, slots, ts, pos, score, cfg.alerts.relearn_after)
+        steps.record(g, slots, score, err, thr, st)
+        out.score[idx], out.error[idx], out.threshold[idx] = score, err, thr
+        out.firing[idx] = st == FIRING
+        out.state[idx] = st
+        out.ready[idx] = ready
+        if transitions:
+            where = {int(s): j for j, s in enumerate(slots)}
+            for tr in transitions:
+                j = where[tr.slot]
+                out.events.append(steps.event(g, tr, score[j], err[j], thr[j], cfg.alerts.enter, cfg.alerts.severity))
+
+    # -- history from a source -------------------------------------------------
+    def load_history(self, samples: Iterable[Sample], create: bool = True) -> int:
+        """Merge a source's historical samples into warming streams' buffers, without scoring them.
+
+        Warm-up from a source's history query: at a fresh start for every stream (``create``
+        adds the streams it has not seen), and for a stream first seen live, whose history up
+        to its first live sample goes in front of what it holds — either way it trains at once
+        instead of waiting for ``min_history`` live samples. Per stream, timestamps it already
+        holds are skipped and the newest ``history_size`` samples are kept, in time order.
+        Streams that are ready or training are left alone. Returns the samples taken.
+        """
+        by_key: dict[StreamKey, list[Sample]] = {}
+        for smp in samples:
+            by_key.setdefault(smp.key, []).append(smp)
+        taken = 0
+        for key, ss in by_key.items():
+            loc = self.index.get(key) or (self._resolve(ss[0]) if create else None)
+            if loc is None:
+                continue
+            g, slot = self.groups[loc[0]], loc[1]
+            a = g.a
+            if a["ready"][slot] or a["training"][slot]:
+                continue
+            n = int(min(a["hist_n"][slot], g.cap))
+            if n:
+                h_ts, h_v, h_fl = g.history(np.array([slot]), last=n)
+                ts_old, v_old, fl_old = h_ts[0], h_v[0], h_fl[0]
+            else:
+                ts_old, v_old, fl_old = np.zeros(0), np.zeros((0, g.F), np.float32), np.zeros(0, bool)
+            held = set(ts_old.tolist())
+            new: dict[float, tuple[float, ...]] = {}
+            for smp in ss:
+                v = smp.values
+                if (smp.ts not in held and len(v) == g.F and any(x == x for x in v)
+                        and not any(x == _INF or x == -_INF for x in v)):
+                    new[smp.ts] = v
+            if not new:
+                continue
+            t_new = np.fromiter(new, dtype=np.float64, count=len(new))
+            v_new = np.array(list(new.values()), dtype=np.float32).reshape(-1, g.F)
+            ts = np.concatenate((t_new, ts_old))
+            order = np.argsort(ts, kind="stable")[-g.cap :]
+            vals = np.concatenate((v_new, v_old))[order]
+            fl = np.concatenate((np.zeros(len(t_new), bool), fl_old))[order]
+            ts = ts[order]
+            L = len(ts)
+            a["hist_ts"][slot, :L], a["hist_v"][slot, :L], a["hist_flag"][slot, :L] = ts, vals, fl
+            a["hist_n"][slot] = L
+            a["since_train"][slot] = L
+            for k in ("ch_score", "ch_thr", "ch_err"):
+                a[k][slot] = np.nan
+            if L > 1:
+                a["interval"][slot] = float(np.median(np.diff(ts)))
+            a["last_ts"][slot] = max(float(a["last_ts"][slot]), float(ts[-1]))
+            taken += len(t_new)
+        return taken
+
+    # -- training (see .training) -------------------------------------------------
+    def due_training(self, now: float, *, clocks: Mapping[StreamKey, float] | None = None,
+                     force: Collection[StreamKey] = ()) -> list[TrainJob]:
+        """Jobs for streams due a first training or a retrain: :func:`.training.due_training`."""
+        return training.due_training(self, now, clocks=clocks, force=force)
+
+    def apply_training(self, job: TrainJob, res: TrainResult, now: float,
+                       clocks: Mapping[StreamKey, float] | None = None) -> dict[str, int]:
+        """Swap in accepted weights and recalibrate: :func:`.training.apply_training`. Returns counts.
+        ``clocks``: each stream's own time of training (a fleet replay), instead of ``now``."""
+        return training.apply_training(self, job, res, now, clocks)
+
+    # -- views: the engine's read API (nobody outside the engine touches Group.a) -----------
+    def iter_streams(self) -> Iterator[tuple[Group, int, StreamKey]]:
+        for g in self.groups.values():
+            for slot in np.flatnonzero(g.a["alive"][: g.capacity]):
+                key = g.keys[slot]
+                if key is not None:
+                    yield g, int(slot), key
+
+    def _view(self, g: Group, slot: int, key: StreamKey) -> StreamView:
+        a, al = g.a, g.alerts.a
+        return StreamView(key, g.fields[slot], bool(a["ready"][slot]), int(al["state"][slot]),
+                          float(a["score"][slot]), float(a["error"][slot]), float(a["threshold"][slot]),
+                          int(a["version"][slot]), float(a["last_ts"][slot]), int(al["fired"][slot]))
+
+    def stream_views(self) -> Iterator[StreamView]:
+        """Every stream as of its last sample."""
+        for g, slot, key in self.iter_streams():
+            yield self._view(g, slot, key)
+
+    def stream_view(self, key: StreamKey) -> StreamView | None:
+        loc = self.index.get(key)
+        return None if loc is None else self._view(self.groups[loc[0]], loc[1], key)
+
+    def chart_series(self, key: StreamKey) -> ChartSeries | None:
+        """The stream's last ``Group.chart`` points: values from its history, verdicts from the chart rings."""
+        loc = self.index.get(key)
+        if loc is None:
+            return None
+        g, slot = self.groups[loc[0]], loc[1]
+        total = int(g.a["hist_n"][slot])
+        n = min(total, g.chart)
+        ts, v, _fl = g.history(np.array([slot]), last=n)
+        cp = (total - n + np.arange(n)) % g.chart
+        return ChartSeries(g.fields[slot], ts[0].tolist(), v[0].tolist(), g.a["ch_score"][slot, cp].tolist(),
+                           g.a["ch_thr"][slot, cp].tolist(), g.a["ch_err"][slot, cp].tolist(),
+                           g.a["ch_state"][slot, cp].tolist())
+
+    def state_counts(self) -> dict[str, int]:
+        counts = {"warming": 0, "ready": 0, "ok": 0, "pending": 0, "firing": 0}
+        for g in self.groups.values():
+            C = g.capacity
+            alive = g.a["alive"][:C]
+            ready = g.a["ready"][:C] & alive
+            st = g.alerts.a["state"][:C]
+            counts["warming"] += int((alive & ~ready).sum())
+            counts["ready"] += int(ready.sum())
+            counts["pending"] += int((ready & (st == PENDING)).sum())
+            counts["firing"] += int((ready & (st == FIRING)).sum())
+        counts["ok"] = counts["ready"] - counts["pending"] - counts["firing"]
+        return counts
+
+    def take_created(self) -> list[StreamKey]:
+        """The streams added since the last call (live samples or history), oldest first."""
+        out, self.created = self.created, []
+        return out
+
+    def set_trained_at(self, t: float) -> None:
+        """Mark every stream as trained at ``t`` (``-inf``: every ready stream is due a retrain now)."""
+        for g in self.groups.values():
+            g.a["trained_at"][:] = t
+
+    def release_job(self, job: TrainJob) -> None:
+        """A job that will not come back (its training failed): its streams may be scheduled again."""
+        tag = job.tag
+        assert isinstance(tag, dict)
+        self.groups[tag["F"]].a["training"][np.asarray(tag["slots"], dtype=np.int64)] = False
+
+    def reconfigure(self, cfg: SentinelConfig) -> None:
+        """Apply a reloaded config's live sections: train settings, alert rules, threshold risk.
+
+        The caller (:mod:`sentinel.runtime.reload`) decides which sections may change live and
+        passes a config whose other sections are the running ones.
+        """
+        self.cfg = cfg
+        self.settings = train_settings(cfg)
+        rules = AlertRules.from_config(cfg.alerts)
+        for g in self.groups.values():
+            g.alerts.rules = rules
+            g.thr.risk = cfg.detect.threshold.risk
+            ready = np.flatnonzero(g.a["alive"][: g.capacity] & g.a["ready"][: g.capacity])
+            if cfg.alerts.false_alerts_per_day is None:  # back to the rules' own levels
+                g.alerts.set_levels(ready, np.full(len(ready), np.nan))
+            else:  # per-stream levels follow the new budget and enter level
+                alert_levels(cfg, g, ready)
+
+    # -- checkpoints (see .snapshot) ----------------------------------------------
+    def snapshot(self) -> tuple[dict, dict[str, torch.Tensor]]:
+        """Everything needed to resume: ``(meta as plain data, tensors)``."""
+        return _snapshot.snapshot(self)
+
+    def restore(self, meta: dict, tensors: dict[str, torch.Tensor]) -> None:
+        """Load a snapshot into this (fresh) engine. Raises ValueError when it does not fit the config."""
+        _snapshot.restore(self, meta, tensors)

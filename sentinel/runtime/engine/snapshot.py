@@ -1,0 +1,72 @@
+"""Checkpoints: everything an engine needs to resume, as plain data and tensors, and back."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from ...types import StreamKey
+
+if TYPE_CHECKING:
+    from .core import Engine
+
+
+def snapshot(engine: Engine) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Everything needed to resume: ``(meta as plain data, tensors)``."""
+    meta: dict = {"model_version": engine.model_version, "rejected": dict(engine.rejected), "groups": {},
+                  "dims": {}}
+    tensors: dict[str, torch.Tensor] = {}
+    for F, g in engine.groups.items():
+        C = g.bank.capacity
+        g._ensure(C)
+        meta["groups"][str(F)] = {
+            "capacity": C, "free": g.bank.free_slots(),
+            "keys": [str(k) if k is not None else None for k in g.keys[:C]],
+            "fields": [list(f) for f in g.fields[:C]],
+        }
+        meta["dims"][str(F)] = [g.bank.dims.fields, g.bank.dims.hidden, g.bank.dims.window, g.bank.dims.cell]
+        for k, t in g.bank.t.items():
+            tensors[f"g{F}.bank.{k}"] = t[:C]
+        for prefix, arrays in (("a", g.a), ("thr", g.thr.snapshot()), ("alert", g.alerts.snapshot())):
+            for k, arr in arrays.items():
+                tensors[f"g{F}.{prefix}.{k}"] = torch.from_numpy(np.ascontiguousarray(arr[:C]))
+    return meta, tensors
+
+
+def restore(engine: Engine, meta: dict, tensors: dict[str, torch.Tensor]) -> None:
+    """Load a snapshot into this (fresh) engine. Raises ValueError when it does not fit the config."""
+    engine.model_version = int(meta.get("model_version", 0))
+    for r, v in meta.get("rejected", {}).items():
+        if r in engine.rejected:
+            engine.rejected[r] = int(v)
+    m = engine.cfg.model
+    for Fs, gm in meta["groups"].items():
+        F = int(Fs)
+        dims = meta["dims"][Fs]
+        want = [F, m.hidden, m.window, m.cell]
+        if list(dims) != want:
+            raise ValueError(f"checkpoint model dims (fields, hidden, window, cell) {dims} differ from the config's {want}")
+        g = engine._group(F)
+        C = int(gm["capacity"])
+        g.bank.restore_slots(C, gm["free"])
+        g._ensure(C)
+        hist = tensors[f"g{F}.a.hist_ts"]
+        if hist.shape[1] != g.cap:
+            raise ValueError(f"checkpoint history_size {hist.shape[1]} differs from the config's {g.cap}")
+        for k in g.bank.t:
+            g.bank.t[k][:C] = tensors[f"g{F}.bank.{k}"].to(g.bank.device)
+        for k in g.a:
+            g.a[k][:C] = tensors[f"g{F}.a.{k}"].numpy()
+        g.thr.restore({k[len(f"g{F}.thr."):]: v.numpy() for k, v in tensors.items() if k.startswith(f"g{F}.thr.")})
+        g.alerts.restore({k[len(f"g{F}.alert."):]: v.numpy() for k, v in tensors.items()
+                          if k.startswith(f"g{F}.alert.")})
+        g.a["training"][:C] = False  # jobs in flight at the checkpoint are simply re-issued
+        for slot, (ks, fs) in enumerate(zip(gm["keys"], gm["fields"], strict=True)):
+            if ks is None:
+                continue
+            key = StreamKey.parse(ks)
+            g.keys[slot] = key
+            g.fields[slot] = tuple(fs)
+            engine.index[key] = (F, slot)

@@ -1,0 +1,175 @@
+"""The round's named steps: validate -> gaps -> history -> model -> score -> stuck -> alert -> record.
+
+A round is one sample for each of some streams of one :class:`~.group.Group` (``slots``
+unique). Each step is a function over the group and the round's arrays, called in that
+order by :meth:`Engine._round <sentinel.runtime.engine.core.Engine._round>`; each can be
+run alone on a group.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ...alerts.state import FIRING, PENDING, Transition
+from ...detect.thresholds import score_from_p
+from ...types import AlertEvent
+from .group import Group
+
+STUCK_MIN = 8  # identical values in a row before a field can count as stuck
+RELEARN_TICKS = 512  # fewest ticks an alert must last before its level can be learned as normal
+
+Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def validate(g: Group, idx: np.ndarray, slots: np.ndarray, ts: np.ndarray, v: np.ndarray,
+             rejected: list[str | None]) -> Arrays:
+    """Drop samples not newer than their stream's last (``rejected[idx]`` names why); the rest
+    as ``(idx, slots, ts, v)`` in slot order (sorted slots let the bank use views when it can)."""
+    last = g.a["last_ts"][slots]
+    bad = ts <= last
+    for j in np.flatnonzero(bad):
+        rejected[idx[j]] = "duplicate" if ts[j] == last[j] else "out_of_order"
+    keep = ~bad
+    idx, slots, ts, v = idx[keep], slots[keep], ts[keep], v[keep]
+    order = np.argsort(slots, kind="stable")
+    return idx[order], slots[order], ts[order], v[order]
+
+
+def gaps(g: Group, slots: np.ndarray, ts: np.ndarray, max_gap_intervals: float, rewarm_samples: int
+         ) -> np.ndarray:
+    """Track each stream's cadence; a gap of more than ``max_gap_intervals`` intervals resets a ready
+    stream's hidden state and it re-warms for ``rewarm_samples`` before it may alert again.
+    Returns which of ``slots`` are ready (have a model)."""
+    a = g.a
+    dt = ts - a["last_ts"][slots]
+    iv = a["interval"][slots]
+    gap = np.isfinite(dt) & (iv > 0) & (dt > max_gap_intervals * iv)
+    a["interval"][slots] = np.where(np.isfinite(dt) & ~gap, np.where(iv > 0, 0.9 * iv + 0.1 * dt, dt), iv)
+    a["last_ts"][slots] = ts
+    ready = a["ready"][slots]
+    gs = slots[gap & ready]
+    if len(gs):
+        g.bank.reset_state(gs)
+        a["rewarm"][gs] = rewarm_samples
+    return ready
+
+
+def append_history(g: Group, slots: np.ndarray, ts: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Write the samples into the history ring (not flagged yet); returns their ring positions."""
+    a = g.a
+    pos = a["hist_n"][slots] % g.cap
+    a["hist_ts"][slots, pos] = ts
+    a["hist_v"][slots, pos] = v
+    a["hist_flag"][slots, pos] = False
+    a["hist_n"][slots] += 1
+    a["since_train"][slots] += 1
+    return pos
+
+
+def model(g: Group, rs: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One bank step of the ready streams ``rs``: ``(error, per-field error, alerting)``; an alerting
+    stream's slow baseline holds."""
+    alerting = np.isin(g.alerts.state(rs), (PENDING, FIRING))
+    fe_t, e_t = g.bank.step(rs, v, alerting)
+    return e_t.numpy().astype(np.float64), fe_t.numpy(), alerting
+
+
+def score(g: Group, rs: np.ndarray, e: np.ndarray, fe: np.ndarray, alerting: np.ndarray, score_decades: float
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """Thresholds: ``(score, threshold)`` of the ready streams ``rs`` from their errors ``e``; warming
+    streams score 0 and count down, and neither they nor alerting ones teach the threshold. Also
+    the per-field error shares and the error level that drift retraining watches."""
+    a = g.a
+    warming = a["rewarm"][rs] > 0
+    p, t = g.thr.update(rs, e, learn=~warming & ~alerting)
+    sc = np.where(warming, 0.0, score_from_p(p, score_decades))
+    a["rewarm"][rs] = np.maximum(a["rewarm"][rs] - 1, 0)
+    tot = fe.sum(1, keepdims=True)
+    a["share"][rs] = np.where(tot > 0, fe / np.where(tot > 0, tot, 1), 0)
+    ew = a["err_ewma"][rs]
+    a["err_ewma"][rs] = np.where(np.isnan(ew), e, 0.995 * ew + 0.005 * np.where(alerting, ew, e))
+    return sc, t
+
+
+def stuck(g: Group, slots: np.ndarray, v: np.ndarray, r: np.ndarray, score: np.ndarray) -> None:
+    """A flat line is easy to reconstruct, so the error cannot flag a stuck sensor: a field that
+    repeats the same value for longer than twice its longest run in training (and at least
+    ``STUCK_MIN`` samples) scores 1 (``score`` is set in place) and is named as the field that
+    drove the alert. Runs are counted for every stream; only the ready rows ``r`` are scored."""
+    a = g.a
+    nan_v = np.isnan(v)
+    same = (v == a["last_v"][slots]) & ~nan_v
+    run = np.where(same, a["run"][slots] + 1, np.where(nan_v, a["run"][slots], 1))
+    a["run"][slots] = run
+    a["last_v"][slots] = np.where(nan_v, a["last_v"][slots], v)
+    if len(r):
+        stuck_f = run[r] >= np.maximum(STUCK_MIN, 2 * a["max_run"][slots[r]])
+        hit = stuck_f.any(1) & (a["rewarm"][slots[r]] == 0)
+        if hit.any():
+            ri = r[hit]
+            score[ri] = 1.0
+            sf = stuck_f[hit].astype(np.float32)
+            a["share"][slots[ri]] = sf / sf.sum(1, keepdims=True)
+
+
+def alert(g: Group, slots: np.ndarray, ts: np.ndarray, pos: np.ndarray, score: np.ndarray, relearn_after: float
+          ) -> tuple[list[Transition], np.ndarray]:
+    """Advance the alert machine; flag the round's history entries of alerting streams (they are
+    not trained on) and mark long-firing ones for a relearn. Returns ``(transitions, state)``."""
+    transitions = g.alerts.advance(slots, ts, score)
+    st = g.alerts.state(slots)
+    g.a["hist_flag"][slots, pos] = np.isin(st, (PENDING, FIRING))
+    relearn(g, slots, ts, st, relearn_after)
+    return transitions, st
+
+
+def relearn(g: Group, slots: np.ndarray, ts: np.ndarray, st: np.ndarray, after: float) -> None:
+    """A new normal is learned, not alerted on forever: an alert firing for ``alerts.relearn_after``
+    (and at least ``RELEARN_TICKS`` of the stream's ticks, so there is post-shift data to learn)
+    marks its samples as normal operation and asks for a retrain of that stream; the retrained
+    model and threshold take the shifted level as normal and the alert resolves."""
+    if after <= 0:
+        return
+    a = g.a
+    since = g.alerts.a["starts_at"][slots]
+    wait = np.maximum(after, RELEARN_TICKS * a["interval"][slots])
+    # at most once per `wait`: a stream still firing after its relearn retrain waits again
+    long = (st == FIRING) & ~a["relearn"][slots] & (ts - since >= wait) & ~(ts - a["trained_at"][slots] < wait)
+    if long.any():
+        ls = slots[long]
+        a["relearn"][ls] = True
+        a["hist_flag"][ls] = False
+
+
+def record(g: Group, slots: np.ndarray, score: np.ndarray, err: np.ndarray, thr: np.ndarray, st: np.ndarray
+           ) -> None:
+    """Keep the round's verdicts as the streams' last, and in the status page's chart rings."""
+    a = g.a
+    a["score"][slots], a["error"][slots], a["threshold"][slots] = score, err, thr
+    cpos = (a["hist_n"][slots] - 1) % g.chart
+    a["ch_score"][slots, cpos] = score
+    a["ch_thr"][slots, cpos] = thr
+    a["ch_err"][slots, cpos] = err
+    a["ch_state"][slots, cpos] = st
+
+
+def event(g: Group, tr: Transition, score: float, err: float, thr: float, enter: float, severity: str
+          ) -> AlertEvent:
+    """The alert event of a transition, with the stream's field shares and its severity."""
+    key = g.keys[tr.slot]
+    assert key is not None
+    share = g.a["share"][tr.slot]
+    names = g.fields[tr.slot]
+    top = tuple(sorted(((names[i], round(float(share[i]), 4)) for i in range(len(names))),
+                       key=lambda kv: -kv[1]))
+    # severity is a label, so it is part of the alert's identity: fixed when the alert opens and kept
+    # for its re-opens and its resolve (else Alertmanager sees the resolve as another alert)
+    if tr.status == "firing" and tr.starts_at == tr.at:
+        g.a["critical"][tr.slot] = score >= max(0.9, enter)
+    sev = "critical" if g.a["critical"][tr.slot] else severity
+    return AlertEvent(key=key, status=tr.status, starts_at=tr.starts_at,  # type: ignore[arg-type]
+                      ends_at=tr.at if tr.status == "resolved" else None, at=tr.at,
+                      score=float(score), threshold=float(thr) if np.isfinite(thr) else math.inf,
+                      error=float(err) if np.isfinite(err) else 0.0, severity=sev, top_fields=top)
