@@ -56,7 +56,7 @@ def _loc(loc: tuple[Any, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("simulator", "influxdb", "postgres") and out.endswith("]"):
+        elif part in ("simulator", "influxdb", "postgres", "mqtt") and out.endswith("]"):
             continue  # the discriminated-union tag pydantic inserts; the user's key path has no such level
         else:
             out += f".{part}" if out else str(part)
@@ -124,4 +124,7 @@ def dump_config(cfg: SentinelConfig) -> str:
     for wh in data.get("sinks", {}).get("webhooks", []):
         if wh.get("hmac_secret"):
             wh["hmac_secret"] = "<secret>"
+    for src in data.get("sources", []):
+        if src.get("type") == "mqtt" and src.get("password"):
+            src["password"] = "<secret>"
     return yaml.safe_dump(data, sort_keys=False)

@@ -13,6 +13,7 @@ from pydantic import Field, model_validator
 from ._base import Duration, Strict
 from .sinks import SinksConfig
 from .source_influxdb import InfluxDBSourceConfig
+from .source_mqtt import MQTTSourceConfig
 from .source_postgres import PostgresSourceConfig
 from .source_simulator import SimulatorSourceConfig
 
@@ -160,7 +161,7 @@ class LoggingConfig(Strict):
 
 
 SourceConfig = Annotated[
-    SimulatorSourceConfig | InfluxDBSourceConfig | PostgresSourceConfig,
+    SimulatorSourceConfig | InfluxDBSourceConfig | PostgresSourceConfig | MQTTSourceConfig,
     Field(discriminator="type"),
 ]
 
