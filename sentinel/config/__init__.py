@@ -106,7 +106,16 @@ def _resolve_paths(cfg: SentinelConfig, base_dir: Path | None) -> SentinelConfig
                               "sinks": cfg.sinks.model_copy(update={"outbox": outbox})}
     if cfg.server.web_config_file:
         update["server"] = cfg.server.model_copy(update={"web_config_file": rel(cfg.server.web_config_file)})
+    if any(s.type == "mqtt" for s in cfg.sources):
+        update["sources"] = [_resolve_tls(s, rel) if s.type == "mqtt" else s for s in cfg.sources]
     return cfg.model_copy(update=update)
+
+
+def _resolve_tls(src: Any, rel: Any) -> Any:
+    """An MQTT source's TLS files, relative to the config file."""
+    tls = src.tls
+    files = {k: rel(getattr(tls, k)) for k in ("ca_file", "cert_file", "key_file") if getattr(tls, k)}
+    return src.model_copy(update={"tls": tls.model_copy(update=files)}) if files else src
 
 
 def load_config(path: str | os.PathLike[str], env: dict[str, str] | None = None) -> SentinelConfig:

@@ -2,7 +2,8 @@
 
 :func:`start_mosquitto` runs the installed ``mosquitto`` on a free 127.0.0.1 port with
 a generated config in a temp dir (persistence on, so a broker restart keeps sessions
-and queued QoS 1 messages; optional username/password via ``mosquitto_passwd``), and
+and queued QoS 1 messages; optional username/password via ``mosquitto_passwd``, optional TLS
+with a throw-away CA made by ``openssl``), and
 returns a handle that can :meth:`~MosquittoServer.restart` on the same port and
 :meth:`~MosquittoServer.publish` with paho. :func:`mosquitto_server` is the
 context-manager form. Only loopback addresses are ever contacted.
@@ -39,12 +40,18 @@ class MosquittoServer:
     binary: str
     username: str | None = None
     password: str | None = None
+    tls: bool = False
     proc: subprocess.Popen[bytes] | None = None
     _log: Any = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
+        return f"{'mqtts' if self.tls else 'mqtt'}://127.0.0.1:{self.port}"
+
+    @property
+    def ca_file(self) -> Path:
+        """The CA that signed the broker's certificate (``tls=True``)."""
+        return self.workdir / "ca.pem"
 
     @property
     def log_path(self) -> Path:
@@ -90,6 +97,8 @@ class MosquittoServer:
         c = paho.Client(CallbackAPIVersion.VERSION2, client_id="", protocol=paho.MQTTv311)
         if self.username is not None:
             c.username_pw_set(self.username, self.password)
+        if self.tls:
+            c.tls_set(ca_certs=str(self.ca_file))
         c.connect("127.0.0.1", self.port, 30)
         c.loop_start()
         try:
@@ -101,6 +110,21 @@ class MosquittoServer:
         finally:
             c.disconnect()
             c.loop_stop()
+
+
+def make_certificates(workdir: Path) -> None:
+    """A throw-away CA and a server certificate for 127.0.0.1 (openssl CLI), valid one day."""
+    openssl = require_binary("openssl")
+
+    def run(*args: str) -> None:
+        subprocess.run([openssl, *args], cwd=workdir, check=True, capture_output=True, timeout=60)
+
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "1", "-subj", "/CN=sentinel-test-ca")
+    run("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
+    (workdir / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "server.pem", "-days", "1", "-extfile", "ext.cnf")
 
 
 def write_config(server: MosquittoServer) -> None:
@@ -116,6 +140,10 @@ def write_config(server: MosquittoServer) -> None:
         "log_type warning",
         "log_type notice",
     ]
+    if server.tls:
+        make_certificates(server.workdir)
+        lines += [f"cafile {server.workdir / 'ca.pem'}", f"certfile {server.workdir / 'server.pem'}",
+                  f"keyfile {server.workdir / 'server.key'}"]
     if server.username is not None:
         pw = server.workdir / "passwd"
         passwd = require_binary("mosquitto_passwd")
@@ -128,11 +156,12 @@ def write_config(server: MosquittoServer) -> None:
     (server.workdir / "mosquitto.conf").write_text("\n".join(lines) + "\n")
 
 
-def start_mosquitto(username: str | None = None, password: str | None = None) -> MosquittoServer:
+def start_mosquitto(username: str | None = None, password: str | None = None, tls: bool = False
+                    ) -> MosquittoServer:
     """Start mosquitto on a free loopback port; skips locally (fails under ``CI=true``) when not installed."""
     binary = require_binary("mosquitto", "/usr/sbin/mosquitto")
     workdir = Path(tempfile.mkdtemp(prefix="sentinel-mqtt-"))
-    server = MosquittoServer(free_port(), workdir, binary, username, password)
+    server = MosquittoServer(free_port(), workdir, binary, username, password, tls)
     write_config(server)
     server.start()
     return server
@@ -144,8 +173,9 @@ def stop_mosquitto(server: MosquittoServer) -> None:
 
 
 @contextlib.contextmanager
-def mosquitto_server(username: str | None = None, password: str | None = None) -> Iterator[MosquittoServer]:
-    server = start_mosquitto(username, password)
+def mosquitto_server(username: str | None = None, password: str | None = None, tls: bool = False
+                     ) -> Iterator[MosquittoServer]:
+    server = start_mosquitto(username, password, tls)
     try:
         yield server
     finally:

@@ -116,10 +116,10 @@ class Connection:
         try:
             await asyncio.wait_for(self._loop.run_in_executor(
                 None, self._client.connect, cfg.host, cfg.port, int(cfg.keepalive)), cfg.connect_timeout)
+        except ssl.SSLError as e:  # before OSError, its base: a certificate problem is no outage
+            raise SourceError(f"mqtt {where}: TLS: {e}") from None
         except (OSError, TimeoutError) as e:
             raise SourceUnavailable(f"mqtt {where}: cannot connect: {e or 'timed out'}") from None
-        except ssl.SSLError as e:
-            raise SourceError(f"mqtt {where}: TLS: {e}") from None
         self._client.loop_start()
         try:
             present, err = await asyncio.wait_for(self._connack, cfg.connect_timeout)

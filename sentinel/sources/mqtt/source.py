@@ -26,11 +26,12 @@ from collections.abc import Callable
 
 from ...config.source_mqtt import MQTTSourceConfig
 from ...errors import SourceUnavailable
+from ...lineprotocol import REASONS as LP_REASONS
 from ...types import Sample, SourceBatch, StreamKey
 from ..base import Emit, Plugin
 from ..selector import Selection, StreamSelector
 from .client import Connection, Lost, Message
-from .payload import PayloadDecoder
+from .payload import REASONS, PayloadDecoder
 
 
 def selection_from(cfg: MQTTSourceConfig) -> Selection:
@@ -54,6 +55,9 @@ class MQTTSource(Plugin):
                  resume: dict | None = None):
         super().__init__(cfg, metrics=metrics, clock=clock)
         on_refused = (lambda _k: metrics.streams_refused.inc()) if metrics is not None else None
+        if metrics is not None:  # every reason this source can count is exported as 0 from the start
+            for r in (*REASONS, *LP_REASONS):
+                metrics.samples_rejected.labels(r)
         self.selector = StreamSelector(selection_from(cfg), on_refused=on_refused)
         self.decoder = PayloadDecoder(cfg, self.selector)
         self._pending: collections.deque[Message] = collections.deque()
