@@ -69,11 +69,16 @@ class AlertMachine(SlotArrays):
         # per-stream alert levels (NaN: the rules' enter/exit), e.g. from a false-alert budget per day
         "enter": (np.float64, np.nan),
         "exit": (np.float64, np.nan),
+        "resolve_s": (np.float64, 0.0),       # per-stream floor on resolve_for (e.g. some ticks of its cadence)
     }
 
     def __init__(self, rules: AlertRules, capacity: int = 64):
         self.rules = rules
         super().__init__({k: ((), dt, fill) for k, (dt, fill) in self.FIELDS.items()}, capacity)
+
+    def set_resolve_floor(self, slots: np.ndarray, seconds: np.ndarray) -> None:
+        """Per-stream least time below exit before a firing alert resolves (the rules' own if larger)."""
+        self.a["resolve_s"][slots] = np.nan_to_num(np.asarray(seconds, dtype=np.float64), nan=0.0)
 
     def set_levels(self, slots: np.ndarray, enter: np.ndarray) -> None:
         """Per-stream enter levels (exit keeps the rules' hysteresis below each); NaN = the rules' own."""
@@ -126,7 +131,7 @@ class AlertMachine(SlotArrays):
         bs = np.where(firing & below & np.isnan(bs), now, bs)
         bs = np.where(firing & ~below, np.nan, bs)
         a["below_since"][slots] = bs
-        hold = np.where(self.flapping(slots, now), r.flap_hold_s, r.resolve_for_s)
+        hold = np.where(self.flapping(slots, now), r.flap_hold_s, np.maximum(r.resolve_for_s, a["resolve_s"][slots]))
         resolve = firing & below & (now - bs >= hold)
         st[resolve] = RESOLVED
         rs = slots[resolve]

@@ -120,6 +120,10 @@ class AlertsConfig(Strict):
     exit: float = Field(0.4, ge=0, le=1, description="score below which a firing alert may resolve")
     for_: Duration = Field(0.0, alias="for", description="time pending before firing")
     resolve_for: Duration = Field(0.0, description="time below exit before resolving")
+    resolve_for_ticks: float = Field(
+        10.0, ge=0, description="also at least this many of the stream's own ticks below exit before resolving, so "
+        "an alert that dips for a tick or two stays one alert at any cadence"
+    )
     cooldown: Duration = Field(300.0, description="after a resolve, a new crossing re-opens it (counted as a flap)")
     flap_window: Duration = Field(3600.0)
     flap_max: int = Field(4, ge=1, description="resolves within flap_window after which resolving needs flap_hold")

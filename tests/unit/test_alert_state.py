@@ -193,3 +193,16 @@ def test_property_without_cooldown_every_firing_is_counted(seq: list[float]) -> 
     for i, s in enumerate(seq):
         firing += sum(tr.status == "firing" for tr in m.advance(np.array([0]), np.array([float(i)]), np.array([s])))
     assert int(m.a["fired"][0]) == firing
+
+
+def test_per_stream_resolve_floor_keeps_a_short_dip_inside_one_alert() -> None:
+    """set_resolve_floor (alerts.resolve_for_ticks x the stream's interval): a dip shorter than the
+    floor does not resolve; a longer one does; a stream without a floor resolves at once."""
+    m = AlertMachine(AlertRules(enter=0.5, exit=0.4, for_s=0, resolve_for_s=0, cooldown_s=0), capacity=2)
+    m.set_resolve_floor(np.array([0]), np.array([30.0]))  # e.g. 10 ticks of a 3 s stream
+    for s in (0, 1):
+        assert one(m, 0, 0.9, s) == [("firing", 0.0, 0.0)]
+    assert one(m, 3, 0.1, 0) == [] and one(m, 3, 0.1, 1) == [("resolved", 3.0, 0.0)]
+    assert one(m, 6, 0.9, 0) == [] and state(m, 0) == FIRING  # the dip of slot 0 stayed inside the alert
+    assert one(m, 9, 0.1, 0) == [] and one(m, 30, 0.1, 0) == []
+    assert one(m, 39, 0.1, 0) == [("resolved", 39.0, 0.0)]  # 30 s below exit

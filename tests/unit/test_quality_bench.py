@@ -104,3 +104,28 @@ def test_real_replay_wiring():
     tallies, lost = Q.score_run(run)
     # no labels in 120 rows: every scored row is clean, and warm-up rows are not scored
     assert lost == 0 and tallies[Q.SENTINEL].clean_rows == 120 - run.ready_from
+
+
+def test_calibration_counts_shares_and_onsets_of_normal_rows() -> None:
+    """benchmarks/calibration.py: the share at or above a level, alert onsets, and the printed ratio."""
+    from benchmarks import calibration as C
+
+    assert C._onsets(np.array([0, 1, 1, 0, 1, 0, 0, 1])) == 3
+    assert C._onsets(np.array([1, 1, 0])) == 1
+    c = C.CleanSet("x", np.array([0.0, 0.1, 0.35, 0.6, 0.75]), onsets=2, days=4.0, streams=1, fire_rows=2)
+    assert c.share(0.3) == pytest.approx(0.6) and c.share(0.5) == pytest.approx(0.4) and c.share(0.7) == 0.2
+    lines = C.table([c], 8.0)
+    assert "x" in lines[2] and "(  150.7x)" in lines[2]  # 0.6 observed vs 10^-2.4 = 0.00398 nominal
+    assert "0.50 (2 onsets, 4.00 stream-days)" in lines[2]
+
+
+def test_tally_reports_false_alarms_per_stream_day() -> None:
+    t = Q.Tally()
+    labels = np.zeros(1441, bool)
+    labels[100:110] = True
+    preds = np.zeros(1441, bool)
+    preds[[5, 500, 900]] = True  # three false alarm runs
+    preds[104] = True
+    t.add(labels, preds, 60.0 * np.arange(1441), np.ones(1441, bool))
+    assert t.false_alarms == 3 and t.days == pytest.approx(1.0)
+    assert t.false_alarms_per_day == pytest.approx(3.0)

@@ -210,11 +210,13 @@ def apply_training(engine: Engine, job: TrainJob, res: TrainResult, now: float,
 
 
 def alert_levels(cfg: SentinelConfig, g: Group, slots: np.ndarray) -> None:
-    """Per-stream enter level from ``alerts.false_alerts_per_day`` and the stream's cadence."""
+    """Per-stream enter level from ``alerts.false_alerts_per_day``, and the resolve floor of
+    ``alerts.resolve_for_ticks``, both from the stream's measured cadence."""
+    iv = g.a["interval"][slots]
+    g.alerts.set_resolve_floor(slots, cfg.alerts.resolve_for_ticks * np.where(iv > 0, iv, 0.0))
     budget = cfg.alerts.false_alerts_per_day
     if budget is None:
         return
-    iv = g.a["interval"][slots]
     p = np.clip(budget * np.where(iv > 0, iv, 60.0) / 86400.0, 1e-12, 0.5)
     # The budget only ever raises the level above `enter`: on slow series it would ask for
     # tail probabilities near the fitted tail's base, where in-sample errors flatter the
