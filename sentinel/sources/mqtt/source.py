@@ -56,8 +56,7 @@ class MQTTSource(Plugin):
         super().__init__(cfg, metrics=metrics, clock=clock)
         on_refused = (lambda _k: metrics.streams_refused.inc()) if metrics is not None else None
         if metrics is not None:  # every reason this source can count is exported as 0 from the start
-            for r in (*REASONS, *LP_REASONS):
-                metrics.samples_rejected.labels(r)
+            metrics.add_reasons(REASONS, LP_REASONS)
         self.selector = StreamSelector(selection_from(cfg), on_refused=on_refused)
         self.decoder = PayloadDecoder(cfg, self.selector)
         self._pending: collections.deque[Message] = collections.deque()
