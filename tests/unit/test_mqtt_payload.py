@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from sentinel.config import ConfigError, load_config_text
+from sentinel.config import ConfigError, dump_config, load_config_text
 from sentinel.config.source_mqtt import MQTTSourceConfig
 from sentinel.sources.mqtt.payload import REASONS, PayloadDecoder, lookup, timestamp_ns
 from sentinel.sources.mqtt.source import selection_from
@@ -157,6 +157,20 @@ def test_config_loads_with_env_expansion_and_derives_the_connection() -> None:
         "broker.local", 8883, True, "s3cret", 1, False)
     assert src.effective_client_id == "sentinel-mqtt" and src.json_payload.fields == {"t": "temp"}
     assert MQTTSourceConfig(url="mqtt://127.0.0.1").port == 1883
+    dumped = dump_config(cfg)
+    assert "s3cret" not in dumped and "<secret>" in dumped
+    again = load_config_text(dumped.replace("<secret>", "x"), source="dump.yaml").sources[0]
+    assert isinstance(again, MQTTSourceConfig) and again.json_payload == src.json_payload
+
+
+def test_tls_files_are_relative_to_the_config_file(tmp_path) -> None:
+    from sentinel.config import load_config
+
+    p = tmp_path / "sentinel.yaml"
+    p.write_text("sources:\n- type: mqtt\n  tls: {ca_file: certs/ca.pem, cert_file: /abs/c.pem, key_file: k.pem}\n")
+    tls = load_config(p, env={}).sources[0].tls  # type: ignore[union-attr]
+    assert (tls.ca_file, tls.cert_file, tls.key_file) == (str(tmp_path / "certs/ca.pem"), "/abs/c.pem",
+                                                          str(tmp_path / "k.pem"))
 
 
 @pytest.mark.parametrize(("yaml_src", "where"), [
