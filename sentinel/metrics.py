@@ -20,6 +20,14 @@ from prometheus_client.registry import Collector
 
 NAMESPACE = "sentinel"
 
+#: Label values known before any event, exported as 0 from the first scrape (Prometheus'
+#: instrumentation guidance: dashboards and ``rate()`` work before the first event).
+RETRAIN_RESULTS = ("success", "rejected", "failure")
+ALERT_STATUSES = ("firing", "resolved")
+STREAM_STATES = ("warming", "ready", "ok", "pending", "firing")
+NOTIFICATION_RESULTS = ("success", "failure", "dropped")
+SOURCE_ERROR_KINDS = ("unavailable", "error")
+
 _LABEL_OK = re.compile(r"[^a-zA-Z0-9_]")
 
 
@@ -145,6 +153,39 @@ class Metrics:
         self.source_up = Gauge("source_up", "1 while the source is connected.", ["source"], namespace=ns, registry=r)
         self.source_errors = Counter("source_errors", "Failed runs of a source (retried with backoff), by kind.",
                                      ["source", "kind"], namespace=ns, registry=r)
+        for res in RETRAIN_RESULTS:
+            self.retrain.labels(res)
+        for status in ALERT_STATUSES:
+            self.alert_transitions.labels(status)
+        for state in STREAM_STATES:
+            self.streams.labels(state).set(0)
+
+    # -- label values known at start, each series exported as 0 before its first event ---------
+    def add_reasons(self, *reasons: Iterable[str]) -> None:
+        """Every reason a sample or line can be rejected for (engine and line protocol)."""
+        for group in reasons:
+            for reason in group:
+                self.samples_rejected.labels(reason)
+
+    def add_source(self, name: str) -> None:
+        """A configured source: ingested, lag, up and error series."""
+        self.samples_ingested.labels(name)
+        self.ingest_lag_seconds.labels(name).set(0)
+        self.source_up.labels(name).set(0)
+        for kind in SOURCE_ERROR_KINDS:
+            self.source_errors.labels(name, kind)
+
+    def add_sink(self, name: str, pending: int = 0) -> None:
+        """A configured sink: notifications by result, outbox pending (``pending``) and dropped."""
+        for result in NOTIFICATION_RESULTS:
+            self.notifications.labels(sink=name, result=result)
+        self.outbox_pending.labels(sink=name).set(pending)
+        self.outbox_dropped.labels(sink=name)
+
+    def add_queue(self, name: str) -> None:
+        """A bounded queue: depth and dropped series."""
+        self.queue_depth.labels(name).set(0)
+        self.queue_dropped.labels(name)
 
     def add_stream_collector(self, rows: Callable[[], Iterable[StreamRow]]) -> StreamCollector:
         c = StreamCollector(rows)

@@ -78,9 +78,7 @@ class Notifier:
         self.sinks: dict[str, Sink] = build_sinks(cfg, external_url)
         self.outbox = Outbox(cfg.outbox.path, cfg.outbox.max_entries, metrics)
         for name in self.sinks:
-            metrics.outbox_pending.labels(sink=name).set(self.outbox.pending(name))
-            for result in ("success", "failure", "dropped"):
-                metrics.notifications.labels(sink=name, result=result)
+            metrics.add_sink(name, self.outbox.pending(name))
         orphans = [s for s in self.outbox.sinks() if s not in self.sinks]
         if orphans:
             log.warning("outbox holds notifications for sinks no longer configured, kept on disk: %s", orphans)

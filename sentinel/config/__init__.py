@@ -58,7 +58,7 @@ def _loc(loc: tuple[Any, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("simulator", "influxdb", "postgres") and out.endswith("]"):
+        elif part in ("simulator", "influxdb", "postgres", "mqtt") and out.endswith("]"):
             continue  # the discriminated-union tag pydantic inserts; the user's key path has no such level
         else:
             out += f".{part}" if out else str(part)
@@ -106,6 +106,8 @@ def _resolve_paths(cfg: SentinelConfig, base_dir: Path | None) -> SentinelConfig
                               "sinks": cfg.sinks.model_copy(update={"outbox": outbox})}
     if cfg.server.web_config_file:
         update["server"] = cfg.server.model_copy(update={"web_config_file": rel(cfg.server.web_config_file)})
+    if any(s.type == "mqtt" for s in cfg.sources):
+        update["sources"] = [_resolve_tls(s, rel) if s.type == "mqtt" else s for s in cfg.sources]
     return cfg.model_copy(update=update)
 
 
@@ -118,6 +120,13 @@ def _with_wal_dir(cfg: SentinelConfig, base_dir: Path | None) -> SentinelConfig:
         d = str((base_dir / d).resolve())
     wal = cfg.server.wal.model_copy(update={"dir": d})
     return cfg.model_copy(update={"server": cfg.server.model_copy(update={"wal": wal})})
+
+
+def _resolve_tls(src: Any, rel: Any) -> Any:
+    """An MQTT source's TLS files, relative to the config file."""
+    tls = src.tls
+    files = {k: rel(getattr(tls, k)) for k in ("ca_file", "cert_file", "key_file") if getattr(tls, k)}
+    return src.model_copy(update={"tls": tls.model_copy(update=files)}) if files else src
 
 
 def load_config(path: str | os.PathLike[str], env: dict[str, str] | None = None) -> SentinelConfig:
@@ -163,4 +172,7 @@ def dump_config(cfg: SentinelConfig) -> str:
     for wh in data.get("sinks", {}).get("webhooks", []):
         if wh.get("hmac_secret"):
             wh["hmac_secret"] = "<secret>"
+    for src in data.get("sources", []):
+        if src.get("type") == "mqtt" and src.get("password"):
+            src["password"] = "<secret>"
     return yaml.safe_dump(data, sort_keys=False)

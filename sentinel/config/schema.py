@@ -13,6 +13,7 @@ from pydantic import Field, model_validator
 from ._base import Duration, Strict
 from .sinks import SinksConfig
 from .source_influxdb import InfluxDBSourceConfig
+from .source_mqtt import MQTTSourceConfig
 from .source_postgres import PostgresSourceConfig
 from .source_simulator import SimulatorSourceConfig
 
@@ -153,7 +154,7 @@ class AlertsConfig(Strict):
     for_: Duration = Field(0.0, alias="for", description="time pending before firing")
     resolve_for: Duration = Field(0.0, description="time below exit before resolving")
     resolve_for_ticks: float = Field(
-        0.0, ge=0, description="also at least this many of the stream's own ticks below exit before resolving, so "
+        10.0, ge=0, description="also at least this many of the stream's own ticks below exit before resolving, so "
         "an alert that dips for a tick or two stays one alert at any cadence"
     )
     cooldown: Duration = Field(300.0, description="after a resolve, a new crossing re-opens it (counted as a flap)")
@@ -197,7 +198,7 @@ class LoggingConfig(Strict):
 
 
 SourceConfig = Annotated[
-    SimulatorSourceConfig | InfluxDBSourceConfig | PostgresSourceConfig,
+    SimulatorSourceConfig | InfluxDBSourceConfig | PostgresSourceConfig | MQTTSourceConfig,
     Field(discriminator="type"),
 ]
 

@@ -40,6 +40,7 @@ from prometheus_client import CollectorRegistry
 from .. import __version__
 from ..alerts.notifier import Notifier
 from ..config import ConfigError, SentinelConfig, load_config
+from ..lineprotocol import REASONS as LP_REASONS
 from ..metrics import Metrics, stream_rows
 from ..model.train import resolve_device
 from ..sources.running import RunningSource
@@ -98,12 +99,7 @@ class Daemon:
         self._stopping = False
         self._stop_lock = asyncio.Lock()
         self.metrics.add_stream_collector(lambda: stream_rows(self.engine.stream_views(), self.cfg.metrics.per_stream))
-        for r in ("success", "rejected", "failure"):
-            self.metrics.retrain.labels(r)
-        for r in (*REJECT_REASONS, *BOUND_REASONS):  # exported as 0 from the start: rate() sees every reason
-            self.metrics.samples_rejected.labels(r)
-        for s in ("warming", "ready", "ok", "pending", "firing"):
-            self.metrics.streams.labels(s).set(0)
+        self.metrics.add_reasons(REJECT_REASONS, LP_REASONS, BOUND_REASONS)  # exported as 0 from the start
 
     # -- lifecycle -----------------------------------------------------------------
     async def start(self) -> None:

@@ -27,6 +27,10 @@ def build_source(src_cfg: Any, cfg: SentinelConfig, metrics: Metrics, resume: di
         from ..sources.timescale import PostgresSource
 
         return PostgresSource(src_cfg, metrics=metrics, clock=clock, resume=resume)
+    if src_cfg.type == "mqtt":
+        from ..sources.mqtt import MQTTSource
+
+        return MQTTSource(src_cfg, metrics=metrics, clock=clock, resume=resume)
     raise ValueError(f"unknown source type {src_cfg.type!r}")
 
 

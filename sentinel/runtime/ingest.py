@@ -26,6 +26,7 @@ class IngestQueue:
         self.overflow = overflow
         self.metrics = metrics
         self._q: asyncio.Queue[SourceBatch] = asyncio.Queue(maxsize=max_batches)
+        metrics.add_queue("ingest")
 
     def qsize(self) -> int:
         return self._q.qsize()

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..errors import SourceError, SourceUnavailable
-from ..metrics import Metrics
+from ..metrics import SOURCE_ERROR_KINDS, Metrics
 from ..retry import backoff_delays
 from ..types import Sample, StreamKey
 from .base import Emit
@@ -47,9 +47,9 @@ class RunningSource:
         self._max = float(getattr(cfg, "backoff_max", 30.0))
         self._rng = rng or random.Random()
         self._stop = asyncio.Event()
+        metrics.add_source(self.name)  # every series of this source exported as 0 from the start
         self._up = metrics.source_up.labels(self.name)
-        self._up.set(0)
-        self._errors = {k: metrics.source_errors.labels(self.name, k) for k in ("unavailable", "error")}
+        self._errors = {k: metrics.source_errors.labels(self.name, k) for k in SOURCE_ERROR_KINDS}
         self.failures = 0  # failed runs since the plugin last connected
 
     @property

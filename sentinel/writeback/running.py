@@ -37,6 +37,7 @@ class RunningSink:
     def __init__(self, metrics: Metrics, *, batch_size: int, flush_interval: float, max_buffer: int,
                  stop_timeout: float, overflow: str = "drop_oldest", rng: random.Random | None = None):
         self.metrics = metrics
+        metrics.add_queue(self.queue)
         self.batch_size, self.flush_interval = batch_size, flush_interval
         self.max_buffer, self.stop_timeout, self.overflow = max_buffer, stop_timeout, overflow
         self._rng = rng

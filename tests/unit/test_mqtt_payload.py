@@ -1,0 +1,186 @@
+"""MQTT payload decoding and topic -> stream key mapping (no broker: sentinel.sources.mqtt.payload/topics)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from sentinel.config import ConfigError, dump_config, load_config_text
+from sentinel.config.source_mqtt import MQTTSourceConfig
+from sentinel.sources.mqtt.payload import REASONS, PayloadDecoder, lookup, timestamp_ns
+from sentinel.sources.mqtt.source import selection_from
+from sentinel.sources.mqtt.topics import TopicKey
+from sentinel.sources.selector import StreamSelector
+from sentinel.types import Sample, StreamKey
+
+NOW = 1_800_000_000.0
+
+
+def decoder(**kw: object) -> PayloadDecoder:
+    cfg = MQTTSourceConfig.model_validate(kw)
+    return PayloadDecoder(cfg, StreamSelector(selection_from(cfg)))
+
+
+def run(d: PayloadDecoder, topic: str, payload: bytes | str) -> tuple[list[Sample], dict[str, int]]:
+    out: list[Sample] = []
+    rej: dict[str, int] = {}
+    d.decode(topic, payload.encode() if isinstance(payload, str) else payload, NOW, out, rej)
+    return out, rej
+
+
+# -- topics ------------------------------------------------------------------------------------------
+def test_topic_segments_after_the_prefix_become_labels() -> None:
+    m = TopicKey("factory/eu", ["site", "_", "machine"])
+    assert m.labels("factory/eu/s1/line3/m7/telemetry") == (("site", "s1"), ("machine", "m7"))
+    assert m.labels("factory/us/s1/line3/m7") is None  # another prefix
+    assert m.labels("factory/eu/s1/line3") is None  # too short
+    assert m.labels("factory/eu//line3/m7") is None  # an empty named segment
+    assert TopicKey("", []).labels("anything/at/all") == ()
+
+
+def test_line_protocol_gets_topic_labels_which_win_over_payload_tags() -> None:
+    d = decoder(topic_prefix="plant", key_from_topic=["site", "machine"])
+    out, rej = run(d, "plant/s1/m7", "pump,site=wrong,line=3 temp=1.5,rpm=1200i 1700000000000000000\n"
+                                     "pump,site=wrong,line=3 temp=2.5,rpm=1300i 1700000001000000000")
+    assert rej == {}
+    assert [s.key for s in out] == [StreamKey.of("pump", site="s1", machine="m7", line="3")] * 2
+    assert [(s.ts, s.fields, s.values) for s in out] == [
+        (1_700_000_000.0, ("rpm", "temp"), (1200.0, 1.5)), (1_700_000_001.0, ("rpm", "temp"), (1300.0, 2.5))]
+
+
+def test_line_protocol_without_timestamp_takes_arrival_time_and_precision_applies() -> None:
+    d = decoder(precision="s")
+    out, _ = run(d, "t", "m v=1\nm v=2 1700000000")
+    assert [s.ts for s in out] == [NOW, 1_700_000_000.0]  # in payload order (the source sorts a batch)
+
+
+def test_bad_line_protocol_is_counted_by_the_codec_reason_and_good_lines_kept() -> None:
+    d = decoder()
+    out, rej = run(d, "t", 'm v=1 1\nm\nm,=x v=1\nm s="text"\nm v=2 2')
+    assert [s.values for s in out] == [(1.0,), (2.0,)]
+    assert rej == {"lp_missing_fields": 1, "lp_bad_tag": 1, "mqtt_non_numeric": 1}
+
+
+def test_line_protocol_uses_stream_selection() -> None:
+    d = decoder(measurements=["pump"], stream_per="field", tags={"site": ["a"]})
+    out, _ = run(d, "t", "pump,site=a x=1,y=2 5\nfan,site=a x=1 5\npump,site=b x=1 5")
+    assert sorted(str(s.key) for s in out) == ["pump,field=x,site=a", "pump,field=y,site=a"]
+
+
+# -- JSON ----------------------------------------------------------------------------------------------
+def test_json_fields_tags_measurement_and_timestamp_by_path() -> None:
+    d = decoder(format="json", topic_prefix="plant", key_from_topic=["site"],
+                json={"measurement_path": "kind", "fields": {"temp": "sensors.temp", "p": "sensors.p.0"},
+                      "tags": {"fw": "meta.fw"}, "timestamp_path": "meta.ts", "timestamp_unit": "ms"})
+    doc = {"kind": "boiler", "sensors": {"temp": 71.5, "p": ["2.5", 9]}, "meta": {"fw": 3, "ts": 1_700_000_000_500}}
+    out, rej = run(d, "plant/s9/x", json.dumps(doc))
+    assert rej == {}
+    assert len(out) == 1
+    s = out[0]
+    assert s.key == StreamKey.of("boiler", site="s9", fw="3")
+    assert s.ts == 1_700_000_000.5 and dict(zip(s.fields, s.values, strict=True)) == {"p": 2.5, "temp": 71.5}
+
+
+def test_json_default_takes_every_top_level_number_and_arrival_time() -> None:
+    d = decoder(format="json")
+    out, rej = run(d, "t", '[{"a": 1, "b": 2.5, "on": true, "name": "x"}, {"a": 3, "b": 4}]')
+    assert rej == {}
+    assert [(s.key, s.ts, s.fields, s.values) for s in out] == [
+        (StreamKey("mqtt"), NOW, ("a", "b"), (1.0, 2.5)), (StreamKey("mqtt"), NOW, ("a", "b"), (3.0, 4.0))]
+
+
+def test_json_iso_timestamp() -> None:
+    d = decoder(format="json", json={"timestamp_path": "t"})
+    out, _ = run(d, "t", '{"t": "2023-11-14T22:13:20.25Z", "v": 1}')
+    assert out[0].ts == pytest.approx(1_700_000_000.25, abs=1e-6)
+    assert timestamp_ns("2023-11-14T22:13:20", "s") == 1_700_000_000 * 10**9  # naive = UTC
+    assert timestamp_ns(-5, "s") is None and timestamp_ns([1], "s") is None
+
+
+@pytest.mark.parametrize(("payload", "reason"), [
+    (b"{not json", "mqtt_bad_json"),
+    (b"\xff\xfe\x00garbage", "mqtt_bad_json"),
+    (b'"a string"', "mqtt_bad_json"),
+    (b"[" * 5000 + b"]" * 5000, "mqtt_bad_json"),
+    (b'{"temp": "hot"}', "mqtt_non_numeric"),
+    (b'{"temp": true}', "mqtt_non_numeric"),
+    (b'{"temp": NaN}', "mqtt_non_numeric"),
+    (b'{"other": 1}', "mqtt_no_fields"),
+    (b'{"temp": 1, "ts": "yesterday"}', "mqtt_bad_timestamp"),
+    (b'{"temp": 1}', "mqtt_bad_timestamp"),
+])
+def test_hostile_json_is_rejected_with_a_reason(payload: bytes, reason: str) -> None:
+    d = decoder(format="json", json={"fields": {"temp": "temp"}, "timestamp_path": "ts"})
+    out, rej = run(d, "t", payload)
+    assert out == [] and rej == {reason: 1}
+    out, rej = run(d, "t", b'{"temp": 2, "ts": 5}')  # and the decoder goes on
+    assert [s.values for s in out] == [(2.0,)] and rej == {}
+
+
+def test_oversize_topic_and_too_many_fields() -> None:
+    d = decoder(format="json", max_payload_bytes=64, max_fields=3, topic_prefix="p", key_from_topic=["m"])
+    assert run(d, "p/m1", b'{"a": ' + b"1" * 100 + b"}") == ([], {"mqtt_oversize": 1})
+    assert run(d, "q/m1", b'{"a": 1}') == ([], {"mqtt_topic": 1})
+    assert run(d, "p/m1", b'{"a": 1, "b": 2, "c": 3, "d": 4}') == ([], {"mqtt_too_many_fields": 1})
+    out, rej = run(d, "p/m1", b'{"a": 1, "b": 2, "c": 3}')
+    assert rej == {} and out[0].key == StreamKey.of("mqtt", m="m1")
+
+
+def test_non_numeric_field_is_dropped_but_the_point_kept() -> None:
+    d = decoder(format="json", json={"fields": {"a": "a", "b": "b"}})
+    out, rej = run(d, "t", b'{"a": 1, "b": "broken"}')
+    assert rej == {"mqtt_non_numeric": 1}
+    assert out[0].fields == ("a", "b") and out[0].values[0] == 1.0 and math.isnan(out[0].values[1])
+
+
+def test_reasons_are_distinct_and_prefixed() -> None:
+    assert len(set(REASONS)) == len(REASONS) and all(r.startswith("mqtt_") for r in REASONS)
+
+
+def test_lookup_paths() -> None:
+    doc = {"a": [{"b": 1}], "c": None}
+    assert lookup(doc, "a.0.b") == 1 and lookup(doc, "c") is None
+    assert lookup(doc, "a.1.b") is lookup(doc, "x") is lookup(doc, "a.b")
+
+
+# -- config ----------------------------------------------------------------------------------------------
+def test_config_loads_with_env_expansion_and_derives_the_connection() -> None:
+    cfg = load_config_text(
+        "sources:\n- type: mqtt\n  url: mqtts://broker.local\n  topics: ['plant/+/+/telemetry']\n"
+        "  username: sentinel\n  password: ${MQTT_PASSWORD}\n  format: json\n  json: {fields: {t: temp}}\n",
+        source="m.yaml", env={"MQTT_PASSWORD": "s3cret"})
+    src = cfg.sources[0]
+    assert isinstance(src, MQTTSourceConfig)
+    assert (src.host, src.port, src.use_tls, src.password, src.qos, src.clean_session) == (
+        "broker.local", 8883, True, "s3cret", 1, False)
+    assert src.effective_client_id == "sentinel-mqtt" and src.json_payload.fields == {"t": "temp"}
+    assert MQTTSourceConfig(url="mqtt://127.0.0.1").port == 1883
+    dumped = dump_config(cfg)
+    assert "s3cret" not in dumped and "<secret>" in dumped
+    again = load_config_text(dumped.replace("<secret>", "x"), source="dump.yaml").sources[0]
+    assert isinstance(again, MQTTSourceConfig) and again.json_payload == src.json_payload
+
+
+def test_tls_files_are_relative_to_the_config_file(tmp_path) -> None:
+    from sentinel.config import load_config
+
+    p = tmp_path / "sentinel.yaml"
+    p.write_text("sources:\n- type: mqtt\n  tls: {ca_file: certs/ca.pem, cert_file: /abs/c.pem, key_file: k.pem}\n")
+    tls = load_config(p, env={}).sources[0].tls  # type: ignore[union-attr]
+    assert (tls.ca_file, tls.cert_file, tls.key_file) == (str(tmp_path / "certs/ca.pem"), "/abs/c.pem",
+                                                          str(tmp_path / "k.pem"))
+
+
+@pytest.mark.parametrize(("yaml_src", "where"), [
+    ("url: http://x:1883", "sources[0].url"),
+    ("topics: ['a/b#']", "sources[0].topics"),
+    ("topics: ['a/#/b']", "sources[0].topics"),
+    ("qos: 3", "sources[0].qos"),
+    ("json: {nope: 1}", "sources[0].json.nope"),
+])
+def test_config_errors_name_the_key(yaml_src: str, where: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_config_text(f"sources:\n- type: mqtt\n  {yaml_src}\n", source="m.yaml")
+    assert f"m.yaml:{where}:" in str(e.value)
