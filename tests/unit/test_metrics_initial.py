@@ -24,6 +24,7 @@ from sentinel.metrics import Metrics
 from sentinel.runtime.daemon import Daemon
 from sentinel.runtime.engine import REJECT_REASONS
 from sentinel.sources.running import RunningSource
+from sentinel.sources.selector import BOUND_REASONS
 from sentinel.writeback.running import RunningSink
 
 STATIC = {  # what Metrics() alone exports: unlabelled families and the label sets fixed in the code
@@ -35,6 +36,7 @@ STATIC = {  # what Metrics() alone exports: unlabelled families and the label se
     **{("sentinel_streams", (("state", s),)): 0.0 for s in ("warming", "ready", "ok", "pending", "firing")},
     ("sentinel_streams_refused_total", ()): 0.0,
     ("sentinel_model_version", ()): 0.0,
+    ("sentinel_wal_bytes", ()): 0.0,
     ("sentinel_checkpoint_last_success_timestamp_seconds", ()): 0.0,
     ("sentinel_config_last_reload_successful", ()): 1.0,
     ("sentinel_score_batch_seconds_count", ()): 0.0,
@@ -117,7 +119,7 @@ def test_components_register_their_label_values_when_constructed(tmp_path: Path)
     asyncio.run(build())
 
     got = series(registry)
-    for reason in REJECT_REASONS + LP_REASONS:  # the engine's and every line-protocol reason
+    for reason in {*REJECT_REASONS, *LP_REASONS, *BOUND_REASONS}:  # the engine, line protocol, input bounds
         assert got.pop(("sentinel_samples_rejected_total", (("reason", reason),))) == 0
     for name in ("sentinel_samples_ingested_total", "sentinel_ingest_lag_seconds", "sentinel_source_up"):
         assert got.pop((name, (("source", "sim"),))) == 0
