@@ -163,7 +163,7 @@ def demo_copy(tmp: Path, streams: int, speed: float) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(480)
 def test_make_run_demo_config_becomes_ready_trains_and_alerts(tmp_path: Path) -> None:
     """40 sensors, 10 simulated seconds per second: ~7 injected anomalies per minute of wall time."""
     p = SentinelProcess(demo_copy(tmp_path, streams=40, speed=10), tmp_path / "demo.log")
@@ -181,7 +181,9 @@ def test_make_run_demo_config_becomes_ready_trains_and_alerts(tmp_path: Path) ->
             return any(s.value > 0 for s in fams["sentinel_alert_transitions"].samples
                        if s.labels.get("status") == "firing" and s.name.endswith("_total"))
 
-        wait_for(fired, 150, "an alert to fire", interval=1.0)
+        # bounded, with room for a loaded CI machine: alone it fires within about 30 s of training
+        # (the calibrated 1 Hz alert level, 0.74, lets fewer of the injected anomalies through)
+        wait_for(fired, 270, "an alert to fire", interval=1.0)
         assert "alert firing" in p.log(20000)
         assert p.terminate(timeout=60) == 0, p.log()
     finally:
