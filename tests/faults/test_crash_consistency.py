@@ -339,6 +339,7 @@ def test_kill_9_at_random_moments_loses_no_alert_and_ends_in_the_same_state(trai
 
 
 @pytest.mark.slow
+@pytest.mark.nightly
 @pytest.mark.timeout(5400)
 def test_nightly_200_kills(trained: Path, tmp_path: Path) -> None:
     check_kills(trained, tmp_path, 200)
