@@ -295,7 +295,11 @@ def run_with_kills(tmp: Path, state: Path, rnd: random.Random, kills: int,
             done += 1
             last_life = life == len(points) - 1  # the final process runs to the end unarmed
             fp = FAILPOINTS[(life // 4) % len(FAILPOINTS)] if life % 4 == 0 and not last_life else None
-            arm = None if fp is None else f"{fp}={1 if fp.startswith('checkpoint') else rnd.randint(1, 20)}"
+            # engine.tick counts scoring rounds, and a loaded machine merges many queued batches into
+            # one round: arm it within the first few rounds so the life surely reaches it
+            n_at = 1 if fp is not None and fp.startswith("checkpoint") else (
+                rnd.randint(1, 3) if fp == "engine.tick" else rnd.randint(1, 20))
+            arm = None if fp is None else f"{fp}={n_at}"
             d = Daemon(cfg, port, tmp / "log", failpoint=arm)
         d.wait_ready()
         s.allow(last)
