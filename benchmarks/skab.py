@@ -109,16 +109,6 @@ def run_skab(cfg_overrides: dict[str, Any] | None = None, data: str | Path = DEF
             "train_seconds": fleet.train_seconds, "jobs": fleet.jobs, "per_file": per_file}
 
 
-def parse_overrides(items: list[str]) -> dict[str, object]:
-    out: dict[str, object] = {}
-    for it in items:
-        key, sep, val = it.partition("=")
-        if not sep or not key.strip():
-            raise SystemExit(f"--set expects KEY=VALUE, got {it!r}")
-        out[key.strip()] = yaml.safe_load(val)
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default=os.path.relpath(DEFAULT_DATA), help="SKAB data folder (default ../shared/data/skab)")
@@ -130,7 +120,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     import torch
 
-    ov = parse_overrides(args.sets)
+    from benchmarks.quality import parse_overrides  # the one --set parser of the benchmarks
+
+    try:
+        ov = parse_overrides(args.sets)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
     print(f"# SKAB outlier protocol: first {HISTORY_ROWS} rows of each file are history; one fleet replay")
     print(f"# machine: {platform.machine()} {os.cpu_count()} cpus, python {platform.python_version()}, "
           f"torch {torch.__version__}; config {args.config} overrides {ov or 'none'}")
