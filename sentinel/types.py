@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Literal
@@ -115,7 +116,7 @@ class SourceBatch:
     """
 
     source: str
-    samples: list[Sample]
+    samples: Sequence[Sample]  # a list, or :class:`~sentinel.columns.Columns` (the hot path)
     cursor: dict | None = None
     received_at: float = 0.0
     rejected: dict[str, int] = field(default_factory=dict)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .. import failpoints
+from ..columns import join, newest_ts
 from ..metrics import Metrics
 from ..types import AlertEvent, Sample, ScoreRecord, SourceBatch, StreamKey
 from .engine import Engine
@@ -59,14 +60,17 @@ class Tick:
     def __call__(self, batches: list[SourceBatch]) -> TickResult:
         t0 = time.perf_counter()
         m = self.metrics
-        samples: list[Sample] = []
+        parts: list[Sequence[Sample]] = []
         spans: list[tuple[str, int, int]] = []  # (source, first, end) of each batch's samples
+        n = 0
         for b in batches:
-            ss = self.shard.keep(b.samples)
-            spans.append((b.source, len(samples), len(samples) + len(ss)))
-            samples.extend(ss)
+            ss = b.samples if self.shard.shard is None else self.shard.keep(b.samples)
+            spans.append((b.source, n, n + len(ss)))
+            parts.append(ss)
+            n += len(ss)
             for reason, cnt in (b.rejected or {}).items():
                 m.samples_rejected.labels(reason).inc(cnt)
+        samples = join(parts)  # columns when every batch is columns of one series table
         out = self.engine.process(samples) if samples else None
         if failpoints.ARMED:
             failpoints.hit("engine.tick")
@@ -81,14 +85,16 @@ class Tick:
             return res
         res.new_streams = self._new_streams(samples, spans)
         rej: dict[str, int] = {}
-        for r in out.rejected:
-            if r is not None:
-                rej[r] = rej.get(r, 0) + 1
+        if out.rejected.count(None) != len(out.rejected):
+            for r in out.rejected:
+                if r is not None:
+                    rej[r] = rej.get(r, 0) + 1
         for r, c in rej.items():
             m.samples_rejected.labels(r).inc(c)
+        ok = out.accepted()
         for src, a, e in spans:  # ingested = accepted for scoring; rejects are counted by reason above
-            m.samples_ingested.labels(src).inc(sum(1 for r in out.rejected[a:e] if r is None))
-        newest = max((s.ts for s in samples), default=now)
+            m.samples_ingested.labels(src).inc(int(ok[a:e].sum()))
+        newest = newest_ts(samples, now)
         for b in batches:
             m.ingest_lag_seconds.labels(b.source).set(max(0.0, now - newest))
         m.score_batch_seconds.observe(time.perf_counter() - t0)
@@ -106,7 +112,7 @@ class Tick:
         res.events = out.events
         return res
 
-    def _new_streams(self, samples: list[Sample], spans: list[tuple[str, int, int]]
+    def _new_streams(self, samples: Sequence[Sample], spans: list[tuple[str, int, int]]
                      ) -> list[tuple[str, dict[StreamKey, float]]]:
         created = self.engine.take_created()
         if not created:

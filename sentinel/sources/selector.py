@@ -12,14 +12,16 @@ from __future__ import annotations
 import math
 import operator
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from ..columns import NAN
 from ..lineprotocol import _I64_MAX, PRECISION_NS, FieldValue, LineError, Point, _scan_body
 from ..types import Sample, StreamKey
+from .bulk import Bulk
 from .fastpath import _fast_fields, _learn_layout
 
-_NAN = float("nan")
+_NAN = NAN  # the one NaN object of missing values (Columns materialise the same)
 
 #: Bounds on what one input may make Sentinel hold (``streams.max_*``), counted under these reasons.
 BOUND_REASONS = ("max_fields", "key_too_long", "tag_value_too_long", "series_per_body", "future", "too_old",
@@ -52,7 +54,7 @@ class Selection:
 class ParseOutcome:
     """Samples from one body (per stream in timestamp order), rejected counts and the first errors."""
 
-    samples: list[Sample]
+    samples: Sequence[Sample]  # a list, or Columns from the columnar path (:mod:`.bulk`)
     rejected: dict[str, int]
     errors: list[LineError]
     lines: int = 0
@@ -99,6 +101,7 @@ class StreamSelector:
         self._lo_ns = -1
         self._new_heads = 0  # series first seen in the body being parsed
         self._slow_seen: set[tuple[str, tuple[tuple[str, str], ...]]] = set()  # those of its scanner lines
+        self._bulk = Bulk()  # the columnar path's series table and layouts
 
     @property
     def stream_count(self) -> int:
@@ -227,14 +230,21 @@ class StreamSelector:
         heads = self._heads
         nlines = 0
         self._max_ns = -1
-        if len(heads) > self.HEAD_CACHE_MAX:
-            heads.clear()
         sel = self.sel
+        if len(heads) > max(self.HEAD_CACHE_MAX, sel.max_streams + sel.max_refused_keys):
+            heads.clear()
+            self._bulk.reset()
         self._new_heads = 0
         self._slow_seen = set()
         self._hi_ns = now_ns + sel.max_future_ns if now_ns > 0 and sel.max_future_ns > 0 else _NO_HI
         self._lo_ns = now_ns - sel.max_age_ns if now_ns > 0 and sel.max_age_ns > 0 else -1
         hi, lo, max_fields = self._hi_ns, self._lo_ns, sel.max_fields
+        bulk = self._bulk.parse(body, mult, now_ns, lo, hi, max_fields) if sel.stream_per == "tagset" else None
+        if bulk is not None:
+            cols, rej, nlines, max_ts = bulk
+            self._hi_ns, self._lo_ns = _NO_HI, -1
+            self._max_ns = max_ts
+            return ParseOutcome(cols if cols is not None else [], rej, errors, nlines, max_ts if cols is not None else -1)
         if '"' in body:
             nlines = self._slow(body, mult, now_ns, out, rej, errors, 1)
         else:
@@ -296,6 +306,10 @@ class StreamSelector:
                                         _learn_layout(h, parts[1])
                                 else:
                                     self._emit(h, fv, ts, out, rej)
+                                    if tagset and h.order is not None:  # first sight: learn its layout now
+                                        _learn_layout(h, parts[1])
+                                if h.rx is not None and head not in self._bulk.hid:
+                                    self._bulk.register(head, h)
                                 continue
                 nlines += self._slow(line, mult, now_ns, out, rej, errors, lineno)
             if max_ns > self._max_ns:
@@ -340,6 +354,8 @@ class StreamSelector:
         h = self._head_for(meas, tags, new_series=True)
         if h.refused != "series_per_body":  # not cached: the next body may take it
             self._heads[head] = h
+            if not h.selected:
+                self._bulk.skip[head] = h.refused
         return h
 
     def _slow(self, text: str, mult: int, now_ns: int, out: list[Sample], rej: dict[str, int],

@@ -6,19 +6,20 @@ the engine's methods of those names call them.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from ...alerts.state import FIRING, PENDING, AlertRules
+from ...columns import Columns
 from ...config import SentinelConfig
 from ...model.train import TrainJob, TrainResult
 from ...types import AlertEvent, Sample, StreamKey
 from ..views import ChartSeries, StreamView
+from . import columnar, steps, training
 from . import snapshot as _snapshot
-from . import steps, training
 from .group import Group
 from .training import alert_levels, train_settings
 
@@ -40,6 +41,14 @@ class TickOutput:
     state: np.ndarray  # AlertState after the sample (0 ok, 1 pending, 2 firing, 3 resolved)
     events: list[AlertEvent] = field(default_factory=list)
 
+    def accepted(self) -> np.ndarray:
+        """Which samples were scored (not rejected), as a bool array."""
+        rej = self.rejected
+        ok = np.ones(len(rej), bool)
+        if rej.count(None) != len(rej):
+            ok[[i for i, r in enumerate(rej) if r is not None]] = False
+        return ok
+
 
 class Engine:
     """Samples in, scores and alert transitions out. See :mod:`sentinel.runtime.engine`."""
@@ -53,6 +62,9 @@ class Engine:
         self.model_version = 0
         self.settings = train_settings(cfg)
         self.created: list[StreamKey] = []  # streams added since the caller last emptied this list
+        # the columnar intake's series id -> slot caches, per series table (see .columnar)
+        self._loc_caches: dict[int, columnar.LocCache] = {}
+        self._loc_epoch = self._loc_epoch_seen = 0  # bumped when a stream is removed (slots are reused)
 
     # -- streams ---------------------------------------------------------------
     def _group(self, F: int) -> Group:
@@ -79,6 +91,7 @@ class Engine:
         loc = self.index.pop(key, None)
         if loc is None:
             return False
+        self._loc_epoch += 1
         self.groups[loc[0]].remove(loc[1])
         return True
 
@@ -87,11 +100,23 @@ class Engine:
         return len(self.index)
 
     # -- scoring ---------------------------------------------------------------
-    def process(self, samples: list[Sample]) -> TickOutput:
-        """Score ``samples`` in arrival order (a stream's samples in one call are applied in turn)."""
+    def process(self, samples: Sequence[Sample]) -> TickOutput:
+        """Score ``samples`` in arrival order (a stream's samples in one call are applied in turn).
+
+        ``samples``: a list of :class:`~sentinel.types.Sample`, or :class:`~sentinel.columns.Columns`
+        (scored from the arrays; the same verdicts, rejections and events as the list of the same samples).
+        """
         n = len(samples)
         out = TickOutput(np.zeros(n), np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, bool),
                          np.zeros(n, bool), [None] * n, np.zeros(n, np.int8))
+        if isinstance(samples, Columns):
+            rounds = columnar.rounds(self, samples, out.rejected)
+            if rounds is not None:
+                for rF, ridx, rslots, rts, rv in rounds:
+                    self._round(self.groups[rF], ridx, rslots, rts, rv, out)
+                self._count_rejected(out)
+                return out
+            samples = list(samples)  # a stream to create: the object path, in arrival order
         # bucket by (group, round): round r holds each stream's r-th sample of this call
         buckets: dict[tuple[int, int], list[int]] = {}
         seen: dict[tuple[int, int], int] = {}
@@ -128,14 +153,18 @@ class Engine:
         for (F, _r), idx in sorted(buckets.items(), key=lambda kv: kv[0][1]):
             self._round(self.groups[F], np.array(idx), np.array([locs[i][1] for i in idx]),  # type: ignore[index]
                         np.array([samples[i].ts for i in idx], dtype=np.float64),
-                        np.array([vals[i] for i in idx], dtype=np.float64).reshape(len(idx), F), samples, out)
-        for reason in out.rejected:
-            if reason is not None:
-                self.rejected[reason] += 1
+                        np.array([vals[i] for i in idx], dtype=np.float64).reshape(len(idx), F), out)
+        self._count_rejected(out)
         return out
 
+    def _count_rejected(self, out: TickOutput) -> None:
+        if out.rejected.count(None) != len(out.rejected):
+            for reason in out.rejected:
+                if reason is not None:
+                    self.rejected[reason] += 1
+
     def _round(self, g: Group, idx: np.ndarray, slots: np.ndarray, ts: np.ndarray, v: np.ndarray,
-               samples: list[Sample], out: TickOutput) -> None:
+               out: TickOutput) -> None:
         """One sample each of some streams of ``g``, through the steps of :mod:`.steps` in turn."""
         cfg = self.cfg
         idx, slots, ts, v = steps.validate(g, idx, slots, ts, v, out.rejected)
@@ -160,9 +189,8 @@ class Engine:
         out.state[idx] = st
         out.ready[idx] = ready
         if transitions:
-            where = {int(s): j for j, s in enumerate(slots)}
             for tr in transitions:
-                j = where[tr.slot]
+                j = int(np.searchsorted(slots, tr.slot))  # validate left the slots sorted
                 out.events.append(steps.event(g, tr, score[j], err[j], thr[j], cfg.alerts.enter, cfg.alerts.severity))
 
     # -- history from a source -------------------------------------------------

@@ -1,0 +1,176 @@
+"""The selector's columnar path: a whole body of familiar lines into :class:`~sentinel.columns.Columns`.
+
+A body qualifies when every line is ``head fields [timestamp]`` with no quotes, backslashes,
+carriage returns, comments or blank lines; every head is one the selector already knows
+(tagset streams whose field layout it has learned, or heads it skips); every field text
+matches its head's layout; every value is finite and every timestamp within the bounds.
+Then the body is parsed with a few C-level passes (one regex ``findall`` for the lines, one
+per field layout for the values, ``map(int)``/``map(float)`` for the numbers) instead of
+Python work per line. Anything else returns None and the body takes the per-line path, so
+both accept, reject and count exactly the same lines: this path only ever handles bodies
+whose every line the per-line path would have taken through a head's learned regex
+(:func:`~sentinel.sources.fastpath._learn_layout`) or skipped, with the same numbers.
+"""
+
+from __future__ import annotations
+
+import re
+from itertools import chain, repeat
+from typing import Any
+
+import numpy as np
+
+from ..columns import Columns, SeriesTable
+from ..lineprotocol import _I64_MAX
+from .fastpath import _fast_fields
+
+# head (as the per-line path's split(" ") sees it), field text, optional digits-only timestamp
+_LINE = re.compile(r'^([^ \n#\\",=][^ \n\\"]*) ([^ \n\\"]+)(?: ([0-9]{1,19}))?$', re.M)
+_NO_BULK = ('"', "\\", "\r", "\n\n")
+
+
+class _Grow:
+    """A growable int64 column (per series id)."""
+
+    __slots__ = ("a", "n")
+
+    def __init__(self) -> None:
+        self.a = np.zeros(64, np.int64)
+        self.n = 0
+
+    def append(self, x: int) -> None:
+        if self.n == len(self.a):
+            self.a = np.concatenate((self.a, np.zeros(len(self.a), np.int64)))
+        self.a[self.n] = x
+        self.n += 1
+
+
+class Bulk:
+    """What the columnar path knows: the series table, each head's layout and field order, the skipped heads."""
+
+    def __init__(self) -> None:
+        self._layouts: list[tuple[re.Pattern[str], int]] = []  # multi-line value regex, number of values
+        self._lid: dict[str, int] = {}
+        self._shapes: list[tuple[int, np.ndarray | None, int]] = []  # (layout, value index per field or None, F)
+        self._shape_id: dict[tuple[int, tuple[int, ...] | None], int] = {}
+        self.reset()
+
+    def reset(self) -> None:
+        self.table = SeriesTable()
+        self.hid: dict[str, int] = {}  # head text -> series id
+        self.skip: dict[str, str | None] = {}  # head text -> reason its lines are refused (None: not selected)
+        self._lay = _Grow()
+        self._shape = _Grow()
+
+    def register(self, head: str, h: Any) -> None:
+        """A selected tagset head whose layout regex was just learned (``h.rx``, ``h.perm``, ``h.order``)."""
+        if head in self.hid or h.rx is None or h.key is None:
+            return
+        pat = h.rx.pattern
+        lid = self._lid.get(pat)
+        if lid is None:
+            lid = self._lid[pat] = len(self._layouts)
+            self._layouts.append((re.compile(f"^(?:{pat})$", re.M), h.rx.groups))
+        K = self._layouts[lid][1]
+        perm = h.perm
+        sk = (lid, perm)
+        sid = self._shape_id.get(sk)
+        if sid is None:
+            sid = self._shape_id[sk] = len(self._shapes)
+            idx = None if perm is None else np.array([i if i >= 0 else K for i in perm], np.int64)
+            self._shapes.append((lid, idx, len(h.order)))
+        self.hid[head] = self.table.add(h.key, h.order)
+        self._lay.append(lid)
+        self._shape.append(sid)
+
+    def _values(self, lid: int, texts: list[str] | tuple[str, ...]) -> np.ndarray | None:
+        rx, K = self._layouts[lid]
+        got = rx.findall("\n".join(texts))
+        if len(got) != len(texts):
+            return None
+        flat = map(float, chain.from_iterable(got) if K > 1 else got)
+        v = np.fromiter(flat, np.float64, len(texts) * K).reshape(len(texts), K)
+        return v if np.isfinite(v).all() else None
+
+    def parse(self, body: str, mult: int, now_ns: int, lo: int, hi: int, max_fields: int
+              ) -> tuple[Columns | None, dict[str, int], int, int] | None:
+        """``(columns or None when no sample, rejected, lines, max_ts_ns)``, or None: take the per-line path."""
+        if not body or body[0] == "\n" or any(c in body for c in _NO_BULK):
+            return None
+        m = _LINE.findall(body)
+        n = len(m)
+        if n == 0 or n != body.count("\n") + (0 if body[-1] == "\n" else 1):
+            return None
+        hs, fs, tss = zip(*m, strict=True)
+        hid = np.fromiter(map(self.hid.get, hs, repeat(-1)), np.int64, n)
+        # timestamps, as the per-line path computes them (Python ints there: bail out where int64 could differ)
+        if "" in tss:
+            t_py = [int(t) * mult if t else now_ns for t in tss]
+            if max(t_py) > _I64_MAX or min(t_py) < 0:
+                return None
+            t = np.array(t_py, np.int64)
+        else:
+            try:
+                t = np.fromiter(map(int, tss), np.int64, n)
+            except OverflowError:
+                return None
+            if mult != 1:
+                if int(t.max()) > _I64_MAX // mult:
+                    return None
+                t *= mult
+        if int(t.min()) < max(lo, 0) or int(t.max()) > min(hi, _I64_MAX):
+            return None
+        rej: dict[str, int] = {}
+        skip = hid < 0
+        if skip.any():
+            for i in np.flatnonzero(skip).tolist():
+                head = hs[i]
+                if head not in self.skip:
+                    return None  # a head seen for the first time (or a stream never admitted)
+                fv = _fast_fields(fs[i])
+                if fv is None or len(fv) > max_fields:
+                    return None
+                reason = self.skip[head]
+                if reason is not None:
+                    rej[reason] = rej.get(reason, 0) + 1
+            rows = np.flatnonzero(~skip)
+            if len(rows) == 0:
+                return None, rej, n, -1
+            hid, t = hid[rows], t[rows]
+            texts: list[str] | tuple[str, ...] = [fs[i] for i in rows.tolist()]
+        else:
+            texts = fs
+        V = self._fill(hid, texts)
+        if V is None:
+            return None
+        ts = t / 1e9
+        if len(ts) > 1 and not bool((ts[1:] >= ts[:-1]).all()):
+            order = np.argsort(ts, kind="stable")  # the per-line path's stable sort by the float timestamp
+            hid, ts, V = hid[order], ts[order], V[order]
+        return Columns(self.table, hid, ts, V), rej, n, int(t.max())
+
+    def _fill(self, hid: np.ndarray, texts: list[str] | tuple[str, ...]) -> np.ndarray | None:
+        """Values ``[n, W]`` of rows ``hid`` (their field texts ``texts``) in each stream's field order."""
+        lay = self._lay.a[hid]
+        shp = self._shape.a[hid]
+        s0 = int(shp[0])
+        if bool((shp == s0).all()):  # one layout and field order (the usual body)
+            lid, idx, _F = self._shapes[s0]
+            v = self._values(lid, texts)
+            if v is None or idx is None:
+                return v
+            return np.concatenate((v, np.full((len(v), 1), np.nan)), 1)[:, idx]
+        W = max(self._shapes[s][2] for s in np.unique(shp).tolist())
+        V = np.full((len(hid), W), np.nan)
+        for lid in np.unique(lay).tolist():
+            pos = np.flatnonzero(lay == lid)
+            v = self._values(lid, [texts[i] for i in pos.tolist()])
+            if v is None:
+                return None
+            v = np.concatenate((v, np.full((len(v), 1), np.nan)), 1)
+            sh = shp[pos]
+            for s in np.unique(sh).tolist():
+                _l, idx, F = self._shapes[s]
+                q = np.flatnonzero(sh == s)
+                V[pos[q], :F] = v[q][:, idx] if idx is not None else v[q][:, :F]
+        return V
