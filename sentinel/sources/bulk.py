@@ -24,8 +24,6 @@ from ..columns import Columns, SeriesTable
 from ..lineprotocol import _I64_MAX
 from .fastpath import _fast_fields
 
-# head (as the per-line path's split(" ") sees it), field text, optional digits-only timestamp
-_LINE = re.compile(r'^([^ \n#\\",=][^ \n\\"]*) ([^ \n\\"]+)(?: ([0-9]{1,19}))?$', re.M)
 _NO_BULK = ('"', "\\", "\r", "\n\n")
 
 
@@ -97,11 +95,23 @@ class Bulk:
         """``(columns or None when no sample, rejected, lines, max_ts_ns)``, or None: take the per-line path."""
         if not body or body[0] == "\n" or any(c in body for c in _NO_BULK):
             return None
-        m = _LINE.findall(body)
-        n = len(m)
-        if n == 0 or n != body.count("\n") + (0 if body[-1] == "\n" else 1):
+        lines = body.split("\n")
+        if lines[-1] == "":
+            lines.pop()
+        n = len(lines)
+        spaces = set(map(str.count, lines, repeat(" ")))
+        if spaces == {2}:  # head fields timestamp
+            tok = " ".join(lines).split(" ")
+            hs, fs, tss = tok[0::3], tok[1::3], tok[2::3]
+            digits = "".join(tss)
+            lens = set(map(len, tss))
+            if not (digits.isdigit() and digits.isascii()) or min(lens) == 0 or max(lens) > 19:
+                return None  # the per-line path sends these lines to the full scanner
+        elif spaces == {1}:  # head fields (receipt time)
+            tok = " ".join(lines).split(" ")
+            hs, fs, tss = tok[0::2], tok[1::2], [""] * n
+        else:
             return None
-        hs, fs, tss = zip(*m, strict=True)
         hid = np.fromiter(map(self.hid.get, hs, repeat(-1)), np.int64, n)
         # timestamps, as the per-line path computes them (Python ints there: bail out where int64 could differ)
         if "" in tss:

@@ -42,7 +42,8 @@ heads = st.sampled_from(["m,a=1", "m,a=2", "m,a=3", "n,a=1", "skip,a=1", "m,a=1,
 layouts = st.sampled_from(["x", "x", "x", "y,x", "x,y", "z"])
 stamps = st.one_of(st.integers(1_699_999_000, 1_700_001_000).map(str), st.just(""),
                    st.integers(0, 10**19).map(str), st.sampled_from(["17e8", "-1", "1700000000.5"]))
-extra = st.sampled_from(["", "", "", "", "# comment", "", "m,a=1 x=1 1700000000 junk", "bad", " m,a=1 x=1"])
+extra = st.sampled_from(["", "", "", "# comment", "# a b", "m,a=1 x=1 1700000000 junk", "bad", " m,a=1 x=1",
+                        "m,a=1 x=1 ", "m,a=1  1", "m,a=1 x=1\t1700000000", "m,a=1 x=1 -5", "m,a=1 x=1 +5"])
 
 
 @st.composite
