@@ -180,10 +180,15 @@ def make_ready(engine, now: float, seed: int = 0) -> int:
     return done
 
 
-def run_one(streams: int, ticks: int, wal: str = "on") -> dict:
+def run_one(streams: int, ticks: int, wal: str = "on", path: str = "columns") -> dict:
     import numpy as np
     import torch
     from prometheus_client import CollectorRegistry
+
+    if path == "objects":  # the landed path: every body parsed line by line into Sample objects
+        from sentinel.sources.bulk import Bulk
+
+        Bulk.parse = lambda *a, **k: None  # type: ignore[method-assign]
 
     from sentinel.config import SentinelConfig
     from sentinel.runtime.daemon import Daemon
@@ -208,10 +213,23 @@ def run_one(streams: int, ticks: int, wal: str = "on") -> dict:
     import logging
 
     logging.getLogger().setLevel(logging.ERROR)
+    from sentinel.sources.selector import StreamSelector
+
+    parse_s = [0.0]  # time the event loop spends parsing bodies (the rest of its time: HTTP, queues)
+    orig_parse = StreamSelector.parse_bytes
+
+    def timed_parse(self, *a, **k):
+        t = time.perf_counter()
+        try:
+            return orig_parse(self, *a, **k)
+        finally:
+            parse_s[0] += time.perf_counter() - t
+
+    StreamSelector.parse_bytes = timed_parse  # type: ignore[method-assign]
     registry = CollectorRegistry()
     d = Daemon(cfg, registry=registry, inline_training=True)
     alerts: list[tuple[float, str, str]] = []
-    result: dict = {"streams": streams, "wal": wal}
+    result: dict = {"streams": streams, "wal": wal, "path": path}
 
     def ingested() -> float:
         return registry.get_sample_value("sentinel_samples_ingested_total", {"source": "rx"}) or 0.0
@@ -255,13 +273,22 @@ def run_one(streams: int, ticks: int, wal: str = "on") -> dict:
             assert ready == streams, (ready, streams)
             rss1 = rss_bytes()
             base = ingested()
+            score_s0 = registry.get_sample_value("sentinel_score_batch_seconds_sum") or 0.0
+            parse_s0, cpu0 = parse_s[0], os.times()
             total = streams * ticks
             parent.send(("go", None))
             t_done = await wait_ingested(base + total, 600)
             msg, (t_first, t_last) = await asyncio.wait_for(recv(), 60)
             sps = total / (t_done - t_first)
+            cpu1 = os.times()
             result.update(samples_per_s=round(sps), sustained_samples=total, sustained_s=round(t_done - t_first, 3),
-                          post_s=round(t_last - t_first, 3))
+                          post_s=round(t_last - t_first, 3),
+                          # where the sustained phase's time went: scoring (the engine thread's ticks), parsing
+                          # (the event loop), and this process's CPU seconds (user + system, both threads)
+                          score_busy_s=round((registry.get_sample_value("sentinel_score_batch_seconds_sum") or 0.0)
+                                             - score_s0, 3),
+                          parse_busy_s=round(parse_s[0] - parse_s0, 3),
+                          cpu_s=round(cpu1.user + cpu1.system - cpu0.user - cpu0.system, 3))
             rss2 = rss_bytes()
             rejected = sum(s.value for m in registry.collect() if m.name == "sentinel_samples_rejected"
                            for s in m.samples if s.name.endswith("_total"))
@@ -330,17 +357,21 @@ def main() -> None:
     ap.add_argument("--ticks", type=int, help="sustained ticks (default: ~400k samples per configuration)")
     ap.add_argument("--wal", default="on,off",
                     help="write-ahead log settings to run each configuration with (server.wal.enabled, fsync always)")
+    ap.add_argument("--path", default="columns,objects",
+                    help="intake paths to run each configuration with: columns (the columnar hot path) and objects "
+                         "(the landed per-line Sample path, the baseline of the same run)")
     ap.add_argument("--run-one", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--wal-one", default="on", help=argparse.SUPPRESS)
+    ap.add_argument("--path-one", default="columns", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.run_one:
-        res = run_one(args.run_one, args.ticks or default_ticks(args.run_one), args.wal_one)
+        res = run_one(args.run_one, args.ticks or default_ticks(args.run_one), args.wal_one, args.path_one)
         print("JSON " + json.dumps(res), flush=True)
         return
     configs = args.streams or ([1_000, 10_000] if args.quick else [1_000, 10_000, 100_000])
     rows = []
-    for s, wal in ((s, w) for s in configs for w in args.wal.split(",")):
-        cmd = [sys.executable, __file__, "--run-one", str(s), "--wal-one", wal] + (
+    for s, wal, path in ((s, w, p) for s in configs for w in args.wal.split(",") for p in args.path.split(",")):
+        cmd = [sys.executable, __file__, "--run-one", str(s), "--wal-one", wal, "--path-one", path] + (
             ["--ticks", str(args.ticks)] if args.ticks else [])
         t = time.perf_counter()
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
@@ -353,23 +384,35 @@ def main() -> None:
         rows.append(r)
     print(f"machine: {platform.processor() or platform.machine()}, cpus={os.cpu_count()}, "
           f"python {platform.python_version()}; sender in a second process; 5000 lines/POST; hidden 32, window 8")
-    hdr = ("streams", "wal", "samples/s", "p50 ms", "p99 ms", "alerts", "missed", "RSS B/stream", "bank B/stream",
+    hdr = ("streams", "wal", "path", "samples/s", "p50 ms", "p99 ms", "alerts", "missed", "RSS B/stream", "bank B/stream",
            "rejected", "scrape s", "wall s")
     print(" | ".join(f"{h:>13}" for h in hdr))
     for r in rows:
-        vals = (r["streams"], r["wal"], r["samples_per_s"], r["p50_alert_ms"], r["p99_alert_ms"], r["alerts"],
+        vals = (r["streams"], r["wal"], r["path"], r["samples_per_s"], r["p50_alert_ms"], r["p99_alert_ms"], r["alerts"],
                 r["missed_alerts"], r["rss_bytes_per_stream"], r["bank_bytes_per_stream"], r["rejected"],
                 r["scrape_s"], r["wall_s"])
         print(" | ".join(f"{v:>13}" for v in vals))
     for r in rows:
-        print(f"RESULT streams={r['streams']} wal={r['wal']} samples_per_s={r['samples_per_s']} p50_alert_ms={r['p50_alert_ms']} "
+        print(f"RESULT streams={r['streams']} wal={r['wal']} path={r['path']} samples_per_s={r['samples_per_s']} p50_alert_ms={r['p50_alert_ms']} "
               f"p99_alert_ms={r['p99_alert_ms']} rss_bytes_per_stream={r['rss_bytes_per_stream']} "
               f"latency_rate={r['latency_rate']} alerts={r['alerts']} missed_alerts={r['missed_alerts']} "
               f"false_alerts={r['false_alerts']} target_samples_per_s=100000 "
               f"meets_target={int(r['samples_per_s'] >= 100_000 and (r['p99_alert_ms'] or 1e9) < 1000)}")
+    by_path: dict = {}
+    for r in rows:
+        by_path.setdefault((r["streams"], r["wal"]), {})[r["path"]] = r
+    ratios = []
+    for (n, wal), pr in sorted(by_path.items()):
+        if "columns" in pr and "objects" in pr and pr["objects"]["samples_per_s"]:
+            c, o = pr["columns"], pr["objects"]
+            ratios.append(f"s{n}_{wal}_columns_vs_objects={c['samples_per_s'] / o['samples_per_s']:.2f} "
+                          f"s{n}_{wal}_p99_columns_ms={c['p99_alert_ms']} s{n}_{wal}_p99_objects_ms={o['p99_alert_ms']}")
+    if ratios:
+        print("RESULT columns_vs_objects " + " ".join(ratios))
     pairs = {}
     for r in rows:
-        pairs.setdefault(r["streams"], {})[r["wal"]] = r
+        if r["path"] == args.path.split(",")[0]:
+            pairs.setdefault(r["streams"], {})[r["wal"]] = r
     cost = []
     for n, pr in sorted(pairs.items()):
         if "on" in pr and "off" in pr and pr["off"]["samples_per_s"]:

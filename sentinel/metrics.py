@@ -4,19 +4,32 @@ Names are a contract: dashboards, rules and users' queries depend on them.
 Per-stream series are produced at scrape time by :class:`StreamCollector`
 from the engine's arrays, labelled by each stream's own labels, so 100k streams
 cost nothing between scrapes and ``metrics.per_stream`` can cut them down.
+
+A scrape (:func:`exposition`) renders the per-stream families straight from the
+engine's arrays in one pass per family: each stream's label string is built once and
+cached, values are formatted by a C-level ``map(repr)``; everything else goes through
+prometheus_client's encoders (text 0.0.4, or OpenMetrics when the scraper asks). The
+per-stream families are :data:`STREAM_FAMILIES`: one line each (name, type, help, the
+column of the engine's export that holds it); a column of shape ``[n, F]`` is exported
+per field with a ``field`` label.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterable, Iterator
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import Metric
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 NAMESPACE = "sentinel"
 
@@ -71,30 +84,169 @@ def stream_rows(views: Iterable[Any], mode: str = "all") -> Iterator[StreamRow]:
                         alert_state=v.alert_level, alerts_total=v.alerts_total)
 
 
-class StreamCollector(Collector):
-    """Yields the per-stream metric families from ``rows()`` on each scrape."""
+#: The per-stream families: (name without the namespace, type, help, column of :class:`StreamColumns`).
+STREAM_FAMILIES: tuple[tuple[str, str, str, str], ...] = (
+    ("anomaly_score", "gauge", "Calibrated anomaly score in [0, 1] of the last sample.", "score"),
+    ("reconstruction_error", "gauge", "Reconstruction error of the last sample (normalised units).", "error"),
+    ("threshold", "gauge", "Current adaptive threshold on the reconstruction error.", "threshold"),
+    ("alert_state", "gauge", "Alert state: 0 ok, 1 pending, 2 firing.", "state"),
+    ("alerts", "counter", "Alerts that went firing on this stream.", "alerts"),
+)
 
-    def __init__(self, rows: Callable[[], Iterable[StreamRow]]):
+
+@dataclass(slots=True)
+class StreamColumns:
+    """Exported numbers of ``n`` streams as arrays: ``keys`` and ``fields`` per row, ``columns`` name ->
+    ``[n]`` (one series per stream) or ``[n, F]`` (one per stream and field, ``fields[i][j]`` naming column j)."""
+
+    keys: Sequence[Any]  # StreamKey per row
+    fields: Sequence[tuple[str, ...]]
+    columns: dict[str, np.ndarray]
+
+
+def _esc(v: str) -> str:
+    return v.replace("\\", r"\\").replace("\n", r"\n").replace('"', r'\"')
+
+
+def _fmt(arr: np.ndarray) -> list[str]:
+    """``floatToGoString`` of every value, vectorised: ``repr`` except for the rare non-finite or >= 1e6."""
+    a = np.asarray(arr, np.float64)
+    out = list(map(repr, a.tolist()))
+    odd = np.flatnonzero(~np.isfinite(a) | (a >= 1e6))
+    for i in odd.tolist():
+        out[i] = floatToGoString(a[i])
+    return out
+
+
+_MUTE = threading.local()  # set while exposition() renders the per-stream families itself
+_FAST: weakref.WeakKeyDictionary[CollectorRegistry, StreamCollector] = weakref.WeakKeyDictionary()
+
+
+class StreamCollector(Collector):
+    """Yields the per-stream metric families on each scrape, from ``columns()`` (the engine's arrays)
+    or, without it, from ``rows()``; :meth:`render` writes them as exposition text in one pass."""
+
+    LABEL_CACHE_MAX = 2_000_000
+
+    def __init__(self, rows: Callable[[], Iterable[StreamRow]] | None = None,
+                 columns: Callable[[], list[StreamColumns]] | None = None):
         self._rows = rows
+        self._columns = columns
+        self._labels: dict[tuple[int, str | None], tuple[Any, str]] = {}  # (id(key), field) -> (key, labels)
 
     def describe(self) -> list[Metric]:
         return []  # per-stream families are dynamic; nothing to check at registration
 
+    def _chunks(self) -> list[StreamColumns]:
+        if self._columns is not None:
+            return self._columns()
+        rows = list(self._rows()) if self._rows is not None else []
+        keys = [tuple(r.labels.items()) for r in rows]
+        cols = {"score": np.array([r.score for r in rows], np.float64),
+                "error": np.array([r.error for r in rows], np.float64),
+                "threshold": np.array([r.threshold for r in rows], np.float64),
+                "state": np.array([r.alert_state for r in rows], np.float64),
+                "alerts": np.array([r.alerts_total for r in rows], np.float64)}
+        return [StreamColumns(keys, [()] * len(rows), cols)]
+
+    def _label_strings(self, ch: StreamColumns, per_field: bool = False) -> list[str]:
+        """Each row's label string (each row's and field's with ``per_field``), cached per stream key
+        object (looked up by identity: a key's hash is not cached, and 100k of them cost more than the text)."""
+        cache = self._labels
+        if len(cache) > self.LABEL_CACHE_MAX:
+            cache.clear()
+        out = []
+        for i, k in enumerate(ch.keys):
+            for f in (ch.fields[i] if per_field else (None,)):
+                c = cache.get((id(k), f))
+                if c is not None and c[0] is k:
+                    out.append(c[1])
+                    continue
+                d = dict(k) if isinstance(k, tuple) else _label_dict(k)  # rows: their labels as exported
+                if f is not None:
+                    d["field"] = f
+                lbl = "{" + ",".join(f'{n}="{_esc(v)}"' for n, v in sorted(d.items())) + "}"
+                cache[(id(k), f)] = (k, lbl)
+                out.append(lbl)
+        return out
+
+    def _family_lines(self, chunks: list[StreamColumns], sname: str, col: str,
+                      labels: dict[int, list[str]] | None = None) -> Iterator[str]:
+        """One family's sample lines; ``labels``: each chunk's label strings, computed once per scrape."""
+        for c, ch in enumerate(chunks):
+            arr = ch.columns[col]
+            if arr.ndim == 1:
+                lbls = labels.get(c) if labels is not None else None
+                if lbls is None:
+                    lbls = self._label_strings(ch)
+                    if labels is not None:
+                        labels[c] = lbls
+                yield "".join([f"{sname}{lb} {v}\n" for lb, v in zip(lbls, _fmt(arr), strict=True)])
+                continue
+            widths = np.array([len(f) for f in ch.fields], np.int64)
+            has = np.arange(arr.shape[1])[None, :] < widths[:, None]  # [n, F]: row-major, as collect() adds them
+            flabels = self._label_strings(ch, per_field=True)
+            yield "".join([f"{sname}{lb} {v}\n" for lb, v in zip(flabels, _fmt(arr[has]), strict=True)])
+
+    def render(self, openmetrics: bool = False) -> str:
+        """The per-stream families as exposition text (prometheus_client's formatting, byte for byte)."""
+        chunks = self._chunks()
+        out = []
+        labels: dict[int, list[str]] = {}
+        for name, typ, doc, col in STREAM_FAMILIES:
+            full = f"{NAMESPACE}_{name}"
+            sname = full + "_total" if typ == "counter" else full
+            hname = full if openmetrics else sname
+            text = doc.replace("\\", r"\\").replace("\n", r"\n")
+            if openmetrics:
+                text = text.replace('"', r'\"')
+            out.append(f"# HELP {hname} {text}\n# TYPE {hname} {typ}\n")
+            out.extend(self._family_lines(chunks, sname, col, labels))
+        return "".join(out)
+
     def collect(self) -> Iterator[Metric]:
-        fams = {
-            "score": Metric(f"{NAMESPACE}_anomaly_score", "Calibrated anomaly score in [0, 1] of the last sample.", "gauge"),
-            "error": Metric(f"{NAMESPACE}_reconstruction_error", "Reconstruction error of the last sample (normalised units).", "gauge"),
-            "threshold": Metric(f"{NAMESPACE}_threshold", "Current adaptive threshold on the reconstruction error.", "gauge"),
-            "state": Metric(f"{NAMESPACE}_alert_state", "Alert state: 0 ok, 1 pending, 2 firing.", "gauge"),
-            "alerts": Metric(f"{NAMESPACE}_alerts", "Alerts that went firing on this stream.", "counter"),
-        }
-        for r in self._rows():
-            fams["score"].add_sample(f"{NAMESPACE}_anomaly_score", r.labels, r.score)
-            fams["error"].add_sample(f"{NAMESPACE}_reconstruction_error", r.labels, r.error)
-            fams["threshold"].add_sample(f"{NAMESPACE}_threshold", r.labels, r.threshold)
-            fams["state"].add_sample(f"{NAMESPACE}_alert_state", r.labels, float(r.alert_state))
-            fams["alerts"].add_sample(f"{NAMESPACE}_alerts_total", r.labels, float(r.alerts_total))
-        yield from fams.values()
+        if getattr(_MUTE, "on", False):
+            return
+        chunks = self._chunks()
+        for name, typ, doc, col in STREAM_FAMILIES:
+            full = f"{NAMESPACE}_{name}"
+            fam = Metric(full, doc, typ)
+            sname = full + "_total" if typ == "counter" else full
+            for ch in chunks:
+                arr = ch.columns[col]
+                for i, k in enumerate(ch.keys):
+                    base = dict(k) if isinstance(k, tuple) else _label_dict(k)
+                    if arr.ndim == 1:
+                        fam.add_sample(sname, base, float(arr[i]))
+                    else:
+                        for j, f in enumerate(ch.fields[i]):
+                            fam.add_sample(sname, {**base, "field": f}, float(arr[i, j]))
+            yield fam
+
+
+def _label_dict(k: Any) -> dict[str, str]:
+    d = {"measurement": k.measurement}
+    d.update({label_name(n): v for n, v in k.labels})
+    return d
+
+
+def exposition(registry: CollectorRegistry, accept: str = "") -> tuple[bytes, str]:
+    """``(body, content type)`` of a scrape of ``registry``: OpenMetrics when ``accept`` asks for it,
+    else text 0.0.4; the per-stream families rendered from arrays (:meth:`StreamCollector.render`)."""
+    encoder, content_type = choose_encoder(accept)
+    fast = _FAST.get(registry)
+    if fast is None:
+        return encoder(registry), content_type
+    _MUTE.on = True
+    try:
+        body = encoder(registry)
+    finally:
+        _MUTE.on = False
+    om = content_type.startswith("application/openmetrics-text")
+    extra = fast.render(openmetrics=om).encode("utf-8")
+    if om and body.endswith(b"# EOF\n"):
+        return body[: -len(b"# EOF\n")] + extra + b"# EOF\n", content_type
+    return body + extra, content_type
 
 
 class Metrics:
@@ -187,7 +339,11 @@ class Metrics:
         self.queue_depth.labels(name).set(0)
         self.queue_dropped.labels(name)
 
-    def add_stream_collector(self, rows: Callable[[], Iterable[StreamRow]]) -> StreamCollector:
-        c = StreamCollector(rows)
+    def add_stream_collector(self, rows: Callable[[], Iterable[StreamRow]] | None = None,
+                             columns: Callable[[], list[StreamColumns]] | None = None) -> StreamCollector:
+        """The per-stream families, from the engine's arrays (``columns``) or from ``rows``; a scrape
+        through :func:`exposition` renders them in one pass."""
+        c = StreamCollector(rows, columns)
         self.registry.register(c)
+        _FAST[self.registry] = c
         return c

@@ -41,7 +41,7 @@ from .. import __version__
 from ..alerts.notifier import Notifier
 from ..config import ConfigError, SentinelConfig, load_config
 from ..lineprotocol import REASONS as LP_REASONS
-from ..metrics import Metrics, stream_rows
+from ..metrics import Metrics
 from ..model.train import resolve_device
 from ..sources.running import RunningSource
 from ..sources.selector import BOUND_REASONS
@@ -98,7 +98,8 @@ class Daemon:
         self._started = False  # /-/ready answers 503 "starting" until history is loaded and loops run
         self._stopping = False
         self._stop_lock = asyncio.Lock()
-        self.metrics.add_stream_collector(lambda: stream_rows(self.engine.stream_views(), self.cfg.metrics.per_stream))
+        self.metrics.add_stream_collector(  # rendered from the engine's arrays on each scrape
+            columns=lambda: self.engine.stream_columns(self.cfg.metrics.per_stream))
         self.metrics.add_reasons(REJECT_REASONS, LP_REASONS, BOUND_REASONS)  # exported as 0 from the start
 
     # -- lifecycle -----------------------------------------------------------------

@@ -37,6 +37,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
+from sentinel.metrics import exposition
 from sentinel.server.status_page import render_status_page
 from sentinel.server.webconfig import WebConfig, peer_sans, ssl_context
 
@@ -207,11 +208,14 @@ async def _metrics(request: web.Request) -> web.Response:
     names = request.query.getall("name[]", [])
     if names:
         registry = registry.restricted_registry(names)
-    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-    body = encoder(registry)
+    if names:
+        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+        body = encoder(registry)
+    else:  # the per-stream families rendered from the engine's arrays
+        body, content_type = exposition(registry, request.headers.get("Accept", ""))
     headers = {"Content-Type": content_type}
     if "gzip" in request.headers.get("Accept-Encoding", "").lower():
-        body = gzip.compress(body, compresslevel=6)
+        body = gzip.compress(body, compresslevel=1)  # 3x faster than 6 on a 40 MB scrape, ~10 % larger
         headers["Content-Encoding"] = "gzip"
     return web.Response(body=body, headers=headers)
 
