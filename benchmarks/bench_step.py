@@ -8,9 +8,13 @@ roofline is the bytes the step must move per stream-tick (weights + normalisers 
 recurrent state read and written) over the machine's read bandwidth, measured here
 with a ``torch.sum`` over an array much larger than cache.
 
+Each configuration runs with the weights stored in every ``--weight-dtypes`` (``model.weight_dtype``:
+float32, bfloat16, float16), in the same process one after the other, and reports each one's rate as a
+ratio of the float32 rate of the same run.
+
 Run: ``.venv/bin/python benchmarks/bench_step.py [--streams 1000,10000,100000] [--hidden 32,64]
-[--threads 2] [--device cpu]``. One ``RESULT`` line per configuration; the last line is the
-10k/H=32 configuration when it was measured.
+[--threads 2] [--device cpu] [--weight-dtypes float32,bfloat16,float16]``. One ``RESULT`` line per
+configuration and dtype; the last lines are the 10k/H=32 configuration when it was measured.
 """
 
 from __future__ import annotations
@@ -53,9 +57,9 @@ def read_bandwidth(dev: torch.device, mib: int = 512, reps: int = 5) -> float:
     return n / best
 
 
-def make_bank(S: int, H: int, window: int, dev: torch.device) -> Bank:
+def make_bank(S: int, H: int, window: int, dev: torch.device, weight_dtype: str = "float32") -> Bank:
     """A bank with S live, contiguous slots and random weights (no per-slot Python work)."""
-    bank = Bank(Dims(1, H, window), device=dev, capacity=S)
+    bank = Bank(Dims(1, H, window), device=dev, capacity=S, weight_dtype=weight_dtype)
     bank._free.clear()  # every slot live: slots 0..S-1 (state is already reset by allocation)
     g = torch.Generator(device=dev).manual_seed(0)
     for k in ("W", "D"):
@@ -133,6 +137,8 @@ def main() -> None:
     ap.add_argument("--naive-rounds", type=int, default=3)
     ap.add_argument("--device", default="cpu", help="cpu | cuda | auto")
     ap.add_argument("--max-gib", type=float, default=8.0, help="skip configs whose bank exceeds this")
+    ap.add_argument("--weight-dtypes", default="float32,bfloat16,float16",
+                    help="model.weight_dtype settings to run each configuration with (float32 first: the ratios' base)")
     a = ap.parse_args()
     dev = torch.device("cuda" if a.device == "auto" and torch.cuda.is_available() else
                        ("cpu" if a.device == "auto" else a.device))
@@ -153,23 +159,27 @@ def main() -> None:
             if gib > a.max_gib:
                 print(f"# skip S={S} H={H}: {gib:.1f} GiB > --max-gib {a.max_gib}")
                 continue
-            bank = make_bank(S, H, a.window, dev)
-            rounds = a.rounds or max(5, min(30, 400_000 // S))
-            tps = time_bank(bank, S, rounds, dev)
-            b = bank.bytes_per_stream()
-            moved = b["model"] + 2 * b["state"]  # weights read once, state read and written
-            frac = tps * moved / bw
-            ratio = tps / naive[H]
-            line = (f"RESULT streams={S} hidden={H} threads={torch.get_num_threads()} device={dev.type} "
-                    f"ticks_per_s={tps:.0f} naive_ticks_per_s={naive[H]:.0f} naive_threads=1 ratio_vs_naive={ratio:.1f} "
-                    f"bytes_per_tick={moved} achieved_gb_per_s={tps * moved / 1e9:.2f} "
-                    f"bandwidth_gb_per_s={bw / 1e9:.1f} roofline_fraction={frac:.2f} "
-                    f"bytes_per_stream={b['model'] + b['state']} model_bytes={b['model']} state_bytes={b['state']}")
-            results.append(((S, H), line))
-            print(line, flush=True)
-            del bank
-            if dev.type == "cuda":
-                torch.cuda.empty_cache()
+            base = None
+            for wd in a.weight_dtypes.split(","):
+                bank = make_bank(S, H, a.window, dev, wd)
+                rounds = a.rounds or max(5, min(30, 400_000 // S))
+                tps = time_bank(bank, S, rounds, dev)
+                base = base or tps
+                b = bank.bytes_per_stream()
+                moved = b["model"] + 2 * b["state"]  # weights read once, state read and written
+                frac = tps * moved / bw
+                ratio = tps / naive[H]
+                line = (f"RESULT streams={S} hidden={H} weight_dtype={wd} threads={torch.get_num_threads()} "
+                        f"device={dev.type} ticks_per_s={tps:.0f} ratio_vs_float32={tps / base:.2f} "
+                        f"naive_ticks_per_s={naive[H]:.0f} naive_threads=1 ratio_vs_naive={ratio:.1f} "
+                        f"bytes_per_tick={moved} achieved_gb_per_s={tps * moved / 1e9:.2f} "
+                        f"bandwidth_gb_per_s={bw / 1e9:.1f} roofline_fraction={frac:.2f} "
+                        f"bytes_per_stream={b['model'] + b['state']} model_bytes={b['model']} state_bytes={b['state']}")
+                results.append(((S, H), line))
+                print(line, flush=True)
+                del bank
+                if dev.type == "cuda":
+                    torch.cuda.empty_cache()
     # the headline configuration last, so `tail -1` finds it
     for key, line in results:
         if key == (10_000, 32):

@@ -103,6 +103,10 @@ class ModelConfig(Strict):
     level_k: float = Field(1.0, ge=0, description="normalised distance from the baseline that costs nothing")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     score_threads: int = Field(1, ge=1, description="torch threads for scoring (training gets the rest)")
+    weight_dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="dtype the scoring bank stores each stream's recurrent weights in (the bytes every "
+        "tick reads); the step sums in float32 (benchmarks/README.md: speed and quality of each)"
+    )
 
 
 class TrainConfig(Strict):

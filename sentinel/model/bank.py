@@ -17,6 +17,9 @@ from .cells import SPREAD_CLIP, Dims, cell_step, decode, tick_errors, tick_error
 
 STD_FLOOR = 1e-6
 
+#: ``model.weight_dtype`` -> the dtype the recurrent weights ``W`` are stored in.
+WEIGHT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
 
 class Bank:
     """Stacked per-stream autoencoders for streams with ``dims.fields`` fields.
@@ -28,14 +31,20 @@ class Bank:
     of the next sample, ``base`` ``[C,F]`` the slow baseline inputs are normalised against
     and ``spread`` ``[C,F]`` the slow mean square of the samples around it (state; the
     training mean and variance after a reset), ``mean,std`` ``[C,F]``.
+
+    ``weight_dtype``: the recurrent weights ``W`` (the bytes every tick reads: ``4H(F+H)`` per stream)
+    are stored in it (float32, bfloat16 or float16); the step rounds the input to that dtype, the matrix
+    kernel sums the products in float32 and rounds each gate pre-activation once, and everything after
+    (gates, state, decoder, errors) is float32. :meth:`params` hands the weights out as float32.
     """
 
     def __init__(self, dims: Dims, *, prediction_weight: float = 1.0, device: str | torch.device = "cpu",
-                 capacity: int = 64, dtype: torch.dtype = torch.float32):
+                 capacity: int = 64, dtype: torch.dtype = torch.float32, weight_dtype: torch.dtype | str = torch.float32):
         self.dims = dims
         self.prediction_weight = float(prediction_weight)
         self.device = torch.device(device)
         self.dtype = dtype
+        self.weight_dtype = WEIGHT_DTYPES[weight_dtype] if isinstance(weight_dtype, str) else weight_dtype
         self.capacity = 0
         self._free: list[int] = []
         self.t: dict[str, Tensor] = {}
@@ -57,7 +66,7 @@ class Bank:
         old = self.capacity
         for name, shape in self._shapes(new_cap).items():
             fill = float("nan") if name == "win" else (1.0 if name == "std" else 0.0)
-            t = torch.full(shape, fill, dtype=self.dtype, device=self.device)
+            t = torch.full(shape, fill, dtype=self.weight_dtype if name == "W" else self.dtype, device=self.device)
             if old:
                 t[:old] = self.t[name]
             self.t[name] = t
@@ -100,7 +109,7 @@ class Bank:
         """Set weights and normalisers of ``slots`` (params ``[n, ...]``)."""
         idx = self._idx(slots)
         for k in ("W", "b", "D", "d"):
-            self.t[k][idx] = params[k].to(self.device, self.dtype)
+            self.t[k][idx] = params[k].to(self.device, self.t[k].dtype)
         self.t["mean"][idx] = mean.to(self.device, self.dtype)
         self.t["std"][idx] = std.to(self.device, self.dtype).clamp(min=STD_FLOOR)
         self.t["base"][idx] = self.t["mean"][idx]
@@ -109,7 +118,7 @@ class Bank:
 
     def params(self, slots: np.ndarray) -> dict[str, Tensor]:
         idx = self._idx(slots)
-        return {k: self.t[k][idx].clone() for k in ("W", "b", "D", "d", "mean", "std")}
+        return {k: self.t[k][idx].to(self.dtype, copy=True) for k in ("W", "b", "D", "d", "mean", "std")}
 
     def reset_state(self, slots: np.ndarray) -> None:
         idx = self._idx(slots)
@@ -189,13 +198,17 @@ class Bank:
         if d.cell == "lstm":
             # the same update as cells.lstm_gates, written into the state tensors in place
             H = d.hidden
-            z = torch.baddbmm(sel["b"], sel["W"], xh.transpose(1, 2)).transpose(1, 2)  # [n,1,4H]
+            W = sel["W"]
+            if W.dtype == self.dtype:
+                z = torch.baddbmm(sel["b"], W, xh.transpose(1, 2)).transpose(1, 2)  # [n,1,4H]
+            else:  # reduced weights: the input rounded to their dtype, products summed in float32 by the kernel
+                z = torch.bmm(W, xh.transpose(1, 2).to(W.dtype)).to(self.dtype).add_(sel["b"]).transpose(1, 2)
             sg = torch.sigmoid(z[..., : 3 * H])
             c = sel["c"]
             c.mul_(sg[..., H : 2 * H]).addcmul_(sg[..., :H], torch.tanh(z[..., 3 * H :]))
             h = torch.mul(sg[..., 2 * H :], torch.tanh(c), out=xh[..., F:])
         else:
-            h, c = cell_step(d.cell, sel["W"], sel["b"], xh[..., :F], xh[..., F:], None)
+            h, c = cell_step(d.cell, sel["W"].to(self.dtype), sel["b"], xh[..., :F], xh[..., F:], None)
         win = torch.cat((sel["win"][:, :, 1:], xn[:, :, None, :]), 2)
         rec, pred = decode(sel["D"], sel["d"], h, d.window, F)
         errs = tick_errors_dense if dense else tick_errors

@@ -42,7 +42,8 @@ class Group:
         # odd lines with 2..59 fields reserve hundreds of MB)
         self.bank = Bank(Dims(F, m.hidden, m.window, m.cell, m.baseline_halflife, m.level_weight, m.level_k,
                               m.baseline_alerting_rate, m.level_halflife),
-                         prediction_weight=m.prediction_weight, device=device, capacity=1)
+                         prediction_weight=m.prediction_weight, device=device, capacity=1,
+                         weight_dtype=m.weight_dtype)
         self.thr = make_thresholds(cfg.detect.threshold)
         self.alerts = AlertMachine(AlertRules.from_config(cfg.alerts))
         self.keys: list[StreamKey | None] = []
