@@ -64,6 +64,14 @@ def signal_value(stream: int, k: int) -> float:
     return 10.0 + math.sin(2 * math.pi * (k + stream % 20) / 20.0) + 0.05 * math.sin(k * 1.7 + stream)
 
 
+def peak_rss() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 def rss_bytes() -> int:
     with open("/proc/self/status") as f:
         for line in f:
@@ -180,7 +188,7 @@ def make_ready(engine, now: float, seed: int = 0) -> int:
     return done
 
 
-def run_one(streams: int, ticks: int, wal: str = "on", path: str = "columns") -> dict:
+def run_one(streams: int, ticks: int, wal: str = "on", path: str = "columns", weight_dtype: str = "float32") -> dict:
     import numpy as np
     import torch
     from prometheus_client import CollectorRegistry
@@ -208,7 +216,7 @@ def run_one(streams: int, ticks: int, wal: str = "on", path: str = "columns") ->
         "state": {"dir": str(tmp / "state"), "checkpoint_interval": 86400},
         "sinks": {"outbox": {"path": str(tmp / "outbox")}, "log_alerts": False},
         "logging": {"level": "error", "format": "text"},
-        "model": {"device": "cpu"},
+        "model": {"device": "cpu", "weight_dtype": weight_dtype},
     })
     import logging
 
@@ -229,7 +237,7 @@ def run_one(streams: int, ticks: int, wal: str = "on", path: str = "columns") ->
     registry = CollectorRegistry()
     d = Daemon(cfg, registry=registry, inline_training=True)
     alerts: list[tuple[float, str, str]] = []
-    result: dict = {"streams": streams, "wal": wal, "path": path}
+    result: dict = {"streams": streams, "wal": wal, "path": path, "weight_dtype": weight_dtype}
 
     def ingested() -> float:
         return registry.get_sample_value("sentinel_samples_ingested_total", {"source": "rx"}) or 0.0
@@ -332,6 +340,23 @@ def run_one(streams: int, ticks: int, wal: str = "on", path: str = "columns") ->
                 f"http://127.0.0.1:{port}/metrics", timeout=120).read())
             result["scrape_s"] = round(time.perf_counter() - t, 3)
             result["scrape_bytes"] = len(body)
+            # a checkpoint: the scoring thread is paused while the snapshot is copied (the write runs beside it)
+            snap = d.checkpointer.snapshot
+            pause = [0.0]
+
+            def timed_snapshot(*a, **k):
+                t = time.perf_counter()
+                try:
+                    return snap(*a, **k)
+                finally:
+                    pause[0] = time.perf_counter() - t
+
+            d.checkpointer.snapshot = timed_snapshot  # type: ignore[method-assign]
+            t = time.perf_counter()
+            await d.checkpoint()
+            result["checkpoint_s"] = round(time.perf_counter() - t, 3)
+            result["checkpoint_pause_s"] = round(pause[0], 3)
+            result["rss_peak"] = peak_rss()
         finally:
             sender.join(timeout=10)
             if sender.is_alive():
@@ -360,21 +385,24 @@ def main() -> None:
     ap.add_argument("--path", default="columns,objects",
                     help="intake paths to run each configuration with: columns (the columnar hot path) and objects "
                          "(the landed per-line Sample path, the baseline of the same run)")
+    ap.add_argument("--weight-dtype", default="float32", help="model.weight_dtype of every configuration")
     ap.add_argument("--run-one", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--wal-one", default="on", help=argparse.SUPPRESS)
     ap.add_argument("--path-one", default="columns", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.run_one:
-        res = run_one(args.run_one, args.ticks or default_ticks(args.run_one), args.wal_one, args.path_one)
+        res = run_one(args.run_one, args.ticks or default_ticks(args.run_one), args.wal_one, args.path_one,
+                      args.weight_dtype)
         print("JSON " + json.dumps(res), flush=True)
         return
     configs = args.streams or ([1_000, 10_000] if args.quick else [1_000, 10_000, 100_000])
     rows = []
     for s, wal, path in ((s, w, p) for s in configs for w in args.wal.split(",") for p in args.path.split(",")):
-        cmd = [sys.executable, __file__, "--run-one", str(s), "--wal-one", wal, "--path-one", path] + (
+        cmd = [sys.executable, __file__, "--run-one", str(s), "--wal-one", wal, "--path-one", path,
+               "--weight-dtype", args.weight_dtype] + (
             ["--ticks", str(args.ticks)] if args.ticks else [])
         t = time.perf_counter()
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=3000)
         line = next((ln for ln in p.stdout.splitlines() if ln.startswith("JSON ")), None)
         if p.returncode != 0 or line is None:
             print(f"streams={s}: failed ({p.returncode})\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}", file=sys.stderr)
@@ -384,16 +412,20 @@ def main() -> None:
         rows.append(r)
     print(f"machine: {platform.processor() or platform.machine()}, cpus={os.cpu_count()}, "
           f"python {platform.python_version()}; sender in a second process; 5000 lines/POST; hidden 32, window 8")
-    hdr = ("streams", "wal", "path", "samples/s", "p50 ms", "p99 ms", "alerts", "missed", "RSS B/stream", "bank B/stream",
-           "rejected", "scrape s", "wall s")
+    hdr = ("streams", "wal", "path", "samples/s", "CPU us/sample", "p50 ms", "p99 ms", "alerts", "missed", "RSS B/stream",
+           "bank B/stream", "rejected", "scrape s", "ckpt pause s", "wall s")
     print(" | ".join(f"{h:>13}" for h in hdr))
     for r in rows:
-        vals = (r["streams"], r["wal"], r["path"], r["samples_per_s"], r["p50_alert_ms"], r["p99_alert_ms"], r["alerts"],
-                r["missed_alerts"], r["rss_bytes_per_stream"], r["bank_bytes_per_stream"], r["rejected"],
-                r["scrape_s"], r["wall_s"])
+        vals = (r["streams"], r["wal"], r["path"], r["samples_per_s"], round(r["cpu_s"] / r["sustained_samples"] * 1e6, 2),
+                r["p50_alert_ms"], r["p99_alert_ms"], r["alerts"], r["missed_alerts"], r["rss_bytes_per_stream"],
+                r["bank_bytes_per_stream"], r["rejected"], r["scrape_s"], r["checkpoint_pause_s"], r["wall_s"])
         print(" | ".join(f"{v:>13}" for v in vals))
     for r in rows:
-        print(f"RESULT streams={r['streams']} wal={r['wal']} path={r['path']} samples_per_s={r['samples_per_s']} p50_alert_ms={r['p50_alert_ms']} "
+        print(f"RESULT streams={r['streams']} wal={r['wal']} path={r['path']} weight_dtype={r['weight_dtype']} "
+              f"samples_per_s={r['samples_per_s']} cpu_us_per_sample={r['cpu_s'] / r['sustained_samples'] * 1e6:.2f} "
+              f"score_busy_s={r['score_busy_s']} parse_busy_s={r['parse_busy_s']} sustained_s={r['sustained_s']} "
+              f"checkpoint_pause_s={r['checkpoint_pause_s']} checkpoint_s={r['checkpoint_s']} "
+              f"make_ready_s={r['make_ready_s']} rss_peak={r['rss_peak']} scrape_s={r['scrape_s']} p50_alert_ms={r['p50_alert_ms']} "
               f"p99_alert_ms={r['p99_alert_ms']} rss_bytes_per_stream={r['rss_bytes_per_stream']} "
               f"latency_rate={r['latency_rate']} alerts={r['alerts']} missed_alerts={r['missed_alerts']} "
               f"false_alerts={r['false_alerts']} target_samples_per_s=100000 "
@@ -406,6 +438,7 @@ def main() -> None:
         if "columns" in pr and "objects" in pr and pr["objects"]["samples_per_s"]:
             c, o = pr["columns"], pr["objects"]
             ratios.append(f"s{n}_{wal}_columns_vs_objects={c['samples_per_s'] / o['samples_per_s']:.2f} "
+                          f"s{n}_{wal}_cpu_per_sample_objects_vs_columns={o['cpu_s'] / o['sustained_samples'] / (c['cpu_s'] / c['sustained_samples']):.2f} "
                           f"s{n}_{wal}_p99_columns_ms={c['p99_alert_ms']} s{n}_{wal}_p99_objects_ms={o['p99_alert_ms']}")
     if ratios:
         print("RESULT columns_vs_objects " + " ".join(ratios))
