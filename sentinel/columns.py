@@ -31,7 +31,7 @@ _serials = itertools.count(1)
 class SeriesTable:
     """Append-only: series id -> ``(StreamKey, fields)``. A new table (new ``serial``) replaces a cleared one."""
 
-    __slots__ = ("_ix", "fields", "keys", "serial", "widths")
+    __slots__ = ("_ix", "_meas", "fields", "keys", "serial", "widths")
 
     def __init__(self) -> None:
         self.serial = next(_serials)
@@ -39,6 +39,7 @@ class SeriesTable:
         self.fields: list[tuple[str, ...]] = []
         self.widths: list[int] = []
         self._ix: dict[tuple[StreamKey, tuple[str, ...]], int] | None = None  # for :meth:`id_of`
+        self._meas: dict[str, np.ndarray] = {}  # measurement -> which ids have it (see measurement_mask)
 
     def add(self, key: StreamKey, fields: tuple[str, ...]) -> int:
         self.keys.append(key)
@@ -55,6 +56,16 @@ class SeriesTable:
             self._ix = {(k, f): i for i, (k, f) in enumerate(zip(self.keys, self.fields, strict=True))}
         i = self._ix.get((key, fields))
         return self.add(key, fields) if i is None else i
+
+    def measurement_mask(self, name: str) -> np.ndarray:
+        """Which series ids have measurement ``name`` (cached, extended as the table grows)."""
+        m = self._meas.get(name)
+        n = len(self.keys)
+        if m is None or len(m) < n:
+            done = 0 if m is None else len(m)
+            more = np.fromiter((k.measurement == name for k in self.keys[done:n]), bool, n - done)
+            m = self._meas[name] = more if m is None else np.concatenate((m, more))
+        return m
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -155,3 +166,13 @@ def newest_ts(samples: Sequence[Sample], default: float) -> float:
     if isinstance(samples, Columns):
         return float(samples.ts.max())
     return max(s.ts for s in samples)
+
+
+def without_measurement(samples: Sequence[Sample], name: str) -> Sequence[Sample] | None:
+    """``samples`` less those of measurement ``name``; None when there are none to leave out."""
+    if isinstance(samples, Columns):
+        hit = samples.table.measurement_mask(name)[samples.sid]
+        return samples.take(~hit) if hit.any() else None
+    if any(s.key.measurement == name for s in samples):
+        return [s for s in samples if s.key.measurement != name]
+    return None

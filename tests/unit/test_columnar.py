@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sentinel.columns import Columns, SeriesTable, join
+from sentinel.columns import Columns, SeriesTable, join, without_measurement
 from sentinel.config import load_config_text
 from sentinel.runtime.engine import BURN_IN, Engine
 from sentinel.sources.selector import Selection, StreamSelector
@@ -193,3 +193,14 @@ def test_join_keeps_columns_of_one_table_and_falls_back_to_samples() -> None:
     assert isinstance(j, Columns) and j == list(x) + list(y) and j.values.shape == (2, 2)
     z = join([x, Columns.from_samples([Sample(K[2], 3.0, ONE, (1.0,))], SeriesTable())])
     assert isinstance(z, list) and len(z) == 2
+
+
+def test_without_measurement_drops_our_own_write_back_from_columns_and_lists() -> None:
+    own = StreamKey.of("sentinel_scores", id="1")
+    batch = [Sample(K[0], 1.0, ONE, (1.0,)), Sample(own, 1.0, ONE, (0.5,)), Sample(K[1], 2.0, ONE, (2.0,))]
+    cols = Columns.from_samples(batch, SeriesTable())
+    for samples in (cols, batch):
+        kept = without_measurement(samples, "sentinel_scores")
+        assert kept is not None and [s.key for s in kept] == [K[0], K[1]]
+        assert without_measurement(samples, "other") is None
+    assert isinstance(without_measurement(cols, "sentinel_scores"), Columns)

@@ -7,6 +7,7 @@ import contextlib
 import logging
 
 from ...clients.influxql import quote_ident, quote_str
+from ...columns import without_measurement
 from ...errors import SourceError, SourceUnavailable
 from ...types import SourceBatch
 from ..base import Emit
@@ -21,8 +22,9 @@ class Subscription(Backfill):
     async def _deliver(self, p: Pushed) -> bool:
         if self.cfg.mode == "subscription" and p.retention_policy not in ("", self.cfg.retention_policy):
             return True  # another retention policy of the same database: not ours
-        if self._exclude is not None and any(s.key.measurement == self._exclude for s in p.outcome.samples):
-            p.outcome.samples = [s for s in p.outcome.samples if s.key.measurement != self._exclude]
+        kept = None if self._exclude is None else without_measurement(p.outcome.samples, self._exclude)
+        if kept is not None:
+            p.outcome.samples = kept
             if not p.outcome.samples and not p.outcome.rejected:
                 return True  # only our own write-back: nothing to score
         try:
