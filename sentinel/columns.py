@@ -31,7 +31,7 @@ _serials = itertools.count(1)
 class SeriesTable:
     """Append-only: series id -> ``(StreamKey, fields)``. A new table (new ``serial``) replaces a cleared one."""
 
-    __slots__ = ("_ix", "_meas", "fields", "keys", "serial", "widths")
+    __slots__ = ("_ix", "_meas", "_warr", "fields", "keys", "serial", "widths")
 
     def __init__(self) -> None:
         self.serial = next(_serials)
@@ -40,6 +40,7 @@ class SeriesTable:
         self.widths: list[int] = []
         self._ix: dict[tuple[StreamKey, tuple[str, ...]], int] | None = None  # for :meth:`id_of`
         self._meas: dict[str, np.ndarray] = {}  # measurement -> which ids have it (see measurement_mask)
+        self._warr = np.zeros(0, np.int64)
 
     def add(self, key: StreamKey, fields: tuple[str, ...]) -> int:
         self.keys.append(key)
@@ -56,6 +57,13 @@ class SeriesTable:
             self._ix = {(k, f): i for i, (k, f) in enumerate(zip(self.keys, self.fields, strict=True))}
         i = self._ix.get((key, fields))
         return self.add(key, fields) if i is None else i
+
+    def width_array(self) -> np.ndarray:
+        """``widths`` as an int64 array (cached, extended as the table grows)."""
+        n, w = len(self.widths), self._warr
+        if len(w) < n:
+            w = self._warr = np.concatenate((w, np.asarray(self.widths[len(w):], np.int64)))
+        return w
 
     def measurement_mask(self, name: str) -> np.ndarray:
         """Which series ids have measurement ``name`` (cached, extended as the table grows)."""

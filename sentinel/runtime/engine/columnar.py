@@ -88,7 +88,7 @@ def rounds(engine: Engine, cols: Columns, rejected: list[str | None]
         return None
     n = len(sid)
     V = cols.values
-    width = np.asarray(cols.table.widths, np.int64)[sid] if V.shape[1] else np.zeros(n, np.int64)
+    width = cols.table.width_array()[sid] if V.shape[1] else np.zeros(n, np.int64)
     isnan = np.isnan(V)
     no_values = isnan.all(1) if V.shape[1] else np.ones(n, bool)
     non_finite = np.isinf(V).any(1) & ~no_values
