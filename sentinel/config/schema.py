@@ -101,6 +101,11 @@ class ModelConfig(Strict):
         "scaled to unit noise, so a sustained moderate shift adds up (0 = each sample alone)"
     )
     level_k: float = Field(1.0, ge=0, description="normalised distance from the baseline that costs nothing")
+    level_shrink: float = Field(
+        0.1, ge=-1, le=1, description="multivariate streams: the level term also reads each field against what "
+        "the stream's other fields predict for it (a broken relation between fields), from their training "
+        "covariance shrunk towards its diagonal by this much (negative = off: each field alone)"
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     score_threads: int = Field(1, ge=1, description="torch threads for scoring (training gets the rest)")
 
