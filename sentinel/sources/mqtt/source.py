@@ -28,6 +28,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from ...config.schema import StreamsConfig
 from ...config.source_mqtt import MQTTSourceConfig
 from ...errors import SourceUnavailable
 from ...lineprotocol import REASONS as LP_REASONS
@@ -42,10 +43,15 @@ from .payload import REASONS, PayloadDecoder
 log = logging.getLogger("sentinel.sources.mqtt")
 
 
-def selection_from(cfg: MQTTSourceConfig) -> Selection:
-    """The stream selection; JSON field paths name a stream's fields when ``fields`` is empty."""
+def selection_from(cfg: MQTTSourceConfig, streams: StreamsConfig | None = None) -> Selection:
+    """The stream selection, with the input bounds of ``streams.*`` (defaults when None); JSON
+    field paths name a stream's fields when ``fields`` is empty."""
     fields = cfg.fields or (sorted(cfg.json_payload.fields) if cfg.format == "json" else [])
+    b = streams or StreamsConfig()
     return Selection(
+        max_fields=b.max_fields, max_key_length=b.max_key_length, max_tag_value_length=b.max_tag_value_length,
+        max_series_per_body=b.max_series_per_body, max_refused_keys=b.max_refused_keys,
+        max_future_ns=int(b.max_future * 1e9), max_age_ns=int(b.max_age * 1e9),
         measurements=frozenset(cfg.measurements),
         tags={k: frozenset(v) for k, v in cfg.tags.items()},
         ignore_tags=frozenset(cfg.ignore_tags),
@@ -60,12 +66,12 @@ class MQTTSource(Plugin):
     """Follows topics on one MQTT broker (see the module docstring)."""
 
     def __init__(self, cfg: MQTTSourceConfig, *, metrics, clock: Callable[[], float] = time.time,
-                 resume: dict | None = None):
+                 resume: dict | None = None, streams: StreamsConfig | None = None):
         super().__init__(cfg, metrics=metrics, clock=clock)
         on_refused = (lambda _k: metrics.streams_refused.inc()) if metrics is not None else None
         if metrics is not None:  # every reason this source can count is exported as 0 from the start
             metrics.add_reasons(REASONS, LP_REASONS)
-        self.selector = StreamSelector(selection_from(cfg), on_refused=on_refused)
+        self.selector = StreamSelector(selection_from(cfg, streams), on_refused=on_refused)
         self.decoder = PayloadDecoder(cfg, self.selector)
         self.receiver = MQTTLog(self.name, self.decoder)  # the write-ahead log (the daemon sets .log)
         self._pending: collections.deque[Message] = collections.deque()
