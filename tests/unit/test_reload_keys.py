@@ -135,3 +135,12 @@ def test_keys_waiting_for_a_restart_keep_their_running_value_so_the_next_reload_
     again = reload_all(rs, out.config, new)
     assert sorted(again.change.restart) == ["sinks.webhooks[extra]", "train.threads"]
     assert keep_running(old.train, new.train, "train", ["nope.x"]) is new.train
+
+
+def test_train_epochs_and_lr_reach_the_next_training_job() -> None:
+    """D6: ``train.epochs`` and ``train.lr`` were reported reloaded but ignored."""
+    old = load_config_text("")
+    d = Daemon(old)
+    out = reload_all(d.reloaders(), old, load_config_text("train: {epochs: 3, lr: 0.002}"))
+    assert out.ok and sorted(out.change.applied) == ["train.epochs", "train.lr"], out.message
+    assert (d.engine.settings.epochs, d.engine.settings.lr) == (3, 0.002)
