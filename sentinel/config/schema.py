@@ -37,7 +37,10 @@ class WalConfig(Strict):
 class ServerConfig(Strict):
     listen: str = Field("127.0.0.1:9680", description="HOST:PORT of the one HTTP server")
     external_url: str | None = Field(None, description="URL alerts link back to; default http://<listen>/")
-    web_config_file: str | None = Field(None, description="Prometheus exporter-style TLS/basic-auth file")
+    web_config_file: str | None = Field(None, description="Prometheus exporter-style TLS/basic-auth file "
+                                        "(re-read at every reload)")
+    open_probes: bool = Field(False, description="/-/healthy and /-/ready answer without basic auth "
+                                                 "(for Kubernetes probes and container health checks)")
     max_body_bytes: int = Field(25 * 1024 * 1024, ge=1024)
     status_page_streams: int = Field(48, ge=0, description="streams drawn with charts on /")
     wal: WalConfig = Field(default_factory=WalConfig)
