@@ -31,6 +31,7 @@ class Group:
         "hist_n": (np.int64, 0), "since_train": (np.int64, 0), "alive": (np.bool_, False),
         "drift": (np.bool_, False), "critical": (np.bool_, False),
         "relearn": (np.bool_, False),  # a sustained shift: retrain on it as the new normal
+        "shifted": (np.bool_, False),  # relearned: the alert's resolve says the baseline shifted
     }
 
     def __init__(self, F: int, cfg: SentinelConfig, device: str):
