@@ -57,9 +57,9 @@ class Group:
             # and the longest run seen in the training history
             "run": ((F,), np.int64, 0), "last_v": ((F,), np.float64, np.nan), "max_run": ((F,), np.int64, 0),
             # recent score, threshold, error and alert state for the status page's charts
-            # (float16: display only, 3 significant digits; 6 of the 13 bytes per chart point saved)
-            "ch_score": ((self.chart,), np.float16, np.nan), "ch_thr": ((self.chart,), np.float16, np.nan),
-            "ch_err": ((self.chart,), np.float16, np.nan), "ch_state": ((self.chart,), np.int8, 0),
+            # (the score in float16: display only, in [0, 1], 3 significant digits)
+            "ch_score": ((self.chart,), np.float16, np.nan), "ch_thr": ((self.chart,), np.float32, np.nan),
+            "ch_err": ((self.chart,), np.float32, np.nan), "ch_state": ((self.chart,), np.int8, 0),
         })
         self.slots = SlotArrays(spec, 0)
         self.a = self.slots.a
