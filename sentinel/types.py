@@ -157,6 +157,8 @@ class AlertEvent:
     error: float
     severity: str = "warning"
     top_fields: tuple[tuple[str, float], ...] = ()
+    #: per field ``(field, value, expected, lower, upper)`` at the transition (NaN: no band)
+    expected: tuple[tuple[str, float, float, float, float], ...] = ()
 
     @property
     def labels(self) -> dict[str, str]:
@@ -191,3 +193,8 @@ class ScoreRecord:
     threshold: float
     alert_state: int
     ready: bool
+    #: the expected value and band per field, in the order of ``band_fields`` (empty: not scored)
+    band_fields: tuple[str, ...] = ()
+    expected: tuple[float, ...] = ()
+    lower: tuple[float, ...] = ()
+    upper: tuple[float, ...] = ()

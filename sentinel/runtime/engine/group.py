@@ -33,6 +33,15 @@ class Group:
         "relearn": (np.bool_, False),  # a sustained shift: retrain on it as the new normal
     }
 
+    #: the expected band (:mod:`sentinel.detect.band`): the last one, and the chart rings; newer than
+    #: checkpoint format 3, so a checkpoint without them restores them empty
+    BAND_ARRAYS: ClassVar[tuple[str, ...]] = ("exp", "lo", "hi", "ch_exp", "ch_lo", "ch_hi")
+
+    def band_spec(self, F: int) -> Spec:
+        last: Spec = {k: ((F,), np.float64, np.nan) for k in ("exp", "lo", "hi")}
+        rings: Spec = {k: ((self.chart, F), np.float32, np.nan) for k in ("ch_exp", "ch_lo", "ch_hi")}
+        return {**last, **rings}
+
     def __init__(self, F: int, cfg: SentinelConfig, device: str):
         self.F = F
         self.cap = cfg.streams.history_size
@@ -58,6 +67,7 @@ class Group:
             "ch_score": ((self.chart,), np.float32, np.nan), "ch_thr": ((self.chart,), np.float32, np.nan),
             "ch_err": ((self.chart,), np.float32, np.nan), "ch_state": ((self.chart,), np.int8, 0),
         })
+        spec.update(self.band_spec(F))
         self.slots = SlotArrays(spec, 0)
         self.a = self.slots.a
         self._ensure(1)
