@@ -39,6 +39,7 @@ from prometheus_client import CollectorRegistry
 
 from .. import __version__
 from ..alerts.notifier import Notifier
+from ..band_metrics import BandCollector
 from ..config import ConfigError, SentinelConfig, load_config
 from ..lineprotocol import REASONS as LP_REASONS
 from ..metrics import Metrics, stream_rows
@@ -100,6 +101,8 @@ class Daemon:
         self._stop_lock = asyncio.Lock()
         self.metrics.add_stream_collector(lambda: stream_rows(self.engine.stream_views(), self.cfg.metrics.per_stream))
         self.metrics.add_reasons(REJECT_REASONS, LP_REASONS, BOUND_REASONS)  # exported as 0 from the start
+        self.metrics.registry.register(BandCollector(lambda: self.engine.stream_views(),
+                                                     lambda: self.cfg.metrics.per_stream))
 
     # -- lifecycle -----------------------------------------------------------------
     async def start(self) -> None:
