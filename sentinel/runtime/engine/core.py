@@ -65,6 +65,7 @@ class Engine:
         self.model_version = 0
         self.settings = train_settings(cfg)
         self.created: list[StreamKey] = []  # streams added since the caller last emptied this list
+        self.feedback: list[dict] = []  # operator feedback, as plain data (sentinel.feedback), checkpointed
 
     # -- streams ---------------------------------------------------------------
     def _group(self, F: int) -> Group:
