@@ -5,7 +5,8 @@
     POST /api/v1/feedback   {"stream", "from", "to", "label": "normal"|"anomaly", "comment"?}
                             200 {"status":"success","data":{"id","stream","label","samples","retrain"}}
                             400 bad request (the message names the key) | 404 unknown stream
-    GET  /api/v1/feedback   {"status":"success","data":[feedback, ...]} (oldest first)
+    GET  /api/v1/feedback   {"status":"success","data":[feedback, ...]} (oldest first; the server's
+                            built-in route, from the provider's ``feedback_list``)
 
 The routes sit on the one server, behind its authentication (``basic_auth_users`` of the
 ``--web.config.file``), as ``/-/reload`` does.
@@ -93,8 +94,5 @@ class FeedbackService:
             return _error(404, "not_found", f"unknown stream {fb.stream!r} (not scored by this instance)")
         return _json({"status": "success", "data": res})
 
-    async def _get(self, request: web.Request) -> web.Response:
-        return _json({"status": "success", "data": self.entries()})
-
     def routes(self) -> list[web.RouteDef]:
-        return [web.post("/api/v1/feedback", self._post), web.get("/api/v1/feedback", self._get)]
+        return [web.post("/api/v1/feedback", self._post)]

@@ -233,6 +233,9 @@ class Daemon:
     def stream_history(self, stream: str) -> dict | None:
         return self.status.stream_history(stream)
 
+    def feedback_list(self) -> list[dict]:
+        return self.feedback.entries()
+
     # -- reload ----------------------------------------------------------------------------------
     def reloaders(self) -> list[SectionReloader]:
         """One per config section; see :mod:`sentinel.runtime.reload` for what each applies."""
