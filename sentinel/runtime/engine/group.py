@@ -50,7 +50,7 @@ class Group:
         # capacity 1, doubling as streams come (D4: 64 slots preallocated per field count let a few
         # odd lines with 2..59 fields reserve hundreds of MB)
         self.bank = Bank(Dims(F, m.hidden, m.window, m.cell, m.baseline_halflife, m.level_weight, m.level_k,
-                              m.baseline_alerting_rate, m.level_halflife),
+                              m.baseline_alerting_rate, m.level_halflife, m.level_shrink),
                          prediction_weight=m.prediction_weight, device=device, capacity=1)
         self.thr = make_thresholds(cfg.detect.threshold)
         self.alerts = AlertMachine(AlertRules.from_config(cfg.alerts))

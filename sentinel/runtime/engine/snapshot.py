@@ -57,6 +57,8 @@ def restore(engine: Engine, meta: dict, tensors: dict[str, torch.Tensor]) -> Non
         if hist.shape[1] != g.cap:
             raise ValueError(f"checkpoint history_size {hist.shape[1]} differs from the config's {g.cap}")
         for k in g.bank.t:
+            if k == "cond" and f"g{F}.bank.{k}" not in tensors:
+                continue  # written before the multivariate level term: the identity (fields alone)
             g.bank.t[k][:C] = tensors[f"g{F}.bank.{k}"].to(g.bank.device)
         for k in g.a:
             if k in g.BAND_ARRAYS and f"g{F}.a.{k}" not in tensors:

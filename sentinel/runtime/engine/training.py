@@ -172,7 +172,8 @@ def apply_training(engine: Engine, job: TrainJob, res: TrainResult, now: float,
         return counts
     rows = np.flatnonzero(accepted)
     g.bank.load(sl, {k: torch.from_numpy(res.params[k][rows]) for k in ("W", "b", "D", "d")},
-                torch.from_numpy(res.mean[rows]), torch.from_numpy(res.std[rows]))
+                torch.from_numpy(res.mean[rows]), torch.from_numpy(res.std[rows]),
+                None if res.cond is None else torch.from_numpy(res.cond[rows]))
     # Re-warm: the new weights take the state they reach over the stream's history (the trainer
     # replayed the job's history through them), then only the samples that arrived while the job
     # ran are replayed here, so the swap neither stalls scoring nor causes an alert burst. The
