@@ -154,3 +154,28 @@ def test_parse_takes_iso_and_epoch_and_normalises_the_key() -> None:
     assert (fb.stream, fb.start, fb.end, fb.label, fb.comment, fb.at) == (
         "pump,id=1,site=a", 1767225600.0, 1767225660.0, "anomaly", "bearing", 5.0)
     assert Feedback.from_dict(fb.as_dict()) == fb
+
+
+def test_silence_matchers_follow_alertmanager_and_need_a_stream_label() -> None:
+    from sentinel.feedback.silences import matches, on_stream_labels, silence_feedback
+
+    def m(name: str, value: str, regex: bool = False, equal: bool = True) -> dict:
+        return {"name": name, "value": value, "isRegex": regex, "isEqual": equal}
+
+    labels = {"alertname": "SentinelAnomaly", "measurement": "pump", "site": "a7"}
+    assert matches([m("site", "a.*", regex=True)], labels)
+    assert not matches([m("site", "a", regex=True)], labels)  # anchored, as Alertmanager's
+    assert matches([m("site", "b", equal=False), m("severity", "critical")], labels)  # severity ignored
+    assert matches([m("zone", "")], labels) and not matches([m("zone", "x")], labels)  # missing = ""
+    assert not on_stream_labels([m("alertname", "SentinelAnomaly"), m("site", ".*", regex=True)])
+    assert on_stream_labels([m("measurement", "pump")])
+
+    e = Engine(cfg())
+    e.process([Sample(KEY, float(i), ("pressure",), (float(i % 3),)) for i in range(20)])
+    sil = {"id": "s1", "comment": "sentinel:normal wash", "matchers": [m("site", "a")], "status": {"state": "active"},
+           "startsAt": "1970-01-01T00:00:05Z", "endsAt": "1970-01-01T00:01:00Z"}
+    (fb,) = silence_feedback(sil, e, now=15.0)
+    assert (fb.stream, fb.start, fb.end, fb.label, fb.source) == (str(KEY), 5.0, 15.0, "normal", "silence:s1")
+    assert silence_feedback({**sil, "comment": "maintenance"}, e, now=15.0) == []
+    assert silence_feedback({**sil, "status": {"state": "pending"}}, e, now=15.0) == []
+    assert silence_feedback(sil, e, now=4.0) == []  # not started yet
