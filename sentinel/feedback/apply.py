@@ -36,6 +36,7 @@ def apply_feedback(engine: Any, fb: Feedback) -> dict[str, Any]:
         in_win[n:] = False
     samples = int(in_win.sum())
     retrain = False
+    in_flight = bool(a["training"][slot])  # a job made before the feedback: it clears the request on return
     if fb.label == "normal":
         a["hist_flag"][slot, in_win] = False
         if a["ready"][slot]:
@@ -46,7 +47,25 @@ def apply_feedback(engine: Any, fb: Feedback) -> dict[str, Any]:
     log: list[dict] = engine.feedback
     log.append(fb.as_dict())
     del log[:-MAX_KEEP]
-    return {"id": fb.id, "stream": fb.stream, "label": fb.label, "samples": samples, "retrain": retrain}
+    return {"id": fb.id, "stream": fb.stream, "label": fb.label, "samples": samples, "retrain": retrain,
+            "in_flight": in_flight}
+
+
+def request_retrain(engine: Any, stream: str) -> bool | None:
+    """Ask again for a stream's retrain once no job of it is in flight: True when asked, False while
+    a job is still out, None when the stream is gone or not ready."""
+    from ..types import StreamKey
+
+    loc = engine.index.get(StreamKey.parse(stream))
+    if loc is None:
+        return None
+    a = engine.groups[loc[0]].a
+    if a["training"][loc[1]]:
+        return False
+    if not a["ready"][loc[1]]:
+        return None
+    a["relearn"][loc[1]] = True
+    return True
 
 
 def feedback_ids(engine: Any) -> set[str]:

@@ -14,6 +14,7 @@ The routes sit on the one server, behind its authentication (``basic_auth_users`
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -24,7 +25,7 @@ from typing import Any
 from aiohttp import web
 
 from ..metrics import Metrics
-from .apply import apply_feedback, feedback_ids
+from .apply import apply_feedback, feedback_ids, request_retrain
 from .record import Feedback, FeedbackError, parse_feedback
 
 log = logging.getLogger("sentinel.feedback")
@@ -59,10 +60,26 @@ class FeedbackService:
         self._call = call
         self.metrics = metrics
         self.clock = clock
+        self._tasks: set[asyncio.Task] = set()
+        self.inflight_poll = 1.0  # seconds between looks at a job in flight (at most 3600 looks)
+
+    async def _after_inflight(self, stream: str) -> None:
+        for _ in range(3600):
+            if await self._call(request_retrain, self._engine(), stream) is not False:
+                return
+            await asyncio.sleep(self.inflight_poll)
 
     async def give(self, fb: Feedback) -> dict[str, Any]:
-        """Apply ``fb`` on the engine thread, count and log it. Raises KeyError for an unknown stream."""
+        """Apply ``fb`` on the engine thread, count and log it. Raises KeyError for an unknown stream.
+
+        A training job of the stream already in flight was made without the window (and clears the
+        retrain request when it lands): the request is made again once it has landed."""
         res = await self._call(apply_feedback, self._engine(), fb)
+        if res["retrain"] and res.pop("in_flight", False):
+            task = asyncio.create_task(self._after_inflight(fb.stream))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        res.pop("in_flight", None)
         self.metrics.feedback.labels(fb.label).inc()
         log.info("feedback %s on %s", fb.label, fb.stream, extra={
             "stream": fb.stream, "label": fb.label, "from": fb.start, "to": fb.end, "source": fb.source,

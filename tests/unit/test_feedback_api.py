@@ -93,3 +93,27 @@ def test_cli_unreachable_daemon_exits_1() -> None:
     res = CliRunner().invoke(cli, ["feedback", "--url", f"http://127.0.0.1:{free_port()}", "--stream", "a",
                                    "--from", "1", "--to", "2", "--label", "normal"])
     assert res.exit_code == 1 and "cannot reach" in res.output
+
+
+def test_feedback_during_a_training_in_flight_asks_again_once_it_landed(registry) -> None:
+    e = engine()
+    g, slot = e.groups[1], e.index[KEY][1]
+    g.a["ready"][slot] = True
+    g.a["training"][slot] = True  # a job made before the feedback is out
+    svc = FeedbackService(lambda: e, _direct, Metrics(registry))
+    svc.inflight_poll = 0.01
+
+    async def main() -> None:
+        from sentinel.feedback import Feedback
+
+        res = await svc.give(Feedback(str(KEY), 0.0, 9.0, "normal"))
+        assert res["retrain"] and "in_flight" not in res
+        g.a["relearn"][slot] = False  # the job lands: apply_training clears the request
+        g.a["training"][slot] = False
+        for _ in range(50):
+            if g.a["relearn"][slot]:
+                break
+            await asyncio.sleep(0.05)
+        assert g.a["relearn"][slot]  # asked again
+
+    asyncio.run(main())
