@@ -49,6 +49,8 @@ def alert_annotations(ev: AlertEvent) -> dict[str, str]:
         out["top_fields"] = ",".join(f"{f}={s:.2f}" for f, s in ev.top_fields)
     if words:
         out["expected"] = words
+    if ev.note:
+        out["note"] = ev.note
     return out
 
 

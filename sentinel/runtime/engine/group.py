@@ -31,13 +31,12 @@ class Group:
         "hist_n": (np.int64, 0), "since_train": (np.int64, 0), "alive": (np.bool_, False),
         "drift": (np.bool_, False), "critical": (np.bool_, False),
         "relearn": (np.bool_, False),  # a sustained shift: retrain on it as the new normal
+        "shifted": (np.bool_, False),  # relearned: the alert's resolve says the baseline shifted
     }
 
-    #: the expected band (:mod:`sentinel.detect.band`): the last one, and the chart rings; newer than
-    #: checkpoint format 3, so a checkpoint without them restores them empty
-    BAND_ARRAYS: ClassVar[tuple[str, ...]] = ("exp", "lo", "hi", "ch_exp", "ch_lo", "ch_hi")
-
     def band_spec(self, F: int) -> Spec:
+        """The expected band (:mod:`sentinel.detect.band`): the last one and the chart rings (a checkpoint
+        from before them restores them empty)."""
         last: Spec = {k: ((F,), np.float64, np.nan) for k in ("exp", "lo", "hi")}
         rings: Spec = {k: ((self.chart, F), np.float32, np.nan) for k in ("ch_exp", "ch_lo", "ch_hi")}
         return {**last, **rings}

@@ -61,9 +61,8 @@ def restore(engine: Engine, meta: dict, tensors: dict[str, torch.Tensor]) -> Non
                 continue  # written before the multivariate level term: the identity (fields alone)
             g.bank.t[k][:C] = tensors[f"g{F}.bank.{k}"].to(g.bank.device)
         for k in g.a:
-            if k in g.BAND_ARRAYS and f"g{F}.a.{k}" not in tensors:
-                continue  # a checkpoint from before the expected band: it starts empty
-            g.a[k][:C] = tensors[f"g{F}.a.{k}"].numpy()
+            if f"g{F}.a.{k}" in tensors:  # else an array newer than the checkpoint (the band's): its default
+                g.a[k][:C] = tensors[f"g{F}.a.{k}"].numpy()
         g.thr.restore({k[len(f"g{F}.thr."):]: v.numpy() for k, v in tensors.items() if k.startswith(f"g{F}.thr.")})
         g.alerts.restore({k[len(f"g{F}.alert."):]: v.numpy() for k, v in tensors.items()
                           if k.startswith(f"g{F}.alert.")})
