@@ -179,6 +179,39 @@ def train_cmd(config_path: str) -> None:
     click.echo(f"train: model version {engine.model_version} written to {path}", err=True)
 
 
+@main.command("feedback")
+@click.option("--stream", required=True, help="the stream key, as /api/v1/streams lists it (measurement,k=v,...)")
+@click.option("--from", "start", required=True, help="window start: ISO 8601 or epoch seconds")
+@click.option("--to", "end", required=True, help="window end: ISO 8601 or epoch seconds")
+@click.option("--label", required=True, type=click.Choice(["normal", "anomaly"]))
+@click.option("--comment", default="", help="why (kept with the feedback)")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="the daemon's config: its address")
+@click.option("--url", help="the daemon's base URL (default: from --config, else http://127.0.0.1:9680)")
+@click.option("--user", envvar="SENTINEL_USER", help="basic-auth user (env SENTINEL_USER)")
+@click.option("--password", envvar="SENTINEL_PASSWORD", help="basic-auth password (env SENTINEL_PASSWORD)")
+@click.option("--ca-file", type=click.Path(dir_okay=False), help="CA bundle for an https daemon")
+def feedback_cmd(stream: str, start: str, end: str, label: str, comment: str, config_path: str | None,
+                 url: str | None, user: str | None, password: str | None, ca_file: str | None) -> None:
+    """Tell the running daemon a window of a stream was normal, or a missed anomaly (POST /api/v1/feedback)."""
+    from .feedback.client import daemon_url, post_feedback
+
+    if url is None:
+        cfg = _load(config_path) if config_path else None
+        url = daemon_url(cfg.server.listen if cfg else None, cfg.server.external_url if cfg else None)
+    body = {"stream": stream, "from": start, "to": end, "label": label, "comment": comment}
+    try:
+        status, ans = post_feedback(url, body, user=user, password=password, ca_file=ca_file)
+    except OSError as e:
+        click.echo(f"error: cannot reach {url}: {e}", err=True)
+        sys.exit(1)
+    if status != 200:
+        click.echo(f"error: {url} answered {status}: {ans.get('error', ans)}", err=True)
+        sys.exit(2 if status in (400, 404) else 1)
+    d = ans.get("data", {})
+    click.echo(f"feedback {d.get('label')} on {d.get('stream')}: {d.get('samples')} samples in the window"
+               + ("; retrain scheduled" if d.get("retrain") else ""))
+
+
 main.add_command(replay_command)
 
 if __name__ == "__main__":

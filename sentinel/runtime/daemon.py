@@ -39,7 +39,10 @@ from prometheus_client import CollectorRegistry
 
 from .. import __version__
 from ..alerts.notifier import Notifier
+from ..band_metrics import BandCollector
 from ..config import ConfigError, SentinelConfig, load_config, override
+from ..feedback.service import FeedbackService
+from ..feedback.silences import SilenceReader
 from ..lineprotocol import REASONS as LP_REASONS
 from ..metrics import Metrics, stream_rows
 from ..model.train import resolve_device
@@ -85,6 +88,7 @@ class Daemon:
         self.trainer = BackgroundTrainer(self.train_device, cfg.train.threads, inline=inline_training)
         self.checkpointer = Checkpointer(cfg.state, self.metrics, clock)
         self.status = Status(lambda: self.engine, self.ready)
+        self.feedback = FeedbackService(lambda: self.engine, self.thread.call, self.metrics, clock)
         self.queue = IngestQueue(cfg.queues.ingest_max_batches, cfg.queues.ingest_overflow, self.metrics)
         self.checkpoint_loaded = False
         self.sources: list[RunningSource] = []
@@ -102,6 +106,8 @@ class Daemon:
         self._stop_lock = asyncio.Lock()
         self.metrics.add_stream_collector(lambda: stream_rows(self.engine.stream_views(), self.cfg.metrics.per_stream))
         self.metrics.add_reasons(REJECT_REASONS, LP_REASONS, BOUND_REASONS)  # exported as 0 from the start
+        self.metrics.registry.register(BandCollector(lambda: self.engine.stream_views(),
+                                                     lambda: self.cfg.metrics.per_stream))
 
     # -- lifecycle -----------------------------------------------------------------
     async def start(self) -> None:
@@ -134,6 +140,9 @@ class Daemon:
         self._spawn("train", self._supervised("train", scheduler.run))
         self._spawn("checkpoint", self._supervised("checkpoint", lambda: self.checkpointer.run(self.checkpoint)))
         self._spawn("gauges", self._supervised("gauges", self._gauge_loop))
+        silences = SilenceReader(cfg.sinks.alertmanagers, self.feedback, self.thread.call, lambda: self.engine,
+                                 self.clock)
+        self._spawn("silences", self._supervised("silences", silences.run))
         for src in self.sources:
             self._source_tasks.append(asyncio.create_task(src.run(self.queue.put), name=f"source-{src.name}"))
         # acknowledged writes after the checkpoint: scored before ready, as if they had just arrived
@@ -178,6 +187,7 @@ class Daemon:
             receiver = getattr(src.plugin, "receiver", None)
             if receiver is not None and hasattr(receiver, "route_auth"):
                 route_auth.update(receiver.route_auth())
+        routes.extend(self.feedback.routes())
         wc = load_web_config(self.cfg.server.web_config_file) if self.cfg.server.web_config_file else None
         app = build_app(self, self.metrics.registry, extra_routes=routes, web_config=wc, version=__version__,
                         status_page_streams=self.cfg.server.status_page_streams,
@@ -229,6 +239,9 @@ class Daemon:
 
     def stream_history(self, stream: str) -> dict | None:
         return self.status.stream_history(stream)
+
+    def feedback_list(self) -> list[dict]:
+        return self.feedback.entries()
 
     # -- reload ----------------------------------------------------------------------------------
     def reloaders(self) -> list[Reloader]:
@@ -301,7 +314,7 @@ class Daemon:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.queue.join(), timeout=30)
             # 3. tick, trainer scheduler, checkpoint and gauge loops; the training worker
-            for name in ("tick", "train", "checkpoint", "gauges"):
+            for name in ("tick", "train", "checkpoint", "gauges", "silences"):
                 if name in self._tasks:
                     self._tasks[name].cancel()
             self.trainer.shutdown()
