@@ -5,8 +5,10 @@ in an alert, are left out of training and of the threshold's calibration), and t
 marked for a retrain — the same path as a relearned baseline shift: the next training round
 retrains it on its history, the window included, the new model is accepted (the operator's word
 replaces the champion/challenger check), and its threshold is recalibrated on errors that now
-include the window. *anomaly*: the window is flagged, so it is never learned as normal; the
-record is what the quality report counts as a missed incident.
+include the window. *anomaly*: the window is flagged, so it is never learned as normal; where
+some of it had been taken as normal (a baseline shift relearned after ``alerts.relearn_after``,
+or an incident no alert caught) the stream retrains without it, accepted the same way: the
+operator's veto of a relearn. The record is what the quality report counts as a missed incident.
 
 Every feedback is appended to ``Engine.feedback`` (plain dicts, bounded), which the checkpoint
 keeps.
@@ -43,7 +45,12 @@ def apply_feedback(engine: Any, fb: Feedback) -> dict[str, Any]:
             a["relearn"][slot] = True  # picked up by the next due_training round
             retrain = True
     else:
+        learned = in_win & ~a["hist_flag"][slot]  # taken as normal so far: a relearned shift, a missed incident
         a["hist_flag"][slot, in_win] = True
+        if learned.any() and a["ready"][slot]:
+            a["relearn"][slot] = True  # the veto: retrain without the window, accepted as the operator says
+            a["shifted"][slot] = False
+            retrain = True
     log: list[dict] = engine.feedback
     log.append(fb.as_dict())
     del log[:-MAX_KEEP]

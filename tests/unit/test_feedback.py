@@ -180,3 +180,19 @@ def test_silence_matchers_follow_alertmanager_and_need_a_stream_label() -> None:
     assert silence_feedback({**sil, "comment": "maintenance"}, e, now=15.0) == []
     assert silence_feedback({**sil, "status": {"state": "pending"}}, e, now=15.0) == []
     assert silence_feedback(sil, e, now=4.0) == []  # not started yet
+
+
+def test_anomaly_feedback_on_what_was_learned_as_normal_vetoes_it_with_a_retrain() -> None:
+    """The operator's veto of a relearned shift: the window is flagged and the stream retrains without
+    it; on a window that was already out of training nothing more is asked."""
+    e = Engine(cfg())
+    e.process([Sample(KEY, float(i), ("pressure",), (float(i % 7),)) for i in range(50)])
+    g, slot = e.groups[1], e.index[KEY][1]
+    g.a["ready"][slot] = True  # as if trained: the relearn of a shift took samples 10..19 as normal
+    g.a["shifted"][slot] = True
+    res = apply_feedback(e, Feedback(str(KEY), 10.0, 19.0, "anomaly", at=60.0))
+    assert res["retrain"] and res["samples"] == 10
+    assert g.a["relearn"][slot] and not g.a["shifted"][slot]  # retrained without it; its resolve claims no shift
+    g.a["relearn"][slot] = False
+    again = apply_feedback(e, Feedback(str(KEY), 10.0, 19.0, "anomaly", at=61.0))
+    assert not again["retrain"] and not g.a["relearn"][slot]  # already out of training

@@ -159,6 +159,7 @@ def relearn(g: Group, slots: np.ndarray, ts: np.ndarray, st: np.ndarray, after: 
     if long.any():
         ls = slots[long]
         a["relearn"][ls] = True
+        a["shifted"][ls] = True  # its resolve says so (a retrain asked for by feedback does not)
         a["hist_flag"][ls] = False
 
 
