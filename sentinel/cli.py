@@ -43,7 +43,9 @@ def check_config(path: str) -> None:
 @click.option("--listen", help="HOST:PORT of the HTTP server (overrides server.listen)")
 @click.option("--shard", help="I/N: score only the streams rendezvous-hashed to shard I of N")
 @click.option("--web.config.file", "web_config_file", help="TLS/basic-auth file (Prometheus exporter convention)")
-def run(config_path: str, listen: str | None, shard: str | None, web_config_file: str | None) -> None:
+@click.option("--role", type=click.Choice(["all", "router", "scorer"]), default="all", show_default=True,
+              help="all: one process; router: parse and publish to NATS JetStream; scorer: score owned partitions")
+def run(config_path: str, listen: str | None, shard: str | None, web_config_file: str | None, role: str) -> None:
     """Run the daemon."""
     from .runtime.daemon import main as daemon_main
 
@@ -57,7 +59,7 @@ def run(config_path: str, listen: str | None, shard: str | None, web_config_file
         click.echo(str(e), err=True)
         sys.exit(2)
     try:
-        sys.exit(daemon_main(cfg, config_path=config_path, shard=shard))
+        sys.exit(daemon_main(cfg, config_path=config_path, shard=shard, role=role))
     except SentinelError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(getattr(e, "exit_code", 1))

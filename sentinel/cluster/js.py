@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,16 +59,28 @@ async def _ensure_stream(js: Any, cfg: ClusterConfig) -> None:
             await js.stream_info(cfg.stream)
 
 
-async def connect(cfg: ClusterConfig, name: str, timeout: float = 30.0) -> Nats:
-    """Connect (retrying inside ``timeout``) and make sure the stream and both buckets exist."""
+async def connect(cfg: ClusterConfig, name: str, timeout: float = 60.0) -> Nats:
+    """Connect and make sure the stream and both buckets exist, retrying for up to ``timeout`` s.
+
+    A JetStream cluster that has just started answers "not ready" until it has a meta leader.
+    """
     nc = await nats.connect(servers=list(cfg.servers), name=name, connect_timeout=5,
                             max_reconnect_attempts=-1, reconnect_time_wait=0.5,
                             allow_reconnect=True, error_cb=_on_error)
-    js = nc.jetstream(timeout=timeout)
-    await _ensure_stream(js, cfg)
-    kv = await js.create_key_value(KeyValueConfig(bucket=cfg.kv_bucket, history=1, replicas=cfg.replicas))
-    objects = await js.create_object_store(cfg.state_bucket, config=ObjectStoreConfig(replicas=cfg.replicas))
-    return Nats(nc, js, kv, objects, cfg)
+    js = nc.jetstream(timeout=10)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            await _ensure_stream(js, cfg)
+            kv = await js.create_key_value(KeyValueConfig(bucket=cfg.kv_bucket, history=1, replicas=cfg.replicas))
+            objects = await js.create_object_store(cfg.state_bucket, config=ObjectStoreConfig(replicas=cfg.replicas))
+            return Nats(nc, js, kv, objects, cfg)
+        except Exception as e:
+            if time.monotonic() > deadline:
+                await nc.close()
+                raise
+            log.warning("JetStream not ready yet (%s); retrying", e)
+            await asyncio.sleep(1.0)
 
 
 async def _on_error(e: Exception) -> None:

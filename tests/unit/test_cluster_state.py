@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import operator
+
 import numpy as np
 import pytest
 import torch
@@ -72,7 +75,7 @@ def test_codec_keeps_every_streams_order_and_missing_values() -> None:
     out = codec.decode(codec.encode(s))
     for k in KEYS[:3]:
         assert [x.ts for x in out if x.key == k] == [x.ts for x in s if x.key == k]
-    assert np.isnan(out[1].values[1]) or np.isnan([x for x in out if x.ts == 1.0][0].values[1])
+    assert np.isnan(out[1].values[1]) or np.isnan(next(x for x in out if x.ts == 1.0).values[1])
     with pytest.raises(ValueError, match="version"):
         codec.decode(b'{"v": 99, "s": []}')
 
@@ -81,4 +84,4 @@ def test_scaling_out_moves_only_partitions_the_new_scorer_wins() -> None:
     for n in (1, 2, 3, 7):
         moved = [p for p in range(64) if owner_of(p, n) != owner_of(p, n + 1)]
         assert moved and all(owner_of(p, n + 1) == n for p in moved)
-        assert sorted(sum((owned(i, n, 64) for i in range(n)), [])) == list(range(64))
+        assert sorted(functools.reduce(operator.iadd, (owned(i, n, 64) for i in range(n)), [])) == list(range(64))
