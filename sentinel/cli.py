@@ -128,10 +128,22 @@ def simulate(config_path: str, duration: str, end: float | None, to_stdout: bool
 
 @main.command("train")
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False))
-def train_cmd(config_path: str) -> None:
+@click.option("--publish", is_flag=True,
+              help="publish one model version per partition to the cluster's object store (scorers hot-swap it)")
+def train_cmd(config_path: str, publish: bool) -> None:
     """Train every stream from the sources' history now and write a checkpoint (a new model version)."""
     import asyncio
     import time
+
+    if publish:
+        from .cluster.publish import publish as publish_models
+
+        try:
+            asyncio.run(publish_models(_load(config_path), say=lambda s: click.echo(s, err=True)))
+        except (SentinelError, OSError, TimeoutError) as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(1)
+        return
 
     from .metrics import Metrics
     from .model.train import resolve_device

@@ -29,6 +29,7 @@ from tests.cluster_helpers import (
     T0,
     WARM,
     Proc,
+    all_streams,
     config,
     histories,
     post,
@@ -249,3 +250,40 @@ def test_a_three_node_jetstream_cluster_losing_a_node_loses_no_sample(tmp_path: 
             assert c.scorers[0].metric("sentinel_samples_rejected_total") == 0
         finally:
             c.close()
+
+
+def test_a_published_model_version_is_picked_up_by_every_scorer_within_10s(nats_url: str, tmp_path: Path) -> None:
+    import subprocess
+
+    from tests.servers._proc import sentinel_exe
+
+    c = Cluster(tmp_path, [nats_url])
+    try:
+        for i in range(2):
+            c.scorer(i, 2)
+        for p in [c.router, *c.procs]:
+            p.wait_ready()
+        for i in range(WARM):
+            post(c.router.base, i)
+        wait_trained(c.procs)
+        r = subprocess.run([str(sentinel_exe()), "train", "--publish", "--config", str(c.router.cfg)],
+                           capture_output=True, text=True, timeout=120, cwd=c.router.cfg.parent,
+                           env={**c.router.env})
+        announced = time.monotonic()  # the announcement is the trainer's last act
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert "model version 1 announced" in r.stderr, r.stderr[-3000:]
+
+        def picked_up() -> bool:
+            return all(p.metric("sentinel_partition_model_version", {"partition": str(q)}) == 1
+                       for p, i in ((p, i) for i, p in c.scorers.items())
+                       for q in range(PARTITIONS) if owner_of(q, 2) == i)
+        wait_until(picked_up, timeout=10, interval=0.1, what="every scorer on model version 1")
+        assert time.monotonic() - announced <= 10
+        for i in range(WARM, WARM + 10):  # normal data after the swap: no alert burst
+            post(c.router.base, i)
+        wait_last(c.procs, float(T0 + WARM + 9))
+        rows = all_streams(c.procs)
+        assert all(r["state"] == "ok" for r in rows), rows
+        assert not [e for e in c.hook.events() if e[2] == "firing"]
+    finally:
+        c.close()
