@@ -16,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import nats
 from nats.js.api import KeyValueConfig, ObjectStoreConfig, RetentionPolicy, StorageType, StreamConfig
@@ -26,6 +27,8 @@ from nats.js.errors import BadRequestError, NotFoundError
 from ..config.cluster import ClusterConfig
 
 log = logging.getLogger("sentinel")
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -80,6 +83,25 @@ async def connect(cfg: ClusterConfig, name: str, timeout: float = 60.0) -> Nats:
                 await nc.close()
                 raise
             log.warning("JetStream not ready yet (%s); retrying", e)
+            await asyncio.sleep(1.0)
+
+
+async def retrying(fn: Callable[[], Awaitable[T]], what: str, timeout: float = 60.0) -> T:
+    """``await fn()``, again after a second while NATS answers with a timeout or an error (bounded).
+
+    A JetStream cluster that has just elected its leaders, or lost a node, times out requests for
+    a few seconds; a role starting then waits instead of exiting.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await fn()
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("%s: %s; retrying", what, e or type(e).__name__)
             await asyncio.sleep(1.0)
 
 

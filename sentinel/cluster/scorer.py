@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import socket
 import time
@@ -31,7 +32,7 @@ from ..errors import CheckpointError
 from ..metrics import Metrics
 from . import state as pstate
 from .consumer import NAME, JetStreamSource
-from .js import Nats, connect, object_get
+from .js import Nats, connect, object_get, retrying
 from .metrics import ScorerMetrics
 from .models import ModelWatch
 from .ownership import Membership, Owners
@@ -82,12 +83,15 @@ class ScorerRole:
         self.nats = nats = await connect(c, f"sentinel-scorer-{self.index}")
         self.membership = Membership(nats.kv, self.index, ttl=c.lease_ttl, fixed_n=c.scorers, clock=self.clock)
         self.owners = Owners(nats.kv, self.membership)
-        await self.membership.heartbeat()
-        self.n = await self.membership.n()
+        m, owners = self.membership, self.owners
+        await retrying(m.heartbeat, "scorer registration")
+        self.n = await retrying(m.n, "scorer count")
         self.owned = owned(self.index, self.n, c.partitions)
         t0 = time.perf_counter()
-        await asyncio.gather(*(self.owners.claim(p, c.handover_timeout) for p in self.owned))
-        states = await asyncio.gather(*(self._load(p) for p in self.owned))
+        await asyncio.gather(*(retrying(functools.partial(owners.claim, p, c.handover_timeout),
+                                        f"claim of partition {p}", c.handover_timeout + 60) for p in self.owned))
+        states = await asyncio.gather(*(retrying(functools.partial(self._load, p), f"checkpoint of partition {p}")
+                                        for p in self.owned))
         covered = {p: 0 for p in self.owned}
         snaps = []
         for s in states:
@@ -167,7 +171,9 @@ class ScorerRole:
             for p, seq in done.items():
                 await self.source.ack_through(p, seq)
             self.metrics.checkpoint_last_success.set(self.clock())
-            log.info("partition checkpoints written", extra={"partitions": len(done), "streams": daemon.engine.n_streams})
+            if done:
+                log.info("partition checkpoints written", extra={"partitions": len(done),
+                                                                 "streams": daemon.engine.n_streams})
 
     # -- membership and handover ----------------------------------------------------------------
     async def run(self, daemon: Any) -> None:
