@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -91,6 +92,6 @@ def test_one_router_polls_and_another_takes_over_from_its_cursor_when_it_dies(na
     assert len(got) == 3
     for key, ts in got.items():
         uniq = sorted(set(ts))
-        steps = {round(b - a, 6) for a, b in zip(uniq, uniq[1:], strict=False)}
+        steps = {round(b - a, 6) for a, b in itertools.pairwise(uniq)}
         assert steps == {1.0}, f"{key}: a gap in the simulated series across the takeover: {sorted(steps)[-3:]}"
         assert len(uniq) >= 40
