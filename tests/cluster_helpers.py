@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from tests.daemon_helpers import http
+from tests.daemon_helpers import deep_merge, http
 from tests.servers._proc import http_ok, sentinel_exe, wait_until
 
 STREAMS = 12
@@ -49,7 +49,8 @@ def body(i: int, streams: int = STREAMS) -> bytes:
 
 
 def config(tmp: Path, port: int, hook: str, *, nats: list[str] | None = None, extra_cluster: dict | None = None,
-           name: str = "sentinel.yaml", streams: int = STREAMS) -> Path:
+           name: str = "sentinel.yaml", streams: int = STREAMS, extra: dict | None = None) -> Path:
+    """A ``--role`` config: push receiver ``push`` (db ``sensors``), webhook ``hook``; ``extra`` merged in."""
     tmp.mkdir(parents=True, exist_ok=True)
     cfg: dict[str, Any] = {
         "server": {"listen": f"127.0.0.1:{port}", "wal": {"fsync": "off"}},
@@ -69,6 +70,7 @@ def config(tmp: Path, port: int, hook: str, *, nats: list[str] | None = None, ex
     if nats is not None:
         cfg["cluster"] = {"servers": nats, "partitions": PARTITIONS, "checkpoint_interval": "1s", "lease_ttl": "3s",
                           "handover_timeout": "30s", **(extra_cluster or {})}
+    cfg = deep_merge(cfg, extra or {})
     p = tmp / name
     p.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return p

@@ -45,5 +45,8 @@ def decode(data: bytes) -> list[Sample]:
         key = keys.get(ks) or keys.setdefault(ks, StreamKey.parse(ks))
         ft = tuple(fields)
         for row in rows:
-            out.append(Sample(key, float(row[0]), ft, tuple(math.nan if v is None else float(v) for v in row[1:])))
+            vals = tuple(row[1:])
+            if None in vals:
+                vals = tuple(math.nan if v is None else v for v in vals)
+            out.append(Sample(key, float(row[0]), ft, vals))
     return out
