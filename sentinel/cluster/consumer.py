@@ -3,8 +3,10 @@
 Each partition's consumer is (re)created on start to deliver from the sequence after the
 partition's checkpoint (``covered + 1``): the object store, not the consumer's ack state, is
 the truth of what was scored. Messages at or below the partition's last emitted sequence are
-dropped (a redelivery). A batch's cursor is ``{"p": {partition: last sequence emitted}}`` for
-every owned partition, taken under one lock with the ``emit``, so the cursor of the last scored
+dropped (a redelivery). One task per partition fetches and decodes into a bounded inbox; one
+emitter drains whatever the inbox holds into one batch (so a tick scores many partitions at
+once), whose cursor is ``{"p": {partition: last sequence emitted}, "n": batches emitted}`` for
+every owned partition, taken under one lock with the ``emit``: the cursor of the last scored
 batch says exactly what was scored. :meth:`ack_through` acks a partition up to a checkpoint's
 sequence (``AckPolicy.ALL``: one ack covers all before it). :meth:`release` stops one
 partition's consumer (a handover) and returns the last sequence emitted for it.
@@ -53,6 +55,8 @@ class JetStreamSource:
         self._emit: Emit | None = None
         self.undecodable = 0
         self.emitted = 0  # batches emitted; in every cursor as "n"
+        self._inbox: asyncio.Queue[tuple[int, int, Any, list[Sample]]] = asyncio.Queue(maxsize=4 * len(covered) + 4)
+        self._emitter: asyncio.Task | None = None
 
     @property
     def partitions(self) -> list[int]:
@@ -82,6 +86,8 @@ class JetStreamSource:
         except Exception as e:
             raise SourceUnavailable(f"jetstream: cannot create the partition consumers: {e}") from e
         self.connected = True
+        if self._emitter is None or self._emitter.done():
+            self._emitter = asyncio.create_task(self._emit_loop(), name="jetstream-emit")
         for p in self.partitions:
             if p not in self._tasks or self._tasks[p].done():
                 self._tasks[p] = asyncio.create_task(self._follow(p), name=f"partition-{p}")
@@ -91,6 +97,7 @@ class JetStreamSource:
         sub = self._subs[p]
         batch = self.nats.cfg.fetch_batch
         lag = self.metrics.lag.labels(str(p))
+        fetched = self.pos[p]  # the highest sequence handed to the inbox
         while not self._stop.is_set():
             try:
                 msgs = await sub.fetch(batch, timeout=1.0)
@@ -108,8 +115,8 @@ class JetStreamSource:
                 md = m.metadata
                 seq = md.sequence.stream
                 lag.set(md.num_pending)
-                if seq <= self.pos[p]:
-                    continue  # redelivered: already emitted
+                if seq <= fetched:
+                    continue  # redelivered: already handed on
                 try:
                     samples.extend(codec.decode(m.data))
                 except (ValueError, KeyError, TypeError) as e:
@@ -118,9 +125,27 @@ class JetStreamSource:
                 last = (seq, m)
             if last is None:
                 continue
+            fetched = last[0]
+            await self._inbox.put((p, last[0], last[1], samples))
+
+    async def _emit_loop(self, max_samples: int = 50_000) -> None:
+        """Forever: everything the inbox holds, as one batch (a released partition's items are dropped)."""
+        while True:
+            items = [await self._inbox.get()]
+            n = len(items[0][3])
+            while n < max_samples and not self._inbox.empty():
+                items.append(self._inbox.get_nowait())
+                n += len(items[-1][3])
             async with self._lock:  # the cursor and the queue order agree
-                self.pos[p] = last[0]
-                self._unacked[p].append(last)
+                samples: list[Sample] = []
+                for p, seq, msg, ss in items:
+                    if p not in self.pos or seq <= self.pos[p]:
+                        continue  # released meanwhile: its next owner reads it again
+                    self.pos[p] = seq
+                    self._unacked[p].append((seq, msg))
+                    samples.extend(ss)
+                if not samples:
+                    continue
                 self.emitted += 1
                 assert self._emit is not None
                 await self._emit(SourceBatch(NAME, samples, cursor={"p": {str(k): v for k, v in self.pos.items()},
@@ -141,23 +166,24 @@ class JetStreamSource:
     async def release(self, p: int) -> tuple[int, int]:
         """Stop consuming ``p`` (what it emitted stays queued): ``(last sequence emitted, batches emitted)``."""
         t = self._tasks.pop(p, None)
-        async with self._lock:  # not in the middle of an emit
-            if t is not None:
-                t.cancel()
         if t is not None:
+            t.cancel()
             await asyncio.gather(t, return_exceptions=True)
         sub = self._subs.pop(p, None)
         if sub is not None:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
-        self._unacked.pop(p, None)
-        return self.pos.pop(p), self.emitted
+        async with self._lock:  # not in the middle of an emit; later inbox items of p are dropped
+            self._unacked.pop(p, None)
+            return self.pos.pop(p), self.emitted
 
     async def stop(self) -> None:
         self._stop.set()
-        for t in self._tasks.values():
+        tasks = [*self._tasks.values(), *([self._emitter] if self._emitter is not None else [])]
+        for t in tasks:
             t.cancel()
-        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._emitter = None
         self._tasks.clear()
         for sub in self._subs.values():
             with contextlib.suppress(Exception):
