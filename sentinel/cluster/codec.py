@@ -4,7 +4,7 @@ JSON, grouped by stream so a key and its field names are written once per messag
 
     {"v": 1, "s": [[key, [field, ...], [[ts, v0, v1, ...], ...]], ...]}
 
-Missing values (NaN) are written as ``null``. Routers have parsed and validated the
+Missing values (NaN) are written as ``NaN`` (Python's JSON extension; ``null`` is read as NaN too). Routers have parsed and validated the
 samples already; a scorer only decodes.
 """
 
@@ -16,6 +16,8 @@ import math
 from ..types import Sample, StreamKey
 
 VERSION = 1
+_KEYS: dict[str, StreamKey] = {}  # text -> parsed stream key, bounded (cleared past _KEYS_MAX)
+_KEYS_MAX = 200_000
 
 
 def encode(samples: list[Sample]) -> bytes:
@@ -27,11 +29,14 @@ def encode(samples: list[Sample]) -> bytes:
     >>> out[0] == s[0], out[1].ts, math.isnan(out[1].values[0])
     (True, 2.0, True)
     """
-    groups: dict[tuple[StreamKey, tuple[str, ...]], list[list[float | None]]] = {}
+    groups: dict[tuple[StreamKey, tuple[str, ...]], list[list[float]]] = {}
     for s in samples:
-        groups.setdefault((s.key, s.fields), []).append([s.ts, *(None if v != v else v for v in s.values)])
+        g = groups.get((s.key, s.fields))
+        if g is None:
+            g = groups[(s.key, s.fields)] = []
+        g.append([s.ts, *s.values])
     body = {"v": VERSION, "s": [[str(k), list(f), rows] for (k, f), rows in groups.items()]}
-    return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+    return json.dumps(body, separators=(",", ":"), allow_nan=True).encode()  # NaN: Python's JSON extension
 
 
 def decode(data: bytes) -> list[Sample]:
@@ -40,9 +45,13 @@ def decode(data: bytes) -> list[Sample]:
     if not isinstance(body, dict) or body.get("v") != VERSION:
         raise ValueError(f"unknown sample message version {body.get('v') if isinstance(body, dict) else None!r}")
     out: list[Sample] = []
-    keys: dict[str, StreamKey] = {}
+    keys = _KEYS
+    if len(keys) > _KEYS_MAX:
+        keys.clear()
     for ks, fields, rows in body["s"]:
-        key = keys.get(ks) or keys.setdefault(ks, StreamKey.parse(ks))
+        key = keys.get(ks)
+        if key is None:
+            key = keys[ks] = StreamKey.parse(ks)  # parsing a key costs more than its samples
         ft = tuple(fields)
         for row in rows:
             vals = tuple(row[1:])

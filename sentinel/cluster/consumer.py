@@ -95,7 +95,7 @@ class JetStreamSource:
 
     async def _follow(self, p: int) -> None:
         sub = self._subs[p]
-        batch = self.nats.cfg.fetch_batch
+        batch, linger = self.nats.cfg.fetch_batch, self.nats.cfg.fetch_linger
         lag = self.metrics.lag.labels(str(p))
         fetched = self.pos[p]  # the highest sequence handed to the inbox
         while not self._stop.is_set():
@@ -127,6 +127,8 @@ class JetStreamSource:
                 continue
             fetched = last[0]
             await self._inbox.put((p, last[0], last[1], samples))
+            if len(msgs) < batch and linger > 0:
+                await asyncio.sleep(linger)  # let a trickle accumulate: one pull instead of many
 
     async def _emit_loop(self, max_samples: int = 50_000) -> None:
         """Forever: everything the inbox holds, as one batch (a released partition's items are dropped)."""

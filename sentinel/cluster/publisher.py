@@ -20,6 +20,7 @@ from .partitions import partition_of
 
 log = logging.getLogger("sentinel")
 
+CACHE_KEYS = 200_000
 MAX_MESSAGE_SAMPLES = 5000  # one message stays far below NATS' default 1 MiB payload limit
 
 
@@ -30,10 +31,13 @@ class Publisher:
         self.metrics = metrics
         self.timeout = timeout
         self._locks: dict[int, asyncio.Lock] = {}
+        self._cache: dict[object, int] = {}  # stream key -> partition (bounded: cleared past CACHE_KEYS)
 
     def split(self, samples: Sequence[Sample]) -> dict[int, list[Sample]]:
         by: dict[int, list[Sample]] = {}
-        cache: dict[object, int] = {}
+        cache = self._cache
+        if len(cache) > CACHE_KEYS:
+            cache.clear()
         P = self.partitions
         for s in samples:
             p = cache.get(s.key)

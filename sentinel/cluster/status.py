@@ -34,8 +34,8 @@ async def _lag(nats: Nats, p: int, now: float) -> dict:
         try:
             nxt = int(info.delivered.stream_seq or 0) + 1
             msg = await nats.js.get_msg(nats.cfg.stream, seq=nxt, next=True, subject=nats.subject(p))
-            ts = msg.headers.get("Nats-Time-Stamp") if msg.headers else None
-            seconds = max(0.0, now - datetime.fromisoformat(ts).timestamp()) if ts else 0.0
+            stored = msg.time if isinstance(msg.time, datetime) else None
+            seconds = max(0.0, now - stored.timestamp()) if stored is not None else 0.0
         except Exception:
             seconds = 0.0
     return {"messages": pending, "seconds": round(seconds, 3)}

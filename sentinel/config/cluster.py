@@ -31,6 +31,8 @@ class ClusterConfig(Strict):
     checkpoint_interval: Duration = Field(10.0, gt=0, description="per-partition checkpoints this often")
     lease_ttl: Duration = Field(10.0, gt=0, description="a poller lease or scorer heartbeat older than this is dead")
     fetch_batch: int = Field(512, ge=1, le=100_000, description="messages per pull request")
+    fetch_linger: Duration = Field(0.05, le=1.0, description="after a short pull, wait this long before the next "
+                                   "(fewer, fuller pulls; adds at most this much latency)")
     ack_wait: Duration = Field(600.0, gt=0, description="JetStream redelivers unacked messages after this")
     handover_timeout: Duration = Field(60.0, gt=0, description="longest wait for a partition's old owner to release it")
 

@@ -15,6 +15,7 @@ The reference (``--role all``) runs once per module.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import threading
 import time
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from sentinel.cluster.partitions import owner_of
+from sentinel.cluster.partitions import owner_of, partition_of
 from tests.cluster_helpers import (
     AFTER,
     PARTITIONS,
@@ -35,10 +36,12 @@ from tests.cluster_helpers import (
     all_streams,
     config,
     histories,
+    key,
     post,
     wait_last,
     wait_trained,
 )
+from tests.daemon_helpers import http
 from tests.faults.test_crash_consistency import Hook
 from tests.servers._proc import free_port, sentinel_exe, wait_until
 from tests.servers.nats import nats_cluster, nats_server
@@ -188,6 +191,10 @@ def test_a_scorer_killed_and_restarted_loses_no_alert_and_ends_in_the_reference_
             if i == kill_at:
                 victim.kill9()  # whatever it had scored since its last checkpoint is scored again
             post(c.router.base, i)
+        lag = _cluster(c.router)["lag"]  # the dead scorer's partitions wait in the stream
+        dead = {partition_of(key(s), PARTITIONS) for s in range(STREAMS)} & {
+            p for p in range(PARTITIONS) if owner_of(p, 2) == 1}
+        assert dead and all(lag[str(p)]["messages"] > 0 and lag[str(p)]["seconds"] >= 0 for p in dead), lag
         again = Proc(victim.cfg, "scorer", log_name="scorer-restarted.log")
         c.scorers[1] = again
         again.wait_ready()
@@ -200,14 +207,14 @@ def test_a_scorer_killed_and_restarted_loses_no_alert_and_ends_in_the_reference_
         c.close()
 
 
-def _owners(router: Proc) -> dict[int, int | None]:
-    from tests.daemon_helpers import http
-
+def _cluster(router: Proc) -> dict:
     st, b = http(router.base + "/api/v1/cluster")
     assert st == 200, b
-    import json
+    return json.loads(b)["data"]
 
-    return {int(p): o for p, o in json.loads(b)["data"]["owners"].items()}
+
+def _owners(router: Proc) -> dict[int, int | None]:
+    return {int(p): o for p, o in _cluster(router)["owners"].items()}
 
 
 def test_scaling_from_two_to_three_scorers_moves_only_the_new_ones_partitions_warm(
