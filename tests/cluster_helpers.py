@@ -25,9 +25,9 @@ from tests.servers._proc import http_ok, sentinel_exe, wait_until
 
 STREAMS = 12
 T0 = 1_700_000_000
-WARM = 128  # = train.min_history: every stream trains on exactly these ticks, in every run
-AFTER = 60  # ticks scored after training
-SPIKES = {WARM + 12: 3, WARM + 30: 7, WARM + 47: 10}  # tick -> stream with a 3-tick spike
+WARM = 64  # = train.min_history: every stream trains on exactly these ticks, in every run
+AFTER = 48  # ticks scored after training
+SPIKES = {WARM + 8: 3, WARM + 22: 7, WARM + 36: 10}  # tick -> stream with a 3-tick spike
 PARTITIONS = 22  # with these 12 streams: a 5/7 split over two scorers, 4 streams move to a third
 
 
@@ -55,7 +55,7 @@ def config(tmp: Path, port: int, hook: str, *, nats: list[str] | None = None, ex
     cfg: dict[str, Any] = {
         "server": {"listen": f"127.0.0.1:{port}", "wal": {"fsync": "off"}},
         "sources": [{"type": "influxdb", "name": "push", "mode": "receiver", "database": "sensors"}],
-        "streams": {"history_size": 256, "history_lookback": "0s", "max_gap_intervals": 20, "rewarm_samples": 8,
+        "streams": {"history_size": 128, "history_lookback": "0s", "max_gap_intervals": 20, "rewarm_samples": 8,
                     "max_streams": max(1000, 2 * streams)},
         "model": {"hidden": 8, "window": 4, "device": "cpu"},
         "train": {"min_history": WARM, "min_history_span": 0, "epochs": 4, "bptt": 16, "segments": 2,
