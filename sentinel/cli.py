@@ -50,16 +50,16 @@ def run(config_path: str, listen: str | None, shard: str | None, web_config_file
     from .runtime.daemon import main as daemon_main
 
     cfg = _load(config_path)
-    try:  # validated as the file is (a copy: the loaded config is frozen)
-        if listen:
-            cfg = override(cfg, "server.listen", listen, "--listen")
-        if web_config_file:
-            cfg = override(cfg, "server.web_config_file", web_config_file, "--web.config.file")
+    overrides = [(k, v, o) for k, v, o in (("server.listen", listen, "--listen"),
+                                           ("server.web_config_file", web_config_file, "--web.config.file")) if v]
+    try:  # validated as the file is (a copy: the loaded config is frozen); re-applied at every reload
+        for key, value, option in overrides:
+            cfg = override(cfg, key, value, option)
     except ConfigError as e:
         click.echo(str(e), err=True)
         sys.exit(2)
     try:
-        sys.exit(daemon_main(cfg, config_path=config_path, shard=shard, role=role))
+        sys.exit(daemon_main(cfg, config_path=config_path, shard=shard, overrides=overrides, role=role))
     except SentinelError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(getattr(e, "exit_code", 1))

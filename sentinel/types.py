@@ -145,6 +145,7 @@ class AlertEvent:
 
     ``starts_at``/``ends_at`` are epoch seconds; ``ends_at`` is None while firing.
     ``top_fields`` lists ``(field, share of error)`` in decreasing share.
+    ``note`` is empty or a sentence for the operator, sent as the ``note`` annotation.
     """
 
     key: StreamKey
@@ -157,6 +158,7 @@ class AlertEvent:
     error: float
     severity: str = "warning"
     top_fields: tuple[tuple[str, float], ...] = ()
+    note: str = ""  # said in words beside the numbers (a resolve after a relearn: "baseline shifted: ...")
 
     @property
     def labels(self) -> dict[str, str]:

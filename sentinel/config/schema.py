@@ -38,7 +38,10 @@ class WalConfig(Strict):
 class ServerConfig(Strict):
     listen: str = Field("127.0.0.1:9680", description="HOST:PORT of the one HTTP server")
     external_url: str | None = Field(None, description="URL alerts link back to; default http://<listen>/")
-    web_config_file: str | None = Field(None, description="Prometheus exporter-style TLS/basic-auth file")
+    web_config_file: str | None = Field(None, description="Prometheus exporter-style TLS/basic-auth file "
+                                        "(re-read at every reload)")
+    open_probes: bool = Field(False, description="/-/healthy and /-/ready answer without basic auth "
+                                                 "(for Kubernetes probes and container health checks)")
     max_body_bytes: int = Field(25 * 1024 * 1024, ge=1024)
     status_page_streams: int = Field(48, ge=0, description="streams drawn with charts on /")
     wal: WalConfig = Field(default_factory=WalConfig)
@@ -102,6 +105,11 @@ class ModelConfig(Strict):
         "scaled to unit noise, so a sustained moderate shift adds up (0 = each sample alone)"
     )
     level_k: float = Field(1.0, ge=0, description="normalised distance from the baseline that costs nothing")
+    level_shrink: float = Field(
+        0.1, ge=-1, le=1, description="multivariate streams: the level term also reads each field against what "
+        "the stream's other fields predict for it (a broken relation between fields), from their training "
+        "covariance shrunk towards its diagonal by this much (negative = off: each field alone)"
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     score_threads: int = Field(1, ge=1, description="torch threads for scoring (training gets the rest)")
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .cells import SPREAD_CLIP, Dims, cell_step, decode, tick_errors, tick_errors_dense
+from .cells import SPREAD_CLIP, Dims, cell_step, decode, level_input, tick_errors, tick_errors_dense
 
 STD_FLOOR = 1e-6
 
@@ -50,6 +50,7 @@ class Bank:
             "xh": (c, 1, d.fields + d.hidden), "c": (c, 1, d.hidden if d.cell == "lstm" else 0),
             "win": (c, 1, d.window, d.fields), "pred": (c, 1, d.fields), "mean": (c, d.fields), "std": (c, d.fields),
             "base": (c, d.fields), "spread": (c, d.fields), "fast": (c, d.fields),
+            "cond": (c, d.fields, d.fields),
         })
         return shapes
 
@@ -58,6 +59,8 @@ class Bank:
         for name, shape in self._shapes(new_cap).items():
             fill = float("nan") if name == "win" else (1.0 if name == "std" else 0.0)
             t = torch.full(shape, fill, dtype=self.dtype, device=self.device)
+            if name == "cond":
+                t[:] = torch.eye(self.dims.fields, dtype=self.dtype)
             if old:
                 t[:old] = self.t[name]
             self.t[name] = t
@@ -96,9 +99,13 @@ class Bank:
         return torch.as_tensor(np.asarray(slots, dtype=np.int64), device=self.device)
 
     # -- weights and state ---------------------------------------------------
-    def load(self, slots: np.ndarray, params: dict[str, Tensor], mean: Tensor, std: Tensor) -> None:
-        """Set weights and normalisers of ``slots`` (params ``[n, ...]``)."""
+    def load(self, slots: np.ndarray, params: dict[str, Tensor], mean: Tensor, std: Tensor,
+             cond: Tensor | None = None) -> None:
+        """Set weights and normalisers of ``slots`` (params ``[n, ...]``; ``cond`` ``[n, F, F]`` the
+        multivariate level term's precision matrix, identity when not given)."""
         idx = self._idx(slots)
+        self.t["cond"][idx] = (torch.eye(self.dims.fields, dtype=self.dtype) if cond is None
+                               else cond.to(self.device, self.dtype))
         for k in ("W", "b", "D", "d"):
             self.t[k][idx] = params[k].to(self.device, self.dtype)
         self.t["mean"][idx] = mean.to(self.device, self.dtype)
@@ -109,7 +116,7 @@ class Bank:
 
     def params(self, slots: np.ndarray) -> dict[str, Tensor]:
         idx = self._idx(slots)
-        return {k: self.t[k][idx].clone() for k in ("W", "b", "D", "d", "mean", "std")}
+        return {k: self.t[k][idx].clone() for k in ("W", "b", "D", "d", "mean", "std", "cond")}
 
     def reset_state(self, slots: np.ndarray) -> None:
         idx = self._idx(slots)
@@ -210,7 +217,7 @@ class Bank:
                 else:
                     t["fast"][idx] = fast_new
                 lx = ((fast_new - base) / scale * d.level_gain)[:, None, :]
-            level = (d.level_weight, d.level_k, lx)
+            level = (d.level_weight, d.level_k, level_input(lx, sel["cond"]) if d.conditional else lx)
         field_err, err = errs(xn, pred_prev, win, rec, self.prediction_weight, level)
         spread = sel["spread"]
         if alpha > 0:  # the slow baseline and spread follow the observed fields (in place on a view)
@@ -275,6 +282,6 @@ class Bank:
     def bytes_per_stream(self) -> dict[str, int]:
         """Model (weights + normalisers) and recurrent-state bytes per slot."""
         per = {k: v[0].numel() * v.element_size() for k, v in self.t.items()}
-        model = sum(per[k] for k in ("W", "b", "D", "d", "mean", "std"))
+        model = sum(per[k] for k in ("W", "b", "D", "d", "mean", "std", "cond"))
         state = sum(per[k] for k in ("xh", "c", "win", "pred", "base", "spread", "fast"))
         return {"model": model, "state": state}

@@ -59,6 +59,12 @@ class Dims:
     level_k: float = 3.0
     baseline_alerting_rate: float = 1.0  # the baseline's pace on samples that fall in an alert (1 = as any)
     level_halflife: float = 0.0  # ticks of the fast average the level term reads (0 = the sample itself)
+    level_shrink: float = -1.0  # multivariate level term's covariance shrinkage (< 0 = off: fields alone)
+
+    @property
+    def conditional(self) -> bool:
+        """Whether the level term also reads each field against what the other fields predict."""
+        return self.fields > 1 and self.level_weight > 0 and self.level_shrink >= 0
 
     @property
     def level_alpha(self) -> float:
@@ -218,6 +224,59 @@ def normalise(values: np.ndarray, mean: np.ndarray, std: np.ndarray, dims: Dims,
     if dims.baseline_alpha <= 0:
         return ((values - np.asarray(mean)[:, None]) / np.asarray(std)[:, None]).astype(np.float32)
     return normalise_run(values, mean, std, dims, hold).x
+
+
+def conditional_matrix(x: np.ndarray, mask: np.ndarray, shrink: float) -> np.ndarray:
+    """Per-stream ``[n, F, F]`` precision ``P`` of the normalised training inputs ``x`` ``[n, L, F]``
+    (rows where ``mask`` holds and every field is observed), for the level term's multivariate part.
+
+    ``P`` is the inverse of their second moments shrunk towards the diagonal by ``shrink``. The
+    sample's Hotelling distance ``x P x`` splits into one share per field, ``x_j (P x)_j``, each of
+    mean 1 on the training data (as ``x_j^2`` is for a lone field): see :func:`level_input`. For
+    fields that never co-vary ``P`` is (about) the identity and the shares are ``x_j^2``; for fields
+    that move together (two accelerometers, a pump's current and its flow) a break of that relation
+    makes the share large even while each field on its own stays in range. Identity where a
+    stream has no more complete rows than fields.
+
+    >>> p = conditional_matrix(np.array([[[1.0, 1.0], [-1.0, -1.0], [1.0, 0.9], [-1.0, -0.9]]]), np.ones((1, 4), bool), 0.1)
+    >>> x = np.array([0.9, -0.9])  # each field within range, the relation broken
+    >>> bool((x * (p[0] @ x)).min() > 5 * (x * x).max())  # each share ~8: far beyond its own 0.81
+    True
+    """
+    n, _L, F = x.shape
+    out = np.repeat(np.eye(F, dtype=np.float32)[None], n, 0)
+    ok = mask & ~np.isnan(x).any(-1)
+    for i in range(n):
+        rows = x[i][ok[i]].astype(np.float64)
+        if len(rows) <= F:
+            continue
+        M = rows.T @ rows / len(rows)
+        d = np.diag(M).copy()
+        if not np.all(np.isfinite(M)) or d.min() <= 0:
+            continue
+        try:
+            P = np.linalg.inv((1.0 - shrink) * M + shrink * np.diag(d))
+        except np.linalg.LinAlgError:
+            continue
+        if np.all(np.isfinite(P)) and np.diag(P).min() > 0:
+            out[i] = ((P + P.T) / 2).astype(np.float32)
+    return out
+
+
+def level_input(lx: Tensor, prec: Tensor | None) -> Tensor:
+    """What the level term reads per field: ``sqrt(max(x_j^2, x_j (P x)_j))`` for the normalised
+    sample ``lx`` ``[S,B,F]`` and precision ``prec`` ``[S,F,F]`` (:func:`conditional_matrix`).
+
+    The larger of the field's own distance and its share of the Hotelling distance, so the term
+    never reads less than the field alone, and the field that moved carries the share: a spike of
+    size ``a`` in one field gives it a share of order ``a^2``, the fields it is tied to only of
+    order ``a``. Missing fields count as at the baseline for the others.
+    """
+    if prec is None:
+        return lx
+    x0 = torch.nan_to_num(lx)
+    share = x0 * torch.bmm(x0, prec)
+    return torch.where(torch.isnan(lx), lx, torch.maximum(x0 * x0, share).sqrt())
 
 
 def tick_errors(x: Tensor, pred_prev: Tensor, win: Tensor, rec: Tensor, prediction_weight: float,

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from .bank import STD_FLOOR
-from .cells import Dims, init_params, normalise, normalise_run
+from .cells import Dims, conditional_matrix, init_params, level_input, normalise, normalise_run
 from .sequence import FUSED_MAX, AdamW, _detach, _forward, _run, _slice_state, _zero_state
 
 PARAM_KEYS = ("W", "b", "D", "d")
@@ -71,6 +71,7 @@ class TrainResult:
     # so the runtime only has to catch up the samples that arrived while this job ran.
     errors: np.ndarray | None = None
     state: dict[str, np.ndarray] | None = None
+    cond: np.ndarray | None = None  # [n, F, F] the multivariate level term's precision (None = identity)
 
     @property
     def accepted(self) -> np.ndarray:
@@ -146,7 +147,9 @@ def train(job: TrainJob, s: TrainSettings, device: str = "cpu",
     # is shorter than the job's (left-padded) may have little or nothing in the training part.
     mean, std = normalisers(job.values, job.loss_mask)
     held = ~job.loss_mask  # samples that fell in an alert: the scoring baseline slowed on them
-    Xall = torch.from_numpy(normalise(job.values, mean, std, dims, held)).to(dev)
+    Xnp = normalise(job.values, mean, std, dims, held)
+    cond = conditional_matrix(Xnp, job.loss_mask, dims.level_shrink) if dims.conditional else None
+    Xall = torch.from_numpy(Xnp).to(dev)
     Mall = torch.from_numpy(job.loss_mask & ~np.isnan(job.values).all(-1)).to(dev)
     Xtr, Xval, Mtr, Mval = Xall[:, :n_tr], Xall[:, n_tr:], Mall[:, :n_tr], Mall[:, n_tr:]
 
@@ -214,9 +217,10 @@ def train(job: TrainJob, s: TrainSettings, device: str = "cpu",
         if bool(stopped.all()):
             break
     params_np = {k: v.cpu().numpy() for k, v in best.items()}
-    errors, final_state = rewarm(dims, params_np, mean, std, job.values, s.prediction_weight, dev, alerted=held)
+    errors, final_state = rewarm(dims, params_np, mean, std, job.values, s.prediction_weight, dev, alerted=held,
+                                 cond=cond)
     return TrainResult(
-        params=params_np, mean=mean, std=std,
+        params=params_np, mean=mean, std=std, cond=cond,
         val_loss=best_val.cpu().numpy().astype(np.float64),
         champion_val_loss=champion_val,
         epochs=epochs_run, seconds=time.perf_counter() - t0, tag=job.tag, history=history,
@@ -225,8 +229,8 @@ def train(job: TrainJob, s: TrainSettings, device: str = "cpu",
 
 
 def rewarm(dims: Dims, params: dict[str, np.ndarray], mean: np.ndarray, std: np.ndarray, values: np.ndarray,
-           prediction_weight: float, device: torch.device | str = "cpu", alerted: np.ndarray | None = None
-           ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+           prediction_weight: float, device: torch.device | str = "cpu", alerted: np.ndarray | None = None,
+           cond: np.ndarray | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Run ``values`` ``[n, L, F]`` through the weights from a zero state, as the scoring bank
     (:meth:`Bank.run_sequence`) would: all-missing rows (left padding) leave a stream's state as
     it was and get error 0.
@@ -241,7 +245,10 @@ def rewarm(dims: Dims, params: dict[str, np.ndarray], mean: np.ndarray, std: np.
         std_c = np.maximum(std, STD_FLOOR)
         nz = normalise_run(values, mean, std_c, dims, alerted)
         X = torch.from_numpy(nz.x).to(dev)[:, None]
-        LV = torch.from_numpy(nz.level).to(dev)[:, None]
+        LV = torch.from_numpy(nz.level).to(dev)
+        if cond is not None and dims.conditional:
+            LV = level_input(LV, torch.from_numpy(cond).to(dev))
+        LV = LV[:, None]
         present = ~torch.isnan(X).all(-1)  # [n,1,L]
         first = int(present[:, 0].float().argmax(1).min()) if bool(present.any()) else L
         X = X[:, :, first:]  # columns where no stream has begun: nothing to run

@@ -39,7 +39,7 @@ from prometheus_client import CollectorRegistry
 
 from .. import __version__
 from ..alerts.notifier import Notifier
-from ..config import ConfigError, SentinelConfig, load_config
+from ..config import ConfigError, SentinelConfig, load_config, override
 from ..lineprotocol import REASONS as LP_REASONS
 from ..metrics import Metrics, stream_rows
 from ..model.train import resolve_device
@@ -54,7 +54,7 @@ from .engine_thread import EngineThread
 from .factory import build_source, build_writeback
 from .ingest import IngestQueue
 from .logs import setup_logging
-from .reload import SectionReloader, reload_all
+from .reload import Reloader, SectionReloader, ServerReloader, reload_all
 from .scheduler import TrainingScheduler
 from .shard import Shard, parse_shard
 from .status import Status
@@ -70,10 +70,12 @@ class Daemon:
 
     def __init__(self, cfg: SentinelConfig, *, config_path: str | None = None,
                  registry: CollectorRegistry | None = None, clock: Callable[[], float] = time.time,
-                 shard: str | None = None, inline_training: bool = False, cluster: Any = None):
+                 shard: str | None = None, inline_training: bool = False,
+                 overrides: list[tuple[str, Any, str]] | None = None, cluster: Any = None):
         self.cfg = cfg
         self.cluster = cluster  # --role scorer: sentinel.cluster.scorer.ScorerRole (state and input on JetStream)
         self.config_path = config_path
+        self.overrides = list(overrides or [])  # (key, value, option): command-line settings, kept at reload
         self.clock = clock
         self.metrics = Metrics(registry)
         self.shard = Shard(parse_shard(shard))
@@ -179,12 +181,17 @@ class Daemon:
         from ..server import build_app, load_web_config, serve
 
         routes: list = []
+        route_auth: dict = {}  # a receiver's own token / user passes beside the web users (D11)
         for src in self.sources:
             routes.extend(src.http_routes())
+            receiver = getattr(src.plugin, "receiver", None)
+            if receiver is not None and hasattr(receiver, "route_auth"):
+                route_auth.update(receiver.route_auth())
         wc = load_web_config(self.cfg.server.web_config_file) if self.cfg.server.web_config_file else None
         app = build_app(self, self.metrics.registry, extra_routes=routes, web_config=wc, version=__version__,
                         status_page_streams=self.cfg.server.status_page_streams,
-                        client_max_size=self.cfg.server.max_body_bytes)
+                        client_max_size=self.cfg.server.max_body_bytes, open_probes=self.cfg.server.open_probes,
+                        route_auth=route_auth)
         self._server = await serve(app, self.cfg.server.listen, wc)
 
     def _new_streams(self, source: str, firsts: dict[StreamKey, float]) -> None:
@@ -236,7 +243,7 @@ class Daemon:
         return self.status.stream_history(stream)
 
     # -- reload ----------------------------------------------------------------------------------
-    def reloaders(self) -> list[SectionReloader]:
+    def reloaders(self) -> list[Reloader]:
         """One per config section; see :mod:`sentinel.runtime.reload` for what each applies."""
         def engine(running: SentinelConfig) -> None:
             self.engine.reconfigure(running.model_copy(update={
@@ -261,7 +268,8 @@ class Daemon:
                             on_apply=sinks),
             SectionReloader("metrics", live=["metrics"]),
             SectionReloader("logging", live=["logging.level"], on_apply=level),
-            *(SectionReloader(n) for n in ("server", "sources", "streams", "model", "state", "queues", "fields")),
+            ServerReloader(self._server),
+            *(SectionReloader(n) for n in ("sources", "streams", "model", "state", "queues", "fields", "cluster")),
         ]
 
     async def reload(self) -> tuple[bool, str]:
@@ -270,6 +278,8 @@ class Daemon:
             return False, "no config file to reload"
         try:
             new = load_config(self.config_path)
+            for key, value, option in self.overrides:  # --listen / --web.config.file outrank the file
+                new = override(new, key, value, option)
         except ConfigError as e:
             self.metrics.config_last_reload_successful.set(0)
             log.error("reload failed, keeping the old config", extra={"error": str(e)})
@@ -332,7 +342,8 @@ class Daemon:
             log.info("stopped")
 
 
-async def _amain(cfg: SentinelConfig, config_path: str | None, shard: str | None, role: str = "all") -> int:
+async def _amain(cfg: SentinelConfig, config_path: str | None, shard: str | None,
+                 overrides: list[tuple[str, Any, str]] | None = None, role: str = "all") -> int:
     cluster: Any = None
     if role == "router":
         from ..cluster.router import Router
@@ -344,7 +355,7 @@ async def _amain(cfg: SentinelConfig, config_path: str | None, shard: str | None
 
             cfg = cfg.model_copy(update={"state": cfg.state.model_copy(
                 update={"checkpoint_interval": cfg.cluster.checkpoint_interval})})
-        d = Daemon(cfg, config_path=config_path, shard=shard)
+        d = Daemon(cfg, config_path=config_path, shard=shard, overrides=overrides)
         if role == "scorer":
             d.cluster = cluster = ScorerRole(cfg, d.metrics, d.clock)
     await d.start()
@@ -369,7 +380,12 @@ async def _amain(cfg: SentinelConfig, config_path: str | None, shard: str | None
     return 75 if restart is not None and restart.done() and not restart.cancelled() else 0
 
 
-def main(cfg: SentinelConfig, config_path: str | None = None, shard: str | None = None, role: str = "all") -> int:
+def main(cfg: SentinelConfig, config_path: str | None = None, shard: str | None = None,
+         overrides: list[tuple[str, Any, str]] | None = None, role: str = "all") -> int:
+    """``overrides``: ``(dotted key, value, option name)`` set on the command line, re-applied at reload.
+
+    ``role``: ``all`` (this daemon), ``router`` or ``scorer`` (:mod:`sentinel.cluster`).
+    """
     setup_logging(cfg.logging.level, cfg.logging.format)
     torch.set_num_threads(cfg.model.score_threads)
-    return asyncio.run(_amain(cfg, config_path, shard, role))
+    return asyncio.run(_amain(cfg, config_path, shard, overrides, role))

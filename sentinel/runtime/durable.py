@@ -69,6 +69,7 @@ class Durability:
             for pos, rec in self.log.replay():
                 r = self.receivers.get(rec.source)
                 if r is not None:
+                    self.log.handed_on(rec.source, pos)
                     n += await r.replay([(pos, rec)])
                     self._replayed_to = pos
         finally:
@@ -97,12 +98,12 @@ class Durability:
         """On the scoring thread, after the engine took ``batches``."""
         if self.log is None:
             return
-        last = None
+        last: dict[str, tuple[int, int]] = {}
         for b in batches:
             if b.wal_position is not None:
-                last = b.wal_position
-        if last is not None:
-            self.log.scored(WalPosition(*last))
+                last[b.source] = b.wal_position
+        for source, pos in last.items():  # per source: two push sources are scored in any order between them
+            self.log.scored(WalPosition(*pos), source)
 
     def covered(self) -> WalPosition | None:
         """On the scoring thread, for the checkpoint snapshot."""

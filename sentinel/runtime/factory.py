@@ -30,7 +30,7 @@ def build_source(src_cfg: Any, cfg: SentinelConfig, metrics: Metrics, resume: di
     if src_cfg.type == "mqtt":
         from ..sources.mqtt import MQTTSource
 
-        return MQTTSource(src_cfg, metrics=metrics, clock=clock, resume=resume)
+        return MQTTSource(src_cfg, metrics=metrics, clock=clock, resume=resume, streams=cfg.streams)
     raise ValueError(f"unknown source type {src_cfg.type!r}")
 
 

@@ -4,7 +4,8 @@ Each reloader compares the running config with the new one for its own section a
 answers with a :class:`Change`: the keys it *applies* live, the keys that *need a
 restart* (kept at their running value until then), and the keys it *refuses* (a
 value that cannot take effect while running). Nothing is ignored silently: a key
-that differs is in one of the three lists.
+that differs is in one of the three lists, and a section without a reloader is
+named for a restart.
 
 Like Prometheus: every reloader is asked first; if any refuses, nothing is applied,
 the old config stays whole and ``sentinel_config_last_reload_successful`` is 0.
@@ -14,6 +15,10 @@ needs a restart.
 ======================  ==========================================================
 component               live / restart / refused
 ======================  ==========================================================
+``server``              the web config file re-read (users, headers, TLS files
+                        live; TLS on/off, client auth, versions at restart),
+                        ``web_config_file`` and ``open_probes`` live; the rest
+                        at restart (:class:`ServerReloader`)
 ``train``               live (next job), except ``train.threads`` (restart)
 ``detect``              ``risk`` live (quantile: at once; SPOT: at each stream's
                         next refit), ``score_decades`` live; ``method``,
@@ -25,7 +30,7 @@ component               live / restart / refused
 ``sinks``               a kept sink's settings live; added/removed sinks and
                         ``sinks.outbox`` at restart
 ``sources``             at restart (a source holds its connection and cursor)
-``server`` ``model``    at restart
+``model``               at restart
 ``streams`` ``state``
 ``queues`` ``fields``
 ======================  ==========================================================
@@ -34,6 +39,7 @@ component               live / restart / refused
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -131,7 +137,12 @@ class Outcome:
 
 
 def reload_all(reloaders: Sequence[Reloader], old: SentinelConfig, new: SentinelConfig) -> Outcome:
-    """Ask every reloader, then apply all or nothing (see the module docstring)."""
+    """Ask every reloader, then apply all or nothing (see the module docstring).
+
+    A section no reloader answers for is named for a restart (never ignored); a key that
+    waits for a restart keeps its running value in the returned config, so the next
+    reload names it again.
+    """
     total = Change()
     checks = []
     for r in reloaders:
@@ -140,10 +151,16 @@ def reload_all(reloaders: Sequence[Reloader], old: SentinelConfig, new: Sentinel
         total.applied += ch.applied
         total.restart += ch.restart
         total.refused += ch.refused
+    covered = {r.name for r in reloaders}
+    for name in type(old).model_fields:
+        if name not in covered:
+            total.restart += changed_keys(getattr(old, name), getattr(new, name), name)
     if total.refused:
         msg = "reload refused, keeping the old config: " + "; ".join(total.refused)
         return Outcome(False, msg, total, old)
-    running = old.model_copy(update={r.name: getattr(new, r.name) for r, ch in checks if ch.applied})
+    running = old.model_copy(update={r.name: keep_running(getattr(old, r.name), getattr(new, r.name), r.name,
+                                                          ch.restart)
+                                     for r, ch in checks if ch.applied and hasattr(old, r.name)})
     for r, ch in checks:
         if ch.applied:
             later = r.apply(running)  # keys the component found it cannot take live after all
@@ -157,6 +174,64 @@ def reload_all(reloaders: Sequence[Reloader], old: SentinelConfig, new: Sentinel
     return Outcome(True, msg, total, running)
 
 
+_SEGMENT = re.compile(r"\.([^.\[]+)|\[([^\]]*)\]")
+
+
+def keep_running(old: Any, new: Any, prefix: str, keys: Sequence[str]) -> Any:
+    """``new`` with the values at ``keys`` (dotted, ``[name]`` for named list items) taken from ``old``.
+
+    Falls back to ``new`` whole when a key cannot be followed (the running config then shows
+    the new value for it, as before this was kept).
+
+    >>> from sentinel.config.schema import AlertsConfig
+    >>> keep_running(AlertsConfig(), AlertsConfig(enter=0.9, cooldown=5), "alerts", ["alerts.cooldown"]).cooldown
+    300.0
+    """
+    out = new
+    for key in keys:
+        if not _under(key, prefix):
+            continue
+        segs = [(m.group(1), m.group(2)) for m in _SEGMENT.finditer(key, len(prefix))]
+        try:
+            out = _restore(out, old, segs)
+        except (AttributeError, KeyError, IndexError, TypeError, ValueError):
+            log.debug("reload: could not keep the running value of %s", key)
+            return new
+    return out
+
+
+def _restore(new: Any, old: Any, segs: list[tuple[str | None, str | None]]) -> Any:
+    if not segs:
+        return old
+    field_key, item = segs[0]
+    if item is not None:  # a named item of a list
+        items = list(new)
+        ni = next((i for i, x in enumerate(items) if x.name == item), None)
+        oi = next((x for x in old if x.name == item), None)
+        if len(segs) == 1:
+            if oi is None and ni is not None:
+                del items[ni]
+            elif ni is None and oi is not None:
+                items.append(oi)
+            elif ni is not None:
+                items[ni] = oi
+            return items
+        assert ni is not None and oi is not None
+        items[ni] = _restore(items[ni], oi, segs[1:])
+        return items
+    assert field_key is not None
+    if isinstance(new, dict):
+        d = dict(new)
+        if len(segs) == 1 and field_key not in old:
+            d.pop(field_key, None)
+        else:
+            d[field_key] = _restore(new.get(field_key), old[field_key], segs[1:])
+        return d
+    fields = type(new).model_fields
+    name = next(n for n, f in fields.items() if field_key in (n, f.alias))
+    return new.model_copy(update={name: _restore(getattr(new, name), getattr(old, name), segs[1:])})
+
+
 SECTIONS = ("server", "sources", "streams", "model", "train", "detect", "alerts", "sinks", "metrics", "state",
             "queues", "logging", "fields")
 
@@ -164,3 +239,78 @@ SECTIONS = ("server", "sources", "streams", "model", "train", "detect", "alerts"
 def restart_only(names: Sequence[str]) -> list[SectionReloader]:
     """Reloaders for sections that take effect only at a restart (every changed key is named)."""
     return [SectionReloader(n) for n in names]
+
+
+class ServerReloader:
+    """``server``: the web config file is re-read at every reload (users, headers, TLS files) and
+    ``server.web_config_file`` / ``server.open_probes`` apply live; the other server keys at restart.
+
+    Keys of the web config are named ``web_config.<key>``. Changing the certificate, key or
+    client CA files (or their contents, e.g. a rotated certificate) applies from the next
+    connection on; turning TLS on or off, ``client_auth_type`` and the TLS versions wait for a
+    restart. An unreadable or invalid web config file refuses the whole reload.
+    """
+
+    name = "server"
+
+    def __init__(self, handle: Any) -> None:
+        """``handle``: the running :class:`~sentinel.server.ServerHandle` (None: no server, nothing to swap)."""
+        self.handle = handle
+        self._section = SectionReloader("server", live=["server.web_config_file", "server.open_probes"])
+        self._prepared: tuple[Any, Any] | None = None  # (WebConfig | None, prepared TLS | None)
+
+    def check(self, old: SentinelConfig, new: SentinelConfig) -> Change:
+        from ..config import ConfigError
+        from ..server import load_web_config
+        from ..server.app import WEB_KEY
+
+        ch = self._section.check(old, new)
+        self._prepared = None
+        if self.handle is None:
+            return ch
+        path = new.server.web_config_file
+        try:
+            wc = load_web_config(path) if path else None
+        except ConfigError as e:
+            ch.refused.append(f"server.web_config_file: {e}")
+            return ch
+        running = self.handle.app[WEB_KEY].config
+        web: list[str] = []
+        if running.basic_auth_users != (wc.basic_auth_users if wc else {}):
+            web.append("web_config.basic_auth_users")
+        if running.headers != (wc.headers if wc else {}):
+            web.append("web_config.http_server_config.headers")
+        tls, prepared = self.handle.tls_reloader, None
+        new_tls = wc.tls if wc is not None else None
+        if (tls is None) != (new_tls is None):
+            ch.restart.append("web_config.tls_server_config")  # HTTP <-> HTTPS: a new listening socket
+        elif tls is not None and new_tls is not None:
+            from ..server.webconfig import tls_digest
+
+            ch.restart += [f"web_config.tls_server_config.{f}" for f in tls.restart_fields(new_tls)]
+            try:
+                prepared = tls.prepare(new_tls)
+            except ConfigError as e:
+                ch.refused.append(f"web_config.tls_server_config: {e}")
+                return ch
+            if tls_digest(prepared[0]) != tls.digest:
+                web.append("web_config.tls_server_config (certificate, key, client CA)")
+            else:
+                prepared = None
+        if web and "server.web_config_file" not in ch.applied:
+            ch.applied += web  # the file's contents changed, not its path
+        elif web:
+            ch.applied[ch.applied.index("server.web_config_file") + 1:0] = web
+        self._prepared = (wc, prepared)
+        return ch
+
+    def apply(self, new: SentinelConfig) -> list[str]:
+        from ..server import update_web_config
+
+        if self.handle is None or self._prepared is None:
+            return []
+        wc, tls = self._prepared
+        update_web_config(self.handle.app, wc, open_probes=new.server.open_probes)
+        if tls is not None:
+            self.handle.tls_reloader.swap(tls)
+        return []

@@ -3,7 +3,8 @@
 The server knows nothing about the engine: it reads it through :class:`StatusProvider`, a seam the
 runtime implements (tests pass a fake). Other components add routes (the line-protocol receiver's
 ``/write``) through ``extra_routes``. TLS and basic auth come from a :class:`WebConfig`
-(Prometheus exporter-toolkit file); basic auth guards every route, as in Prometheus.
+(Prometheus exporter-toolkit file); basic auth guards every route, as in Prometheus, except the
+probes when ``open_probes`` is set; a route may accept its own credentials too (:mod:`.auth`).
 
 Endpoints::
 
@@ -19,26 +20,21 @@ Endpoints::
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import binascii
-import collections
 import gzip
-import hashlib
 import json
 import logging
 import math
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-import bcrypt
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
+from sentinel.server.auth import PROBES, BasicAuth, RouteAuth, authorize
 from sentinel.server.status_page import render_status_page
-from sentinel.server.webconfig import WebConfig, peer_sans, ssl_context
+from sentinel.server.webconfig import ReloadableTLS, WebConfig, peer_sans
 
 log = logging.getLogger(__name__)
 
@@ -79,73 +75,11 @@ class _WebState:
 
     config: WebConfig
     auth: BasicAuth | None
+    open_probes: bool = False  # server.open_probes: /-/healthy and /-/ready without credentials
+    route_auth: Mapping[str, RouteAuth] = field(default_factory=dict)  # a route's own credential check
 
 
 WEB_KEY: web.AppKey[_WebState] = web.AppKey("sentinel_web", _WebState)
-
-
-# --------------------------------------------------------------------------- basic auth
-
-
-class BasicAuth:
-    """Checks ``user:password`` against bcrypt hashes, off the event loop, with a bounded success cache.
-
-    bcrypt is slow on purpose (tens of ms at cost 10), so a scrape every few seconds would burn a
-    core; like exporter-toolkit we remember successful (user, password, hash) triples. Unknown
-    users still pay one bcrypt check, so timing does not reveal which user names exist.
-    """
-
-    _DUMMY = bcrypt.hashpw(b"sentinel-dummy", bcrypt.gensalt(rounds=4))
-
-    def __init__(self, users: dict[str, bytes], cache_size: int = 256):
-        self._users = dict(users)
-        self._cache: collections.OrderedDict[bytes, None] = collections.OrderedDict()
-        self._cache_size = cache_size
-
-    def _key(self, user: str, password: bytes, hashed: bytes) -> bytes:
-        return hashlib.sha256(user.encode() + b"\0" + password + b"\0" + hashed).digest()
-
-    async def check(self, user: str, password: str) -> bool:
-        hashed = self._users.get(user)
-        pw = password.encode("utf-8")
-        if hashed is not None:
-            key = self._key(user, pw, hashed)
-            if key in self._cache:
-                self._cache.move_to_end(key)
-                return True
-        loop = asyncio.get_running_loop()
-        ok = await loop.run_in_executor(None, _checkpw, pw, hashed if hashed is not None else self._DUMMY)
-        if ok and hashed is not None:
-            self._cache[key] = None
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
-            return True
-        return False
-
-
-def _checkpw(password: bytes, hashed: bytes) -> bool:
-    try:
-        return bcrypt.checkpw(password, hashed)
-    except ValueError:
-        return False
-
-
-def _parse_basic(header: str) -> tuple[str, str] | None:
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "basic" or not token:
-        return None
-    try:
-        decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-    user, sep, password = decoded.partition(":")
-    return (user, password) if sep else None
-
-
-def _unauthorized() -> web.HTTPUnauthorized:
-    return web.HTTPUnauthorized(
-        text="Unauthorized\n", headers={"WWW-Authenticate": 'Basic realm="Sentinel", charset="UTF-8"'}
-    )
 
 
 @web.middleware
@@ -153,15 +87,14 @@ async def _security_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
     state = request.app[WEB_KEY]
+    probe = state.open_probes and request.path in PROBES and request.method in ("GET", "HEAD")
     tls = state.config.tls
-    if tls is not None and tls.client_allowed_sans:
+    if tls is not None and tls.client_allowed_sans and not probe:
         sans = peer_sans(request.transport.get_extra_info("peercert") if request.transport else None)
         if not sans.intersection(tls.client_allowed_sans):
             raise web.HTTPForbidden(text="client certificate not allowed\n")
-    if state.auth is not None:
-        creds = _parse_basic(request.headers.get("Authorization", ""))
-        if creds is None or not await state.auth.check(*creds):
-            raise _unauthorized()
+    if not probe:
+        await authorize(request, state.auth, state.route_auth.get(request.path))
     return await handler(request)
 
 
@@ -170,11 +103,16 @@ async def _add_headers(request: web.Request, response: web.StreamResponse) -> No
         response.headers[k] = v
 
 
-def update_web_config(app: web.Application, web_config: WebConfig | None) -> None:
-    """Swap basic-auth users and response headers at reload (TLS changes need a restart of :func:`serve`)."""
+def update_web_config(app: web.Application, web_config: WebConfig | None, *, open_probes: bool | None = None) -> None:
+    """Swap basic-auth users and response headers (and ``open_probes`` when given) at reload.
+
+    TLS files are swapped by the :class:`~sentinel.server.webconfig.ReloadableTLS` of :func:`serve`.
+    """
     wc = web_config or WebConfig()
     app[WEB_KEY].config = wc
     app[WEB_KEY].auth = BasicAuth(wc.basic_auth_users) if wc.auth_enabled else None
+    if open_probes is not None:
+        app[WEB_KEY].open_probes = open_probes
 
 
 # --------------------------------------------------------------------------- handlers
@@ -299,18 +237,23 @@ def build_app(
     status_page_streams: int = 48,
     refresh_seconds: float = 5.0,
     client_max_size: int = 25 * 1024 * 1024,
+    open_probes: bool = False,
+    route_auth: Mapping[str, RouteAuth] | None = None,
 ) -> web.Application:
     """The aiohttp application. ``extra_routes`` (e.g. ``web.post("/write", h)``) sit beside the built-ins.
 
     ``status_page_streams`` is how many streams the status page draws charts for (config
     ``server.status_page_streams``); ``client_max_size`` bounds request bodies (``server.max_body_bytes``).
+    ``open_probes`` leaves ``/-/healthy`` and ``/-/ready`` open under basic auth; ``route_auth`` maps a
+    path to its own credential check, accepted beside the web users' (see :mod:`sentinel.server.auth`).
     """
     app = web.Application(middlewares=[_security_middleware], client_max_size=client_max_size)
     app[PROVIDER_KEY] = provider
     app[REGISTRY_KEY] = registry
     app[_VERSION_KEY] = version
     app[_PAGE_KEY] = render_status_page(version=version, chart_streams=status_page_streams, refresh_seconds=refresh_seconds)
-    app[WEB_KEY] = _WebState(config=WebConfig(), auth=None)
+    app[WEB_KEY] = _WebState(config=WebConfig(), auth=None, open_probes=open_probes,
+                             route_auth=dict(route_auth or {}))
     update_web_config(app, web_config)
     app.on_response_prepare.append(_add_headers)
     app.add_routes(
@@ -351,7 +294,12 @@ class ServerHandle:
     host: str
     port: int
     tls: bool
+    tls_reloader: ReloadableTLS | None = None  # swaps certificate, key and client CA for new connections
     _closed: bool = field(default=False, repr=False)
+
+    @property
+    def app(self) -> web.Application:
+        return self.runner.app
 
     @property
     def url(self) -> str:
@@ -379,7 +327,8 @@ async def serve(
     Raises :class:`sentinel.errors.ConfigError` for unusable TLS files and ``OSError`` when the port is taken.
     """
     host, port = parse_listen(listen)
-    ctx = ssl_context(web_config.tls) if web_config is not None and web_config.tls is not None else None
+    tls = ReloadableTLS(web_config.tls) if web_config is not None and web_config.tls is not None else None
+    ctx = tls.context if tls is not None else None
     runner = web.AppRunner(app, access_log=access_log, handle_signals=False, shutdown_timeout=shutdown_timeout)
     await runner.setup()
     try:
@@ -389,4 +338,4 @@ async def serve(
         await runner.cleanup()
         raise
     bound = runner.addresses[0][1] if runner.addresses else port
-    return ServerHandle(runner=runner, host=host, port=bound, tls=ctx is not None)
+    return ServerHandle(runner=runner, host=host, port=bound, tls=ctx is not None, tls_reloader=tls)

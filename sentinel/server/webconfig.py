@@ -26,9 +26,10 @@ Parsing is strict: an unknown key, a missing file or a hash that is not bcrypt r
 
 from __future__ import annotations
 
+import hashlib
 import re
 import ssl
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -260,3 +261,57 @@ def peer_sans(peercert: dict | None) -> set[str]:
             if k == "commonName":
                 names.add(v)
     return names
+
+
+def tls_digest(tls: TLSServerConfig | None) -> str:
+    """A digest of the TLS files' paths and bytes: differs when a certificate was rotated in place."""
+    if tls is None:
+        return ""
+    h = hashlib.sha256()
+    for p in (tls.cert_file, tls.key_file, tls.client_ca_file):
+        h.update(str(p).encode() + b"\0")
+        if p is not None:
+            try:
+                h.update(p.read_bytes())
+            except OSError:
+                h.update(b"<unreadable>")
+    return h.hexdigest()
+
+
+TLS_RESTART_FIELDS = ("client_auth_type", "min_version", "max_version")
+"""TLS settings fixed on the listening socket's context: a change waits for a restart."""
+
+
+class ReloadableTLS:
+    """The listening socket's TLS context, whose certificate, key and client CA can be swapped live.
+
+    The listening context's SNI callback (OpenSSL calls it for every handshake, with or
+    without a server name) points each new connection at the newest context, so a rotated
+    certificate is served from the next connection on; open connections keep theirs.
+    """
+
+    def __init__(self, tls: TLSServerConfig):
+        self.tls = tls
+        self.digest = tls_digest(tls)
+        self.context = ssl_context(tls)
+        self._current = self.context
+        self.context.sni_callback = self._sni
+
+    def _sni(self, sslobj: ssl.SSLObject, _name: str | None, ctx: ssl.SSLContext) -> None:
+        current = self._current
+        if current is not ctx:
+            sslobj.context = current
+
+    def restart_fields(self, tls: TLSServerConfig) -> list[str]:
+        """Settings of ``tls`` that differ from the listening ones and cannot change live."""
+        return [f for f in TLS_RESTART_FIELDS if getattr(tls, f) != getattr(self.tls, f)]
+
+    def prepare(self, tls: TLSServerConfig) -> tuple[TLSServerConfig, ssl.SSLContext]:
+        """``tls`` with the listening :data:`TLS_RESTART_FIELDS` kept, and its context (ConfigError if unusable)."""
+        effective = replace(tls, **{f: getattr(self.tls, f) for f in TLS_RESTART_FIELDS})
+        return effective, ssl_context(effective)
+
+    def swap(self, prepared: tuple[TLSServerConfig, ssl.SSLContext]) -> None:
+        """Serve the prepared files from the next handshake on."""
+        self.tls, self._current = prepared
+        self.digest = tls_digest(self.tls)

@@ -8,7 +8,8 @@ libraries) can point at Sentinel instead. Behaviour follows InfluxDB's:
   (ns/us/ms/s).
 * ``Content-Encoding: gzip`` bodies; the size limit applies to the decompressed body (413).
 * Auth (when configured): ``Authorization: Token <t>`` / ``Bearer <t>``, basic auth, or
-  ``u``/``p`` parameters; failure is 401.
+  ``u``/``p`` parameters; failure is 401. Under the web config's basic auth, either the web
+  users' or this receiver's credentials pass (:mod:`sentinel.server.auth`).
 * Success is 204. Malformed lines are rejected and counted per reason while the good
   lines of the same body are kept; the answer is then 400 with an InfluxDB-style
   ``{"error": "partial write: unable to parse '<line>': <reason> ..."}`` body.
@@ -40,6 +41,7 @@ from aiohttp.web_protocol import RequestPayloadError
 
 from ..config.source_influxdb import InfluxDBReceiverConfig
 from ..lineprotocol import PRECISION_NS
+from ..server.auth import AUTHENTICATED
 from ..state.ingestlog import IngestLog, IngestRecord
 from ..state.wal import WalError, WalFull, WalPosition
 from .selector import ParseOutcome, StreamSelector
@@ -60,6 +62,11 @@ class Pushed:
 
 Deliver = Callable[[Pushed], Awaitable[bool]]
 """Hands a parsed body to the source; returns False when it could not be taken in time (-> 503)."""
+
+
+def _eq(a: str, b: str) -> bool:
+    """Constant-time comparison that takes any text (``hmac.compare_digest`` refuses non-ASCII str)."""
+    return hmac.compare_digest(a.encode("utf-8", "surrogatepass"), b.encode("utf-8", "surrogatepass"))
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -97,11 +104,26 @@ class LineProtocolReceiver:
         return [web.post("/write", self.handle_v1), web.post("/api/v2/write", self.handle_v2)]
 
     # ---------------------------------------------------------------- auth
+    @property
+    def has_credentials(self) -> bool:
+        """A ``token`` or ``username`` is configured (an empty ``${VAR:-}`` token means none)."""
+        return bool(self.cfg.token) or self.cfg.username is not None
+
     def _authorized(self, request: web.Request) -> bool:
-        cfg = self.cfg
-        token = cfg.token or None  # an empty ${VAR:-} means no token
-        if token is None and cfg.username is None:
+        if request.get(AUTHENTICATED):  # the server's middleware let it through on a credential (D11)
             return True
+        return not self.has_credentials or self.credential_ok(request)
+
+    def credential_ok(self, request: web.Request) -> bool:
+        """The request carries this receiver's token or user/password (False when none is configured).
+
+        The server also accepts this beside its web users (``route_auth``), so with both set
+        a write passes with either credential.
+        """
+        cfg = self.cfg
+        token = cfg.token or None
+        if token is None and cfg.username is None:
+            return False
         user = pw = tok = None
         auth = request.headers.get("Authorization", "")
         scheme, _, cred = auth.partition(" ")
@@ -116,14 +138,18 @@ class LineProtocolReceiver:
         else:
             user, pw = request.query.get("u"), request.query.get("p")
         if token is not None and (
-            (tok is not None and hmac.compare_digest(tok, token))
-            or (pw is not None and cfg.username is None and hmac.compare_digest(pw, token))
+            (tok is not None and _eq(tok, token))
+            or (pw is not None and cfg.username is None and _eq(pw, token))
         ):
             return True
         return bool(
             cfg.username is not None and user is not None and pw is not None
-            and hmac.compare_digest(user, cfg.username) and hmac.compare_digest(pw, cfg.password or "")
+            and _eq(user, cfg.username) and _eq(pw, cfg.password or "")
         )
+
+    def route_auth(self) -> dict[str, Callable[[web.Request], bool]]:
+        """Path -> :meth:`credential_ok` for the server's auth middleware (empty without credentials)."""
+        return {r.path: self.credential_ok for r in self.routes()} if self.has_credentials else {}
 
     # ---------------------------------------------------------------- body
     async def _read_body(self, request: web.Request) -> bytes | web.Response:

@@ -8,8 +8,10 @@ source's normal parse path reproduces the samples the live write produced.
 Ordering contract: the receiver writes a record and enqueues its samples in one
 step, without an ``await`` between (so the engine sees records in log order), and
 answers 2xx once :meth:`IngestLog.durable` resolves. The engine thread reports the
-end position of each record it has scored (:meth:`scored`); a checkpoint stores
-:attr:`covered`, and on start :meth:`replay` yields what came after.
+end position of each record it has scored, per source (:meth:`scored`); a checkpoint
+stores :attr:`covered`, the end of the longest prefix of the log that is all scored (with
+two push sources, one may be scored ahead of the other), and on start :meth:`replay`
+yields what came after.
 
 Truncation keeps what the oldest *kept* checkpoint still needs
 (:meth:`checkpointed`), so falling back to an older checkpoint after the newest
@@ -71,6 +73,8 @@ class IngestLog:
         self.restored = restored or START
         self._lock = threading.Lock()
         self._covered = self.restored
+        self._written: dict[str, WalPosition] = {}  # per source: end of its newest record handed on
+        self._scored: dict[str | None, WalPosition] = {}  # per source: end of its newest record scored
         self._kept: deque[WalPosition] = deque([self.restored], maxlen=max(1, keep))
         self.replayed = 0
         self.undecodable = 0
@@ -78,21 +82,41 @@ class IngestLog:
     # -- live -----------------------------------------------------------------------------------
     def write(self, rec: IngestRecord) -> WalPosition:
         """Append (not yet durable); raises :class:`~sentinel.state.wal.WalFull` / WalError."""
-        return self.wal.write(rec.encode())
+        pos = self.wal.write(rec.encode())
+        self.handed_on(rec.source, pos)
+        return pos
+
+    def handed_on(self, source: str, pos: WalPosition) -> None:
+        """``source`` has a record ending at ``pos`` on its way to the engine (written, or replayed at start)."""
+        with self._lock:
+            if pos > self._written.get(source, START):
+                self._written[source] = pos
 
     def durable(self, pos: WalPosition) -> Future[WalPosition]:
         return self.wal.durable(pos)
 
-    def scored(self, pos: WalPosition) -> None:
-        """The engine thread has scored every record up to ``pos``."""
+    def scored(self, pos: WalPosition, source: str | None = None) -> None:
+        """The engine thread has scored ``source``'s records up to ``pos`` (None: every record up to ``pos``)."""
         with self._lock:
-            if pos > self._covered:
-                self._covered = pos
+            if pos > self._scored.get(source, START):
+                self._scored[source] = pos
 
     @property
     def covered(self) -> WalPosition:
-        """What a checkpoint taken now on the engine thread covers."""
+        """What a checkpoint taken now on the engine thread covers: no record at or before it is unscored.
+
+        Each source hands its records on in log order, but sources are scored in any order
+        between them: while a source has a record handed on and not scored, the position
+        stops at that source's last scored one (never moving back).
+        """
         with self._lock:
+            every = self._scored.get(None, START)  # scored(pos) without a source: all records up to pos
+            done = {s: max(self._scored.get(s, START), every) for s in self._written}
+            waiting = [done[s] for s, w in self._written.items() if w > done[s]]
+            newest = max(self._scored.values(), default=START)
+            pos = min(waiting) if waiting else newest
+            if pos > self._covered:
+                self._covered = pos
             return self._covered
 
     def checkpointed(self, pos: WalPosition) -> int:

@@ -13,6 +13,7 @@ Every wait is bounded (``wait_for``).
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from tests.servers.mosquitto import MosquittoServer, mosquitto_server
 
 pytestmark = pytest.mark.mqtt
 
-T0 = 1_900_000_000
+T0 = int(time.time()) - 86400  # in the past: streams.max_future rejects points ahead of the clock
 
 
 def mqtt_source(server: MosquittoServer, name: str = "mqtt", **kw: Any) -> dict[str, Any]:

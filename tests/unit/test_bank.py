@@ -266,6 +266,7 @@ def test_bytes_per_stream_counts_weights_and_state() -> None:
     bank = Bank(dims, capacity=1)
     b = bank.bytes_per_stream()
     H, F, K = 32, 1, 8
-    assert b["model"] == 4 * ((F + H) * 4 * H + 4 * H + H * (K + 1) * F + (K + 1) * F + 2 * F)
+    # + mean, std and the conditional level term's F x F matrix
+    assert b["model"] == 4 * ((F + H) * 4 * H + 4 * H + H * (K + 1) * F + (K + 1) * F + 2 * F + F * F)
     assert b["state"] == 4 * ((F + H) + H + K * F + F + 3 * F)  # xh holds the last input beside h; + baseline, spread, fast
     assert dims.params_per_stream() == (F + H) * 4 * H + 4 * H + H * (K + 1) * F + (K + 1) * F

@@ -1,4 +1,4 @@
-"""The NATS cluster manifests (deploy/kubernetes/cluster/): roles, ordinals, NATS with JetStream, the trainer."""
+"""The NATS cluster manifests (deploy/kubernetes/with-nats/): roles, ordinals, NATS with JetStream, the trainer."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from sentinel.cluster.partitions import ordinal
 from sentinel.cluster.scorer import scorer_index
 from sentinel.config import load_config_text
 
-D = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes" / "cluster"
+D = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes" / "with-nats"  # sorts after the one-process files
 ENV = {"SENTINEL_WEBHOOK_URL": "http://x", "SENTINEL_WEBHOOK_HMAC": "y"}
 
 

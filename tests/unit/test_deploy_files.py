@@ -283,7 +283,7 @@ def _k8s() -> dict[str, dict[str, Any]]:
     docs: dict[str, dict[str, Any]] = {}
     for p in sorted(K8S.rglob("*.yaml")):
         for d in load_yaml_docs(p):
-            docs[d["kind"]] = d
+            docs.setdefault(d["kind"], d)  # the first of each kind (secret.example.yaml: sentinel-secrets first)
     return docs
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from sentinel.alerts.sinks.webhook import alert_annotations
 from sentinel.config import load_config_text
 from sentinel.model.bank import Bank
 from sentinel.model.train import train
@@ -288,8 +289,11 @@ def test_a_sustained_shift_is_relearned_as_the_new_normal() -> None:
     key = StreamKey.of("pump", pump="shift")
     rng = np.random.default_rng(3)
 
+    events = []
+
     def tick(i: int, level: float):
         out = e.process([Sample(key, float(i), ("value",), (level + np.sin(i / 8) + 0.1 * rng.standard_normal(),))])
+        events.extend(out.events)
         for job in e.due_training(float(i)):
             e.apply_training(job, train(job, e.settings), float(i))
         return out
@@ -304,3 +308,9 @@ def test_a_sustained_shift_is_relearned_as_the_new_normal() -> None:
     # it fired for at least relearn_after (600 ticks) before that, then resolved and stays ok
     assert all(s == 2 for s in states[fired : fired + 590])
     assert states[-1] in (0, 3)
+    # one alert, and its resolve says why in words (the firing says nothing of the kind)
+    assert [ev.status for ev in events] == ["firing", "resolved"]
+    assert events[0].note == ""
+    assert events[1].note.startswith("baseline shifted: the level held for ") and "relearned" in events[1].note
+    assert alert_annotations(events[1])["note"] == events[1].note
+    assert not g.a["shifted"][slot]  # said once

@@ -67,3 +67,24 @@ def test_scored_only_moves_forward(tmp_path: Path) -> None:
     log.scored(WalPosition(2, 99))
     assert log.covered == WalPosition(3, 10)
     log.close()
+
+
+def test_two_push_sources_scored_out_of_log_order_cover_only_the_all_scored_prefix(tmp_path: Path) -> None:
+    """Records of an MQTT source and a receiver interleave in one log; each source's own queue hands
+    them on, so a later record of one may be scored before an earlier one of the other. A checkpoint
+    must not claim the unscored one (a kill would lose it: it would never be replayed)."""
+    log = IngestLog(tmp_path, fsync="off")
+    a1 = log.write(IngestRecord("influx", "ns", 1, b"m v=1 1"))
+    m1 = log.write(IngestRecord("mqtt", "mqtt", 2, b"x"))
+    a2 = log.write(IngestRecord("influx", "ns", 3, b"m v=2 2"))
+    log.scored(m1, "mqtt")  # mqtt's record scored first; influx's two still queued
+    assert log.covered == log.restored
+    log.scored(a1, "influx")
+    assert log.covered == a1  # a2 is still waiting: nothing after a1 is claimed
+    log.scored(a2, "influx")
+    assert log.covered == a2
+    m2 = log.write(IngestRecord("mqtt", "mqtt", 4, b"y"))
+    assert log.covered == a2  # never moves back while mqtt's new record waits
+    log.scored(m2, "mqtt")
+    assert log.covered == m2
+    log.close()

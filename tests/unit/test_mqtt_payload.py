@@ -184,3 +184,42 @@ def test_config_errors_name_the_key(yaml_src: str, where: str) -> None:
     with pytest.raises(ConfigError) as e:
         load_config_text(f"sources:\n- type: mqtt\n  {yaml_src}\n", source="m.yaml")
     assert f"m.yaml:{where}:" in str(e.value)
+
+
+# -- input bounds (issue 11: D5, invalid UTF-8, tag values) ------------------------------------------------
+def bounded(**kw: object) -> PayloadDecoder:
+    from sentinel.config.schema import StreamsConfig
+
+    cfg = MQTTSourceConfig.model_validate({"topic_prefix": "", "key_from_topic": [], **kw})
+    streams = StreamsConfig(max_future=60, max_age=3600, max_tag_value_length=64, max_fields=4)
+    return PayloadDecoder(cfg, StreamSelector(selection_from(cfg, streams)))
+
+
+def test_streams_bounds_apply_to_mqtt_line_protocol_against_the_receipt_time() -> None:
+    d = bounded()
+    ns = int(NOW * 1e9)
+    out, rej = run(d, "x", "\n".join([
+        f"pump v=1 {ns + 3600 * 10**9}",  # an hour ahead: would poison the stream (D5)
+        f"pump v=2 {ns - 7200 * 10**9}",  # older than max_age
+        f"pump,t={'x' * 1000} v=3 {ns}",  # tag value too long (a 1 MiB tag made /metrics 26 MB)
+        f"pump a=1,b=2,c=3,d=4,e=5 {ns}",  # more than max_fields
+        f"pump v=4 {ns + 30 * 10**9}",  # within max_future: kept
+    ]))
+    assert [s.values for s in out] == [(4.0,)]
+    assert rej == {"future": 1, "too_old": 1, "tag_value_too_long": 1, "max_fields": 1}
+    out, _ = run(d, "x", f"pump v=5 {ns + 40 * 10**9}")
+    assert [s.values for s in out] == [(5.0,)]  # the stream was not poisoned
+
+
+def test_streams_bounds_apply_to_json_timestamps() -> None:
+    d = bounded(format="json", json={"fields": {"v": "v"}, "timestamp_path": "ts"})
+    out, rej = run(d, "x", json.dumps([{"v": 1, "ts": NOW + 3600}, {"v": 2, "ts": NOW}]))
+    assert [s.values for s in out] == [(2.0,)] and rej == {"future": 1}
+
+
+def test_invalid_utf8_lines_are_rejected_not_replaced() -> None:
+    d = bounded()
+    ns = int(NOW * 1e9)
+    out, rej = run(d, "x", f"pump,site=\xff v=1 {ns}\npump v=2 {ns}".encode("latin-1"))
+    assert [s.values for s in out] == [(2.0,)] and rej == {"invalid_utf8": 1}
+    assert all("\ufffd" not in str(s.key) for s in out)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from sentinel.model.cells import Dims, init_params
+from sentinel.model.cells import Dims, conditional_matrix, init_params, normalise
 from sentinel.model.train import (
     PARAM_KEYS,
     TrainJob,
@@ -242,11 +242,13 @@ def test_chunk_forward_and_gradients_equal_the_tick_by_tick_loop(cell: str, stre
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize("fused", [True, False])
-@pytest.mark.parametrize("scoring", [(0.0, 0.0), (16.0, 0.5)], ids=["fixed-mean", "baseline+level"])
-def test_rewarm_equals_the_scoring_banks_run_sequence(cell: str, fused: bool, scoring: tuple[float, float],
+@pytest.mark.parametrize("scoring", [(0.0, 0.0, -1.0), (16.0, 0.5, -1.0), (16.0, 0.5, 0.1)],
+                         ids=["fixed-mean", "baseline+level", "baseline+conditional-level"])
+def test_rewarm_equals_the_scoring_banks_run_sequence(cell: str, fused: bool, scoring: tuple[float, float, float],
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """Errors and final state of the trainer's rewarm equal Bank.run_sequence's (left padding skipped),
-    with the fixed training mean and with the slow baseline and level term."""
+    with the fixed training mean, with the slow baseline and level term, and with the level term's
+    multivariate (conditional) part."""
     import sentinel.model.sequence as seq
     from sentinel.model.bank import Bank
     from sentinel.model.train import rewarm
@@ -254,7 +256,7 @@ def test_rewarm_equals_the_scoring_banks_run_sequence(cell: str, fused: bool, sc
     monkeypatch.setattr(seq, "FUSED_MAX", 64 if fused else 0)
     streams = 3
     dims = Dims(2, 8, 4, cell, baseline_halflife=scoring[0], level_weight=scoring[1], level_k=0.5,
-                baseline_alerting_rate=0.0, level_halflife=scoring[0] / 4)
+                baseline_alerting_rate=0.0, level_halflife=scoring[0] / 4, level_shrink=scoring[2])
     v = signal(streams, L=80, F=2, seed=4)
     v[1, 50:] += 3.0            # a shift: the baseline moves and the level term is non-zero
     v[0, :25] = np.nan          # a shorter history: left padding
@@ -262,10 +264,15 @@ def test_rewarm_equals_the_scoring_banks_run_sequence(cell: str, fused: bool, sc
     init = init_params(dims, list(range(streams)))
     params = {k: t.numpy() for k, t in init.items()}
     mean, std = normalisers(v, ~np.isnan(v).all(-1))
-    err, state = rewarm(dims, params, mean, std, v, 1.0)
+    cond = None
+    if dims.conditional:
+        cond = conditional_matrix(normalise(v, mean, std, dims), ~np.isnan(v).all(-1), dims.level_shrink)
+        assert not np.allclose(cond, np.eye(2))  # the fields co-vary: the term is not the identity
+    err, state = rewarm(dims, params, mean, std, v, 1.0, cond=cond)
     bank = Bank(dims, prediction_weight=1.0, capacity=streams)
     slots = np.array([bank.add() for _ in range(streams)])
-    bank.load(slots, init, torch.from_numpy(mean), torch.from_numpy(std))
+    bank.load(slots, init, torch.from_numpy(mean), torch.from_numpy(std),
+              None if cond is None else torch.from_numpy(cond))
     _fe, ref = bank.run_sequence(slots, v)
     np.testing.assert_allclose(err, ref.numpy(), atol=1e-5, rtol=1e-4)
     assert np.all(err[0, :25] == 0)

@@ -121,10 +121,15 @@ def test_payload_of_empty_common_annotations():
 
 
 def test_event_json_round_trip_and_rfc3339():
-    for ev in (event(), event("resolved", at=T0 + 0.001), event(score=float("nan"), top_fields=())):
+    for ev in (event(), event("resolved", at=T0 + 0.001), event(score=float("nan"), top_fields=()),
+               event("resolved", note="baseline shifted: the level held for 6h 0m was relearned")):
         back = event_from_json(event_to_json(ev))
         assert event_to_json(back) == event_to_json(ev)
-        assert back.key == ev.key and back.fingerprint == ev.fingerprint
+        assert back.key == ev.key and back.fingerprint == ev.fingerprint and back.note == ev.note
+    # an outbox entry written before events had a note reads back with none
+    old = json.loads(event_to_json(event()))
+    del old["note"]
+    assert event_from_json(json.dumps(old)).note == ""
     assert rfc3339(T0) == "2026-11-29T10:14:05Z" and rfc3339(0) == "1970-01-01T00:00:00Z"
 
 

@@ -40,6 +40,8 @@ def alert_annotations(ev: AlertEvent) -> dict[str, str]:
     }
     if ev.top_fields:
         out["top_fields"] = ",".join(f"{f}={s:.2f}" for f, s in ev.top_fields)
+    if ev.note:
+        out["note"] = ev.note
     return out
 
 

@@ -31,6 +31,7 @@ class Group:
         "hist_n": (np.int64, 0), "since_train": (np.int64, 0), "alive": (np.bool_, False),
         "drift": (np.bool_, False), "critical": (np.bool_, False),
         "relearn": (np.bool_, False),  # a sustained shift: retrain on it as the new normal
+        "shifted": (np.bool_, False),  # relearned: the alert's resolve says the baseline shifted
     }
 
     def __init__(self, F: int, cfg: SentinelConfig, device: str):
@@ -41,7 +42,7 @@ class Group:
         # capacity 1, doubling as streams come (D4: 64 slots preallocated per field count let a few
         # odd lines with 2..59 fields reserve hundreds of MB)
         self.bank = Bank(Dims(F, m.hidden, m.window, m.cell, m.baseline_halflife, m.level_weight, m.level_k,
-                              m.baseline_alerting_rate, m.level_halflife),
+                              m.baseline_alerting_rate, m.level_halflife, m.level_shrink),
                          prediction_weight=m.prediction_weight, device=device, capacity=1)
         self.thr = make_thresholds(cfg.detect.threshold)
         self.alerts = AlertMachine(AlertRules.from_config(cfg.alerts))

@@ -169,7 +169,20 @@ def event(g: Group, tr: Transition, score: float, err: float, thr: float, enter:
     if tr.status == "firing" and tr.starts_at == tr.at:
         g.a["critical"][tr.slot] = score >= max(0.9, enter)
     sev = "critical" if g.a["critical"][tr.slot] else severity
+    note = ""
+    if tr.status == "resolved" and g.a["shifted"][tr.slot]:
+        note = (f"baseline shifted: the level held for {_span(tr.at - tr.starts_at)} was relearned as the new "
+                "normal (feedback can mark it an anomaly)")
+    if tr.status == "resolved":
+        g.a["shifted"][tr.slot] = False
     return AlertEvent(key=key, status=tr.status, starts_at=tr.starts_at,  # type: ignore[arg-type]
                       ends_at=tr.at if tr.status == "resolved" else None, at=tr.at,
                       score=float(score), threshold=float(thr) if np.isfinite(thr) else math.inf,
-                      error=float(err) if np.isfinite(err) else 0.0, severity=sev, top_fields=top)
+                      error=float(err) if np.isfinite(err) else 0.0, severity=sev, top_fields=top, note=note)
+
+
+def _span(seconds: float) -> str:
+    """``3h 20m``, ``45m``, ``30s``: a duration for a person."""
+    s = max(0, round(seconds))
+    h, m = divmod(s // 60, 60)
+    return f"{h}h {m}m" if h else (f"{m}m" if m else f"{s}s")

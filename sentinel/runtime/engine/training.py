@@ -165,6 +165,7 @@ def apply_training(engine: Engine, job: TrainJob, res: TrainResult, now: float,
     g.a["trained_at"][slots[same]] = at[same]
     g.a["since_train"][slots[same]] = 0
     g.a["drift"][slots[same]] = False
+    g.a["shifted"][slots[accepted]] |= g.a["relearn"][slots[accepted]]
     g.a["relearn"][slots[same]] = False
     sl = slots[accepted]
     counts = {"success": int(accepted.sum()), "rejected": int(rejected.sum())}
@@ -172,7 +173,8 @@ def apply_training(engine: Engine, job: TrainJob, res: TrainResult, now: float,
         return counts
     rows = np.flatnonzero(accepted)
     g.bank.load(sl, {k: torch.from_numpy(res.params[k][rows]) for k in ("W", "b", "D", "d")},
-                torch.from_numpy(res.mean[rows]), torch.from_numpy(res.std[rows]))
+                torch.from_numpy(res.mean[rows]), torch.from_numpy(res.std[rows]),
+                None if res.cond is None else torch.from_numpy(res.cond[rows]))
     # Re-warm: the new weights take the state they reach over the stream's history (the trainer
     # replayed the job's history through them), then only the samples that arrived while the job
     # ran are replayed here, so the swap neither stalls scoring nor causes an alert burst. The

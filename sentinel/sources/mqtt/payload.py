@@ -133,7 +133,15 @@ class PayloadDecoder:
             self._line_protocol(payload, labels, now_ns, out, rej)
 
     def _add(self, measurement: str, tags: dict[str, str], labels: tuple[tuple[str, str], ...],
-             fields: dict[str, FieldValue], ts_ns: int, out: list[Sample], rej: dict[str, int]) -> None:
+             fields: dict[str, FieldValue], ts_ns: int, out: list[Sample], rej: dict[str, int],
+             now_ns: int = 0) -> None:
+        sel = self.selector.sel  # streams.max_future / max_age against the receipt time (D5)
+        if now_ns > 0 and sel.max_future_ns > 0 and ts_ns > now_ns + sel.max_future_ns:
+            _count(rej, "future")
+            return
+        if now_ns > 0 and sel.max_age_ns > 0 and ts_ns < now_ns - sel.max_age_ns:
+            _count(rej, "too_old")
+            return
         if labels:
             tags = {**tags, **dict(labels)}
         self.selector.add_point(measurement, tags.items(), fields, ts_ns, out, rej)
@@ -141,14 +149,25 @@ class PayloadDecoder:
     # -- line protocol -----------------------------------------------------------------
     def _line_protocol(self, payload: bytes, labels: tuple[tuple[str, str], ...], now_ns: int,
                        out: list[Sample], rej: dict[str, int]) -> None:
-        points, errors = parse(payload.decode("utf-8", errors="replace"), self.cfg.precision)
+        try:
+            text = payload.decode("utf-8")
+        except UnicodeDecodeError:  # reject the lines that are not UTF-8, never turn them into U+FFFD
+            good = []
+            for line in payload.split(b"\n"):
+                try:
+                    good.append(line.decode("utf-8"))
+                except UnicodeDecodeError:
+                    _count(rej, "invalid_utf8")
+            text = "\n".join(good)
+        points, errors = parse(text, self.cfg.precision)
         for e in errors:
             _count(rej, e.reason)
         for p in points:
             if not any(type(v) is float or type(v) is int for v in p.fields.values()):
                 _count(rej, "mqtt_non_numeric")
                 continue
-            self._add(p.measurement, dict(p.tags), labels, p.fields, now_ns if p.ts is None else p.ts, out, rej)
+            self._add(p.measurement, dict(p.tags), labels, p.fields, now_ns if p.ts is None else p.ts, out, rej,
+                      now_ns)
 
     # -- JSON --------------------------------------------------------------------------
     def _json(self, payload: bytes, labels: tuple[tuple[str, str], ...], now_ns: int,
@@ -214,4 +233,4 @@ class PayloadDecoder:
             m = lookup(item, jc.measurement_path)
             if isinstance(m, str) and 0 < len(m) <= _MAX_TAG_LEN:
                 measurement = m
-        self._add(measurement, tags, labels, fields, ts, out, rej)
+        self._add(measurement, tags, labels, fields, ts, out, rej, now_ns)

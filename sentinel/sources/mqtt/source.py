@@ -2,10 +2,13 @@
 
 ``run`` opens a :class:`~.client.Connection` (CONNACK and SUBACK awaited), then
 loops: wait for a message (at most a second, so a stop is seen), take what else is
-waiting (up to ``batch_max``), decode it (:class:`~.payload.PayloadDecoder`), emit
-one :class:`~sentinel.types.SourceBatch` and only then acknowledge its messages.
-What was received but not emitted when the connection drops or Sentinel stops is
-not acknowledged, so the broker redelivers it to the next session (QoS >= 1).
+waiting (up to ``batch_max``), decode it (:class:`~.payload.PayloadDecoder`), append
+the messages to the daemon's write-ahead log, emit one :class:`~sentinel.types.SourceBatch`,
+and only once the log record is durable acknowledge its messages (:mod:`.durable`): a
+``kill -9`` loses no acknowledged message. What was received but not logged when the
+connection drops or Sentinel stops is not acknowledged, so the broker redelivers it to
+the next session (QoS >= 1). Without a log (``server.wal.enabled: false``) a batch is
+acknowledged once emitted, and a ``kill -9`` loses what was emitted but not checkpointed.
 
 There is no cursor (the broker's session is the position) and no history: a fresh
 stream warms up on live data. A lost connection ends ``run`` with
@@ -13,7 +16,7 @@ stream warms up on live data. A lost connection ends ``run`` with
 :class:`~sentinel.sources.running.RunningSource` reconnects with backoff and jitter.
 
 Files: ``client.py`` (paho, the network thread), ``payload.py`` (line protocol and
-JSON), ``topics.py`` (topic segments -> labels).
+JSON), ``topics.py`` (topic segments -> labels), ``durable.py`` (log before acknowledging).
 """
 
 from __future__ import annotations
@@ -21,23 +24,34 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import logging
 import time
 from collections.abc import Callable
 
+from ...config.schema import StreamsConfig
 from ...config.source_mqtt import MQTTSourceConfig
 from ...errors import SourceUnavailable
 from ...lineprotocol import REASONS as LP_REASONS
+from ...state.wal import WalError
 from ...types import Sample, SourceBatch, StreamKey
 from ..base import Emit, Plugin
 from ..selector import Selection, StreamSelector
 from .client import Connection, Lost, Message
+from .durable import MQTTLog, decode_batch
 from .payload import REASONS, PayloadDecoder
 
+log = logging.getLogger("sentinel.sources.mqtt")
 
-def selection_from(cfg: MQTTSourceConfig) -> Selection:
-    """The stream selection; JSON field paths name a stream's fields when ``fields`` is empty."""
+
+def selection_from(cfg: MQTTSourceConfig, streams: StreamsConfig | None = None) -> Selection:
+    """The stream selection, with the input bounds of ``streams.*`` (defaults when None); JSON
+    field paths name a stream's fields when ``fields`` is empty."""
     fields = cfg.fields or (sorted(cfg.json_payload.fields) if cfg.format == "json" else [])
+    b = streams or StreamsConfig()
     return Selection(
+        max_fields=b.max_fields, max_key_length=b.max_key_length, max_tag_value_length=b.max_tag_value_length,
+        max_series_per_body=b.max_series_per_body, max_refused_keys=b.max_refused_keys,
+        max_future_ns=int(b.max_future * 1e9), max_age_ns=int(b.max_age * 1e9),
         measurements=frozenset(cfg.measurements),
         tags={k: frozenset(v) for k, v in cfg.tags.items()},
         ignore_tags=frozenset(cfg.ignore_tags),
@@ -52,13 +66,14 @@ class MQTTSource(Plugin):
     """Follows topics on one MQTT broker (see the module docstring)."""
 
     def __init__(self, cfg: MQTTSourceConfig, *, metrics, clock: Callable[[], float] = time.time,
-                 resume: dict | None = None):
+                 resume: dict | None = None, streams: StreamsConfig | None = None):
         super().__init__(cfg, metrics=metrics, clock=clock)
         on_refused = (lambda _k: metrics.streams_refused.inc()) if metrics is not None else None
         if metrics is not None:  # every reason this source can count is exported as 0 from the start
             metrics.add_reasons(REASONS, LP_REASONS)
-        self.selector = StreamSelector(selection_from(cfg), on_refused=on_refused)
+        self.selector = StreamSelector(selection_from(cfg, streams), on_refused=on_refused)
         self.decoder = PayloadDecoder(cfg, self.selector)
+        self.receiver = MQTTLog(self.name, self.decoder)  # the write-ahead log (the daemon sets .log)
         self._pending: collections.deque[Message] = collections.deque()
         self._wake = asyncio.Event()
         self._lost: Lost | None = None
@@ -108,6 +123,7 @@ class MQTTSource(Plugin):
         try:
             if self._stop.is_set():
                 return
+            await self._emit_replayed(emit)
             self._conn = conn = Connection(self.cfg, self._deliver, clock=self.clock)
             await conn.open()
             self.stats["connects"] += 1
@@ -117,6 +133,7 @@ class MQTTSource(Plugin):
                 await self._wait(1.0)
                 if self._stop.is_set():
                     break
+                await self._emit_replayed(emit)
                 if self._pending or self._overflow:
                     await self._emit_pending(emit, conn)
                 elif self._lost is not None:
@@ -127,20 +144,43 @@ class MQTTSource(Plugin):
                 self._conn = None
             self._done.set()
 
+    async def _emit_replayed(self, emit: Emit) -> None:
+        """Batches logged before a restart (see :meth:`MQTTLog.replay`): emitted before anything new."""
+        if self.receiver.replayed:
+            async with self.receiver._order:
+                while self.receiver.replayed:
+                    await emit(self.receiver.replayed.pop(0))
+
     async def _emit_pending(self, emit: Emit, conn: Connection) -> None:
+        """Decode, log (when the daemon has a write-ahead log), emit, wait until durable, then PUBACK."""
         n = min(len(self._pending), self.cfg.batch_max)
         msgs = [self._pending.popleft() for _ in range(n)]
-        samples: list[Sample] = []
         rejected: dict[str, int] = {}
         if self._overflow:
             rejected["mqtt_overflow"], self._overflow = self._overflow, 0
-        for m in msgs:
-            self.decoder.decode(m.topic, m.payload, m.received_at, samples, rejected)
-        if len(samples) > 1:
-            samples.sort(key=lambda s: s.ts)
-        if samples or rejected:
-            await emit(SourceBatch(self.name, samples, None, msgs[-1].received_at if msgs else self.clock(),
-                                   rejected))
+        batch = decode_batch(self.name, self.decoder, msgs, rejected)
+        if not msgs:
+            batch = SourceBatch(self.name, [], None, self.clock(), rejected)
+        wal = self.receiver
+        async with wal._order:  # the log's order is the order batches are emitted (and scored)
+            while wal.replayed:
+                await emit(wal.replayed.pop(0))
+            try:
+                pos = wal.write(msgs) if batch.samples else None
+            except WalError as e:  # full (or failing): nothing acknowledged, the broker keeps the messages
+                self._pending.extendleft(reversed(msgs))
+                self._overflow += rejected.get("mqtt_overflow", 0)
+                log.warning("%s: write-ahead log: %s; retrying in %.1fs", self.name, e, wal.retry_after)
+                await asyncio.sleep(wal.retry_after)
+                return
+            if batch.samples or batch.rejected:
+                if pos is not None:
+                    batch = SourceBatch(batch.source, batch.samples, None, batch.received_at, batch.rejected, pos)
+                await emit(batch)
+        try:
+            await wal.durable(pos)
+        except WalError as e:  # not durable: never acknowledged; the next session gets them again
+            raise SourceUnavailable(f"mqtt: write-ahead log: {e}") from e
         conn.ack(msgs)
         self.stats["messages"] += n
         self.stats["batches"] += 1
