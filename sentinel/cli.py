@@ -43,7 +43,9 @@ def check_config(path: str) -> None:
 @click.option("--listen", help="HOST:PORT of the HTTP server (overrides server.listen)")
 @click.option("--shard", help="I/N: score only the streams rendezvous-hashed to shard I of N")
 @click.option("--web.config.file", "web_config_file", help="TLS/basic-auth file (Prometheus exporter convention)")
-def run(config_path: str, listen: str | None, shard: str | None, web_config_file: str | None) -> None:
+@click.option("--role", type=click.Choice(["all", "router", "scorer"]), default="all", show_default=True,
+              help="all: one process; router: parse and publish to NATS JetStream; scorer: score owned partitions")
+def run(config_path: str, listen: str | None, shard: str | None, web_config_file: str | None, role: str) -> None:
     """Run the daemon."""
     from .runtime.daemon import main as daemon_main
 
@@ -57,7 +59,7 @@ def run(config_path: str, listen: str | None, shard: str | None, web_config_file
         click.echo(str(e), err=True)
         sys.exit(2)
     try:
-        sys.exit(daemon_main(cfg, config_path=config_path, shard=shard, overrides=overrides))
+        sys.exit(daemon_main(cfg, config_path=config_path, shard=shard, overrides=overrides, role=role))
     except SentinelError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(getattr(e, "exit_code", 1))
@@ -126,10 +128,22 @@ def simulate(config_path: str, duration: str, end: float | None, to_stdout: bool
 
 @main.command("train")
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False))
-def train_cmd(config_path: str) -> None:
+@click.option("--publish", is_flag=True,
+              help="publish one model version per partition to the cluster's object store (scorers hot-swap it)")
+def train_cmd(config_path: str, publish: bool) -> None:
     """Train every stream from the sources' history now and write a checkpoint (a new model version)."""
     import asyncio
     import time
+
+    if publish:
+        from .cluster.publish import publish as publish_models
+
+        try:
+            asyncio.run(publish_models(_load(config_path), say=lambda s: click.echo(s, err=True)))
+        except (SentinelError, OSError, TimeoutError) as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(1)
+        return
 
     from .metrics import Metrics
     from .model.train import resolve_device

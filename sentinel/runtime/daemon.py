@@ -74,8 +74,9 @@ class Daemon:
     def __init__(self, cfg: SentinelConfig, *, config_path: str | None = None,
                  registry: CollectorRegistry | None = None, clock: Callable[[], float] = time.time,
                  shard: str | None = None, inline_training: bool = False,
-                 overrides: list[tuple[str, Any, str]] | None = None):
+                 overrides: list[tuple[str, Any, str]] | None = None, cluster: Any = None):
         self.cfg = cfg
+        self.cluster = cluster  # --role scorer: sentinel.cluster.scorer.ScorerRole (state and input on JetStream)
         self.config_path = config_path
         self.overrides = list(overrides or [])  # (key, value, option): command-line settings, kept at reload
         self.clock = clock
@@ -112,11 +113,17 @@ class Daemon:
     # -- lifecycle -----------------------------------------------------------------
     async def start(self) -> None:
         cfg = self.cfg
-        self.engine, cursors, self.checkpoint_loaded = self.checkpointer.resume(
-            self.engine, lambda: Engine(self.cfg, device=self.device))
+        if self.cluster is not None:  # partition checkpoints from the object store
+            self.engine, cursors, self.checkpoint_loaded = await self.cluster.resume(
+                lambda: Engine(self.cfg, device=self.device))
+        else:
+            self.engine, cursors, self.checkpoint_loaded = self.checkpointer.resume(
+                self.engine, lambda: Engine(self.cfg, device=self.device))
         external = cfg.server.external_url or f"http://{cfg.server.listen}/"
         self.notifier = Notifier(cfg.sinks, self.metrics, external_url=external, clock=self.clock)
-        for sc in cfg.sources:
+        for plugin in self.cluster.sources() if self.cluster is not None else []:
+            self.sources.append(RunningSource(plugin, self.metrics))
+        for sc in cfg.sources if self.cluster is None else []:
             plugin = build_source(sc, cfg, self.metrics, cursors.get(sc.name), clock=self.clock)
             self.sources.append(RunningSource(plugin, self.metrics))
             wb = build_writeback(sc, self.metrics)
@@ -145,6 +152,8 @@ class Daemon:
         self._spawn("silences", self._supervised("silences", silences.run))
         for src in self.sources:
             self._source_tasks.append(asyncio.create_task(src.run(self.queue.put), name=f"source-{src.name}"))
+        if self.cluster is not None:
+            self._source_tasks.append(asyncio.create_task(self.cluster.run(self), name="cluster"))
         # acknowledged writes after the checkpoint: scored before ready, as if they had just arrived
         if await self.durable.replay():
             await self.durable.wait_scored()
@@ -200,8 +209,11 @@ class Daemon:
         if not self._stopping:
             self.warmup.new_streams(next((s for s in self.sources if s.name == source), None), firsts)
 
-    async def checkpoint(self) -> Path:
+    async def checkpoint(self) -> Path | None:
         assert self.tick is not None
+        if self.cluster is not None:
+            await self.cluster.checkpoint(self)
+            return None
         tick, durable = self.tick, self.durable
         covered: list[WalPosition | None] = []
 
@@ -270,7 +282,7 @@ class Daemon:
             SectionReloader("metrics", live=["metrics"]),
             SectionReloader("logging", live=["logging.level"], on_apply=level),
             ServerReloader(self._server),
-            *(SectionReloader(n) for n in ("sources", "streams", "model", "state", "queues", "fields")),
+            *(SectionReloader(n) for n in ("sources", "streams", "model", "state", "queues", "fields", "cluster")),
         ]
 
     async def reload(self) -> tuple[bool, str]:
@@ -338,12 +350,27 @@ class Daemon:
             self.thread.shutdown()
             if self.durable is not None:
                 self.durable.close()
+            if self.cluster is not None:
+                await self.cluster.close()
             log.info("stopped")
 
 
 async def _amain(cfg: SentinelConfig, config_path: str | None, shard: str | None,
-                 overrides: list[tuple[str, Any, str]] | None = None) -> int:
-    d = Daemon(cfg, config_path=config_path, shard=shard, overrides=overrides)
+                 overrides: list[tuple[str, Any, str]] | None = None, role: str = "all") -> int:
+    cluster: Any = None
+    if role == "router":
+        from ..cluster.router import Router
+
+        d: Any = Router(cfg)
+    else:
+        if role == "scorer":
+            from ..cluster.scorer import ScorerRole
+
+            cfg = cfg.model_copy(update={"state": cfg.state.model_copy(
+                update={"checkpoint_interval": cfg.cluster.checkpoint_interval})})
+        d = Daemon(cfg, config_path=config_path, shard=shard, overrides=overrides)
+        if role == "scorer":
+            d.cluster = cluster = ScorerRole(cfg, d.metrics, d.clock)
     await d.start()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -357,14 +384,21 @@ async def _amain(cfg: SentinelConfig, config_path: str | None, shard: str | None
         t.add_done_callback(reloads.discard)
 
     loop.add_signal_handler(signal.SIGHUP, _hup)
-    await stop.wait()
+    restart = asyncio.ensure_future(cluster.exit_requested.wait()) if cluster is not None else None
+    waits = [asyncio.ensure_future(stop.wait()), *([restart] if restart is not None else [])]
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for w in waits:
+        w.cancel()
     await d.stop()
-    return 0
+    return 75 if restart is not None and restart.done() and not restart.cancelled() else 0
 
 
 def main(cfg: SentinelConfig, config_path: str | None = None, shard: str | None = None,
-         overrides: list[tuple[str, Any, str]] | None = None) -> int:
-    """``overrides``: ``(dotted key, value, option name)`` set on the command line, re-applied at reload."""
+         overrides: list[tuple[str, Any, str]] | None = None, role: str = "all") -> int:
+    """``overrides``: ``(dotted key, value, option name)`` set on the command line, re-applied at reload.
+
+    ``role``: ``all`` (this daemon), ``router`` or ``scorer`` (:mod:`sentinel.cluster`).
+    """
     setup_logging(cfg.logging.level, cfg.logging.format)
     torch.set_num_threads(cfg.model.score_threads)
-    return asyncio.run(_amain(cfg, config_path, shard, overrides))
+    return asyncio.run(_amain(cfg, config_path, shard, overrides, role))
