@@ -90,7 +90,8 @@ def apply_published(engine: Any, data: bytes, now: float) -> int:
         res = TrainResult(params={k: p[k] for k in ("W", "b", "D", "d")}, mean=p["mean"], std=p["std"],
                           val_loss=tensors[f"g{F}.val_loss"].index_select(0, idx).numpy()
                           if f"g{F}.val_loss" in tensors else nan,
-                          champion_val_loss=nan, epochs=0, seconds=0.0, tag=job.tag)
+                          champion_val_loss=nan, epochs=0, seconds=0.0, tag=job.tag,
+                          cond=tensors[f"g{F}.cond"].index_select(0, idx).numpy() if f"g{F}.cond" in tensors else None)
         n += engine.apply_training(job, res, now)["success"]
     return n
 

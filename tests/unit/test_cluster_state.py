@@ -85,3 +85,24 @@ def test_scaling_out_moves_only_partitions_the_new_scorer_wins() -> None:
         moved = [p for p in range(64) if owner_of(p, n) != owner_of(p, n + 1)]
         assert moved and all(owner_of(p, n + 1) == n for p in moved)
         assert sorted(functools.reduce(operator.iadd, (owned(i, n, 64) for i in range(n)), [])) == list(range(64))
+
+
+def test_a_published_model_carries_the_multivariate_level_term() -> None:
+    """`train --publish` ships bank.params (weights, normalisers and the level term's precision);
+    a scorer that applies it gets the same precision, not the identity."""
+    from sentinel.cluster.publish import apply_published, dumps_model
+
+    keys = KEYS[:2]
+    trainer, scorer = engine(), engine()
+    feed(trainer, keys, 0, 80, F=3)  # trains inline: ready, with a precision from the training data
+    feed(scorer, keys, 0, 10, F=3)
+    g = trainer.groups[3]
+    slots = np.array([trainer.index[k][1] for k in keys])
+    assert g.a["ready"][slots].all()
+    ps = g.bank.params(slots)
+    assert not torch.allclose(ps["cond"], torch.eye(3).expand(2, 3, 3))
+    ps["val_loss"] = torch.zeros(2, dtype=torch.float64)
+    data = dumps_model(1, 0, {3: ([str(k) for k in keys], ps)})
+    assert apply_published(scorer, data, 80.0) == 2
+    got = scorer.groups[3].bank.t["cond"][[scorer.index[k][1] for k in keys]]
+    torch.testing.assert_close(got, ps["cond"])
