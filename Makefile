@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := influxdb prometheus prometheus-alertmanager postgresql chromium chromium-driver systemd mosquitto
+APT_PACKAGES := influxdb prometheus prometheus-alertmanager postgresql chromium chromium-driver systemd mosquitto nats-server
 PYTEST_ARGS ?=
 
 .PHONY: run test venv sysdeps lint typecheck bench clean replay-example

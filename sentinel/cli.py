@@ -43,7 +43,9 @@ def check_config(path: str) -> None:
 @click.option("--listen", help="HOST:PORT of the HTTP server (overrides server.listen)")
 @click.option("--shard", help="I/N: score only the streams rendezvous-hashed to shard I of N")
 @click.option("--web.config.file", "web_config_file", help="TLS/basic-auth file (Prometheus exporter convention)")
-def run(config_path: str, listen: str | None, shard: str | None, web_config_file: str | None) -> None:
+@click.option("--role", type=click.Choice(["all", "router", "scorer"]), default="all", show_default=True,
+              help="all: one process; router: parse and publish to NATS JetStream; scorer: score owned partitions")
+def run(config_path: str, listen: str | None, shard: str | None, web_config_file: str | None, role: str) -> None:
     """Run the daemon."""
     from .runtime.daemon import main as daemon_main
 
@@ -57,7 +59,7 @@ def run(config_path: str, listen: str | None, shard: str | None, web_config_file
         click.echo(str(e), err=True)
         sys.exit(2)
     try:
-        sys.exit(daemon_main(cfg, config_path=config_path, shard=shard, overrides=overrides))
+        sys.exit(daemon_main(cfg, config_path=config_path, shard=shard, overrides=overrides, role=role))
     except SentinelError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(getattr(e, "exit_code", 1))
@@ -126,10 +128,22 @@ def simulate(config_path: str, duration: str, end: float | None, to_stdout: bool
 
 @main.command("train")
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False))
-def train_cmd(config_path: str) -> None:
+@click.option("--publish", is_flag=True,
+              help="publish one model version per partition to the cluster's object store (scorers hot-swap it)")
+def train_cmd(config_path: str, publish: bool) -> None:
     """Train every stream from the sources' history now and write a checkpoint (a new model version)."""
     import asyncio
     import time
+
+    if publish:
+        from .cluster.publish import publish as publish_models
+
+        try:
+            asyncio.run(publish_models(_load(config_path), say=lambda s: click.echo(s, err=True)))
+        except (SentinelError, OSError, TimeoutError) as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(1)
+        return
 
     from .metrics import Metrics
     from .model.train import resolve_device
@@ -177,6 +191,39 @@ def train_cmd(config_path: str) -> None:
     meta["saved_at"] = now
     path = ckpt.save(cfg.state.dir, meta, tensors, cfg.state.keep)
     click.echo(f"train: model version {engine.model_version} written to {path}", err=True)
+
+
+@main.command("feedback")
+@click.option("--stream", required=True, help="the stream key, as /api/v1/streams lists it (measurement,k=v,...)")
+@click.option("--from", "start", required=True, help="window start: ISO 8601 or epoch seconds")
+@click.option("--to", "end", required=True, help="window end: ISO 8601 or epoch seconds")
+@click.option("--label", required=True, type=click.Choice(["normal", "anomaly"]))
+@click.option("--comment", default="", help="why (kept with the feedback)")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="the daemon's config: its address")
+@click.option("--url", help="the daemon's base URL (default: from --config, else http://127.0.0.1:9680)")
+@click.option("--user", envvar="SENTINEL_USER", help="basic-auth user (env SENTINEL_USER)")
+@click.option("--password", envvar="SENTINEL_PASSWORD", help="basic-auth password (env SENTINEL_PASSWORD)")
+@click.option("--ca-file", type=click.Path(dir_okay=False), help="CA bundle for an https daemon")
+def feedback_cmd(stream: str, start: str, end: str, label: str, comment: str, config_path: str | None,
+                 url: str | None, user: str | None, password: str | None, ca_file: str | None) -> None:
+    """Tell the running daemon a window of a stream was normal, or a missed anomaly (POST /api/v1/feedback)."""
+    from .feedback.client import daemon_url, post_feedback
+
+    if url is None:
+        cfg = _load(config_path) if config_path else None
+        url = daemon_url(cfg.server.listen if cfg else None, cfg.server.external_url if cfg else None)
+    body = {"stream": stream, "from": start, "to": end, "label": label, "comment": comment}
+    try:
+        status, ans = post_feedback(url, body, user=user, password=password, ca_file=ca_file)
+    except OSError as e:
+        click.echo(f"error: cannot reach {url}: {e}", err=True)
+        sys.exit(1)
+    if status != 200:
+        click.echo(f"error: {url} answered {status}: {ans.get('error', ans)}", err=True)
+        sys.exit(2 if status in (400, 404) else 1)
+    d = ans.get("data", {})
+    click.echo(f"feedback {d.get('label')} on {d.get('stream')}: {d.get('samples')} samples in the window"
+               + ("; retrain scheduled" if d.get("retrain") else ""))
 
 
 main.add_command(replay_command)

@@ -40,6 +40,7 @@ ALERT_STATUSES = ("firing", "resolved")
 STREAM_STATES = ("warming", "ready", "ok", "pending", "firing")
 NOTIFICATION_RESULTS = ("success", "failure", "dropped")
 SOURCE_ERROR_KINDS = ("unavailable", "error")
+FEEDBACK_LABELS = ("normal", "anomaly")
 
 _LABEL_OK = re.compile(r"[^a-zA-Z0-9_]")
 
@@ -305,6 +306,10 @@ class Metrics:
         self.source_up = Gauge("source_up", "1 while the source is connected.", ["source"], namespace=ns, registry=r)
         self.source_errors = Counter("source_errors", "Failed runs of a source (retried with backoff), by kind.",
                                      ["source", "kind"], namespace=ns, registry=r)
+        self.feedback = Counter("feedback", "Operator feedback on a stream's window, by label.", ["label"],
+                                namespace=ns, registry=r)
+        for lab in FEEDBACK_LABELS:
+            self.feedback.labels(lab)
         for res in RETRAIN_RESULTS:
             self.retrain.labels(res)
         for status in ALERT_STATUSES:

@@ -160,6 +160,8 @@ class AlertEvent:
     severity: str = "warning"
     top_fields: tuple[tuple[str, float], ...] = ()
     note: str = ""  # said in words beside the numbers (a resolve after a relearn: "baseline shifted: ...")
+    #: per field ``(field, value, expected, lower, upper)`` at the transition (NaN: no band)
+    expected: tuple[tuple[str, float, float, float, float], ...] = ()
 
     @property
     def labels(self) -> dict[str, str]:
@@ -194,3 +196,8 @@ class ScoreRecord:
     threshold: float
     alert_state: int
     ready: bool
+    #: the expected value and band per field, in the order of ``band_fields`` (empty: not scored)
+    band_fields: tuple[str, ...] = ()
+    expected: tuple[float, ...] = ()
+    lower: tuple[float, ...] = ()
+    upper: tuple[float, ...] = ()

@@ -284,7 +284,8 @@ def stream() -> dict[str, Any]:
     d = (
         db.Dashboard("Sentinel — stream")
         .uid("sentinel-stream")
-        .description("One stream: its value, anomaly score, error vs threshold, alert spans and per-field error share.")
+        .description("One stream: its value and expected band, anomaly score, error vs threshold, alert spans and "
+                     "per-field error share.")
         .tags(["sentinel", "anomaly-detection"])
         .refresh("30s")
         .time("now-6h", "now")
@@ -298,6 +299,9 @@ def stream() -> dict[str, Any]:
                        .refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED).sort(dm.VariableSort.ALPHABETICAL_ASC))
         .with_variable(db.QueryVariable("sensor").label("Sensor").datasource(PROM)
                        .query(lv('measurement="$measurement", site="$site"', "sensor"))
+                       .refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED).sort(dm.VariableSort.ALPHABETICAL_ASC))
+        .with_variable(db.QueryVariable("field").label("Field").datasource(PROM)
+                       .query(f"label_values(sentinel_expected_value{{{STREAM_SEL}}}, field)")
                        .refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED).sort(dm.VariableSort.ALPHABETICAL_ASC))
         .annotation(db.AnnotationQuery().name("Alert firing").datasource(PROM).enable(True).icon_color("red")
                     .expr(f"sentinel_alert_state{{{STREAM_SEL}}} == 2"))
@@ -315,6 +319,21 @@ def stream() -> dict[str, Any]:
                w=12)
             .with_target(q(f"max(sentinel_reconstruction_error{{{STREAM_SEL}}})", "error"))
             .with_target(q(f"max(sentinel_threshold{{{STREAM_SEL}}})", "threshold", ref="B"))
+        )
+        .with_panel(
+            timeseries.Panel().title("Expected value and band").datasource(PROM).span(24).height(8)
+            .description("The model's expected value of $field for each sample and its band, in the sensor's own "
+                         "units: a value outside the band is a field error above its share of the threshold. "
+                         "The raw value is in the Value panel below.")
+            .with_target(q(f"max(sentinel_expected_lower{{{STREAM_SEL}, field=\"$field\"}})", "lower"))
+            .with_target(q(f"max(sentinel_expected_upper{{{STREAM_SEL}, field=\"$field\"}})", "upper", ref="B"))
+            .with_target(q(f"max(sentinel_expected_value{{{STREAM_SEL}, field=\"$field\"}})", "expected", ref="C"))
+            .override_by_name("upper", [dm.DynamicConfigValue(id_val="custom.fillBelowTo", value="lower"),
+                                        dm.DynamicConfigValue(id_val="custom.fillOpacity", value=20),
+                                        dm.DynamicConfigValue(id_val="custom.lineWidth", value=0)])
+            .override_by_name("lower", [dm.DynamicConfigValue(id_val="custom.lineWidth", value=0)])
+            .override_by_name("expected", [dm.DynamicConfigValue(id_val="custom.lineStyle",
+                                                                 value={"fill": "dash", "dash": [6, 4]})])
         )
         .with_panel(
             statetimeline.Panel().title("Alert state").datasource(PROM).span(18).height(4)
@@ -340,6 +359,16 @@ def stream() -> dict[str, Any]:
             .with_target(influxql(f"SELECT mean(\"error\") AS \"error\", mean(\"threshold\") AS \"threshold\", "
                                   f"max(\"score\") AS \"score\" FROM \"{WB_MEASUREMENT}\" WHERE {wb_where} "
                                   f"GROUP BY time($__interval) fill(none)"))
+        )
+        .with_panel(
+            timeseries.Panel().title("Value and expected band (write-back)").datasource(INFLUX).span(24).height(8)
+            .description(f"From {WB_MEASUREMENT!r}: per field expected_<field>, lower_<field> and upper_<field>, "
+                         "in the sensor's own units, beside the raw value.")
+            .with_target(influxql(f"SELECT mean(/^(expected|lower|upper)_/) FROM \"{WB_MEASUREMENT}\" WHERE {wb_where} "
+                                  f"GROUP BY time($__interval) fill(none)"))
+            .with_target(influxql("SELECT mean(*) FROM \"$measurement\" WHERE \"site\" = '$site' AND "
+                                  "\"sensor\" = '$sensor' AND $timeFilter GROUP BY time($__interval) fill(none)",
+                                  ref="B"))
         )
         .with_panel(
             timeseries.Panel().title("Per-field error share (write-back)").datasource(INFLUX).span(24).height(8)

@@ -262,8 +262,9 @@ class Notifier:
             else:
                 reason = f"HTTP {status}"
             if status is not None and 200 <= status < 300:
-                await asyncio.to_thread(self.outbox.ack, name, req.entry_ids)
+                # counted before the ack: whoever sees the outbox drained sees the delivery counted
                 self.metrics.notifications.labels(sink=name, result="success").inc()
+                await asyncio.to_thread(self.outbox.ack, name, req.entry_ids)
                 continue
             self.metrics.notifications.labels(sink=name, result="failure").inc()
             if status is not None and 400 <= status < 500 and status not in _RETRYABLE_4XX:

@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from ._base import Duration, Strict
+from .cluster import ClusterConfig
 from .sinks import SinksConfig
 from .source_influxdb import InfluxDBSourceConfig
 from .source_mqtt import MQTTSourceConfig
@@ -228,6 +229,7 @@ class SentinelConfig(Strict):
     state: StateConfig = Field(default_factory=StateConfig)
     queues: QueueConfig = Field(default_factory=QueueConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)  # --role router|scorer (DESIGN §10)
     fields: list[str] = Field(
         default_factory=lambda: ["value"], min_length=1, description="replay: value columns of the CSV"
     )

@@ -41,6 +41,9 @@ class AlertmanagerConfig(Strict):
     timeout: Duration = Field(5.0, gt=0, description="per-request timeout")
     resend_interval: Duration = Field(60.0, gt=0, description="re-send firing alerts this often")
     headers: dict[str, str] = Field(default_factory=dict, description="extra HTTP headers (e.g. Authorization)")
+    read_silences: bool = Field(False, description="read silences whose comment starts `sentinel:normal` as "
+                                "normal feedback on the streams they match (polls /api/v2/silences)")
+    silences_interval: Duration = Field(30.0, gt=0, description="how often silences are read")
 
 
 class OutboxConfig(Strict):

@@ -1,5 +1,5 @@
-"""The ``--plot`` PNG: values, score with the alert level, error with threshold; labelled windows
-shaded green, firing spans red."""
+"""The ``--plot`` PNG: values with their expected band (shaded), score with the alert level, error
+with threshold; labelled windows shaded green, firing spans red."""
 
 from __future__ import annotations
 
@@ -25,12 +25,19 @@ def plot(res: StreamResult, path: str | Path, enter: float) -> None:
     x = np.array([datetime.fromtimestamp(t, tz=UTC) if np.isfinite(t) else None for t in ts], dtype=object)
     fig, axes = plt.subplots(3, 1, figsize=(12, 7), sharex=True, gridspec_kw={"height_ratios": [2, 1, 1]})
     F = len(s.fields)
+    has_band = res.lower.shape == s.values.shape
     for j, name in enumerate(s.fields):
         v = s.values[ok, j]
+        mu, sd = 0.0, 1.0
         if F > 1:  # several sensors of different units: each standardised to share one axis
-            sd = np.nanstd(v)
-            v = (v - np.nanmean(v)) / (sd if sd > 0 else 1.0)
-        axes[0].plot(x[ok], v, lw=0.8, label=name)
+            mu, sd = float(np.nanmean(v)), float(np.nanstd(v)) or 1.0
+            v = (v - mu) / sd
+        line = axes[0].plot(x[ok], v, lw=0.8, label=name)
+        if has_band:
+            lo, hi = (res.lower[ok, j] - mu) / sd, (res.upper[ok, j] - mu) / sd
+            banded = np.isfinite(lo) & np.isfinite(hi)
+            axes[0].fill_between(x[ok], lo, hi, where=banded, color=line[0].get_color(), alpha=0.2, lw=0,
+                                 label=f"{name} expected band" if j == 0 else None)
     axes[0].set_ylabel("value" if F == 1 else "value (standardised)")
     axes[0].legend(loc="upper left", fontsize=7, ncol=min(F, 4))
     scored = ok & np.isfinite(res.threshold)

@@ -47,6 +47,10 @@ class StreamResult:
     trainings: int = 0
     first_train: dict | None = None  # {"row", "ts", "samples", "seconds", "accepted"}
     seconds: float = 0.0
+    # the expected value and band per row and field, in the series' units ([N, F], NaN: not scored)
+    expected: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    lower: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    upper: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
 
     @property
     def timestamps(self) -> list[str]:
@@ -55,8 +59,10 @@ class StreamResult:
     @classmethod
     def empty(cls, s: Series) -> StreamResult:
         n = len(s)
+        F = len(s.fields)
         return cls(s, np.zeros(n), np.zeros(n, dtype=np.int8), np.full(n, np.nan), np.full(n, np.nan),
-                   np.full(n, np.nan), np.full((n, len(s.fields)), np.nan))
+                   np.full(n, np.nan), np.full((n, F), np.nan),
+                   expected=np.full((n, F), np.nan), lower=np.full((n, F), np.nan), upper=np.full((n, F), np.nan))
 
     def count(self, reason: str) -> None:
         self.bad[reason] = self.bad.get(reason, 0) + 1
@@ -204,6 +210,7 @@ class _Run:
             if not batch:
                 continue
             out = e.process(batch)
+            bands = out.band_of()
             clocks: dict[StreamKey, float] = {}
             for j, (sr, i) in enumerate(who):
                 reason = out.rejected[j]
@@ -214,6 +221,8 @@ class _Run:
                 sr.ts[i], sr.values[i] = t, sr.series.values[i]
                 sr.score[i], sr.is_anomaly[i] = out.score[j], int(out.firing[j])
                 sr.error[i], sr.threshold[i] = out.error[j], out.threshold[j]
+                if j in bands:
+                    sr.expected[i], sr.lower[i], sr.upper[i] = bands[j]
                 clocks[batch[j].key] = t
             if clocks:
                 jobs = e.due_training(max(clocks.values()), clocks=clocks)

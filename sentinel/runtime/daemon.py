@@ -39,7 +39,10 @@ from prometheus_client import CollectorRegistry
 
 from .. import __version__
 from ..alerts.notifier import Notifier
+from ..band_metrics import BandCollector
 from ..config import ConfigError, SentinelConfig, load_config, override
+from ..feedback.service import FeedbackService
+from ..feedback.silences import SilenceReader
 from ..lineprotocol import REASONS as LP_REASONS
 from ..metrics import Metrics
 from ..model.train import resolve_device
@@ -71,8 +74,9 @@ class Daemon:
     def __init__(self, cfg: SentinelConfig, *, config_path: str | None = None,
                  registry: CollectorRegistry | None = None, clock: Callable[[], float] = time.time,
                  shard: str | None = None, inline_training: bool = False,
-                 overrides: list[tuple[str, Any, str]] | None = None):
+                 overrides: list[tuple[str, Any, str]] | None = None, cluster: Any = None):
         self.cfg = cfg
+        self.cluster = cluster  # --role scorer: sentinel.cluster.scorer.ScorerRole (state and input on JetStream)
         self.config_path = config_path
         self.overrides = list(overrides or [])  # (key, value, option): command-line settings, kept at reload
         self.clock = clock
@@ -85,6 +89,7 @@ class Daemon:
         self.trainer = BackgroundTrainer(self.train_device, cfg.train.threads, inline=inline_training)
         self.checkpointer = Checkpointer(cfg.state, self.metrics, clock)
         self.status = Status(lambda: self.engine, self.ready)
+        self.feedback = FeedbackService(lambda: self.engine, self.thread.call, self.metrics, clock)
         self.queue = IngestQueue(cfg.queues.ingest_max_batches, cfg.queues.ingest_overflow, self.metrics)
         self.checkpoint_loaded = False
         self.sources: list[RunningSource] = []
@@ -103,15 +108,23 @@ class Daemon:
         self.metrics.add_stream_collector(  # rendered from the engine's arrays on each scrape
             columns=lambda: self.engine.stream_columns(self.cfg.metrics.per_stream))
         self.metrics.add_reasons(REJECT_REASONS, LP_REASONS, BOUND_REASONS)  # exported as 0 from the start
+        self.metrics.registry.register(BandCollector(lambda: self.engine.stream_views(),
+                                                     lambda: self.cfg.metrics.per_stream))
 
     # -- lifecycle -----------------------------------------------------------------
     async def start(self) -> None:
         cfg = self.cfg
-        self.engine, cursors, self.checkpoint_loaded = self.checkpointer.resume(
-            self.engine, lambda: Engine(self.cfg, device=self.device))
+        if self.cluster is not None:  # partition checkpoints from the object store
+            self.engine, cursors, self.checkpoint_loaded = await self.cluster.resume(
+                lambda: Engine(self.cfg, device=self.device))
+        else:
+            self.engine, cursors, self.checkpoint_loaded = self.checkpointer.resume(
+                self.engine, lambda: Engine(self.cfg, device=self.device))
         external = cfg.server.external_url or f"http://{cfg.server.listen}/"
         self.notifier = Notifier(cfg.sinks, self.metrics, external_url=external, clock=self.clock)
-        for sc in cfg.sources:
+        for plugin in self.cluster.sources() if self.cluster is not None else []:
+            self.sources.append(RunningSource(plugin, self.metrics))
+        for sc in cfg.sources if self.cluster is None else []:
             plugin = build_source(sc, cfg, self.metrics, cursors.get(sc.name), clock=self.clock)
             self.sources.append(RunningSource(plugin, self.metrics))
             wb = build_writeback(sc, self.metrics)
@@ -135,8 +148,13 @@ class Daemon:
         self._spawn("train", self._supervised("train", scheduler.run))
         self._spawn("checkpoint", self._supervised("checkpoint", lambda: self.checkpointer.run(self.checkpoint)))
         self._spawn("gauges", self._supervised("gauges", self._gauge_loop))
+        silences = SilenceReader(cfg.sinks.alertmanagers, self.feedback, self.thread.call, lambda: self.engine,
+                                 self.clock)
+        self._spawn("silences", self._supervised("silences", silences.run))
         for src in self.sources:
             self._source_tasks.append(asyncio.create_task(src.run(self.queue.put), name=f"source-{src.name}"))
+        if self.cluster is not None:
+            self._source_tasks.append(asyncio.create_task(self.cluster.run(self), name="cluster"))
         # acknowledged writes after the checkpoint: scored before ready, as if they had just arrived
         if await self.durable.replay():
             await self.durable.wait_scored()
@@ -179,6 +197,7 @@ class Daemon:
             receiver = getattr(src.plugin, "receiver", None)
             if receiver is not None and hasattr(receiver, "route_auth"):
                 route_auth.update(receiver.route_auth())
+        routes.extend(self.feedback.routes())
         wc = load_web_config(self.cfg.server.web_config_file) if self.cfg.server.web_config_file else None
         app = build_app(self, self.metrics.registry, extra_routes=routes, web_config=wc, version=__version__,
                         status_page_streams=self.cfg.server.status_page_streams,
@@ -191,8 +210,11 @@ class Daemon:
         if not self._stopping:
             self.warmup.new_streams(next((s for s in self.sources if s.name == source), None), firsts)
 
-    async def checkpoint(self) -> Path:
+    async def checkpoint(self) -> Path | None:
         assert self.tick is not None
+        if self.cluster is not None:
+            await self.cluster.checkpoint(self)
+            return None
         tick, durable = self.tick, self.durable
         covered: list[WalPosition | None] = []
 
@@ -231,6 +253,9 @@ class Daemon:
     def stream_history(self, stream: str) -> dict | None:
         return self.status.stream_history(stream)
 
+    def feedback_list(self) -> list[dict]:
+        return self.feedback.entries()
+
     # -- reload ----------------------------------------------------------------------------------
     def reloaders(self) -> list[Reloader]:
         """One per config section; see :mod:`sentinel.runtime.reload` for what each applies."""
@@ -258,7 +283,7 @@ class Daemon:
             SectionReloader("metrics", live=["metrics"]),
             SectionReloader("logging", live=["logging.level"], on_apply=level),
             ServerReloader(self._server),
-            *(SectionReloader(n) for n in ("sources", "streams", "model", "state", "queues", "fields")),
+            *(SectionReloader(n) for n in ("sources", "streams", "model", "state", "queues", "fields", "cluster")),
         ]
 
     async def reload(self) -> tuple[bool, str]:
@@ -302,7 +327,7 @@ class Daemon:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.queue.join(), timeout=30)
             # 3. tick, trainer scheduler, checkpoint and gauge loops; the training worker
-            for name in ("tick", "train", "checkpoint", "gauges"):
+            for name in ("tick", "train", "checkpoint", "gauges", "silences"):
                 if name in self._tasks:
                     self._tasks[name].cancel()
             self.trainer.shutdown()
@@ -326,12 +351,27 @@ class Daemon:
             self.thread.shutdown()
             if self.durable is not None:
                 self.durable.close()
+            if self.cluster is not None:
+                await self.cluster.close()
             log.info("stopped")
 
 
 async def _amain(cfg: SentinelConfig, config_path: str | None, shard: str | None,
-                 overrides: list[tuple[str, Any, str]] | None = None) -> int:
-    d = Daemon(cfg, config_path=config_path, shard=shard, overrides=overrides)
+                 overrides: list[tuple[str, Any, str]] | None = None, role: str = "all") -> int:
+    cluster: Any = None
+    if role == "router":
+        from ..cluster.router import Router
+
+        d: Any = Router(cfg)
+    else:
+        if role == "scorer":
+            from ..cluster.scorer import ScorerRole
+
+            cfg = cfg.model_copy(update={"state": cfg.state.model_copy(
+                update={"checkpoint_interval": cfg.cluster.checkpoint_interval})})
+        d = Daemon(cfg, config_path=config_path, shard=shard, overrides=overrides)
+        if role == "scorer":
+            d.cluster = cluster = ScorerRole(cfg, d.metrics, d.clock)
     await d.start()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -345,14 +385,21 @@ async def _amain(cfg: SentinelConfig, config_path: str | None, shard: str | None
         t.add_done_callback(reloads.discard)
 
     loop.add_signal_handler(signal.SIGHUP, _hup)
-    await stop.wait()
+    restart = asyncio.ensure_future(cluster.exit_requested.wait()) if cluster is not None else None
+    waits = [asyncio.ensure_future(stop.wait()), *([restart] if restart is not None else [])]
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for w in waits:
+        w.cancel()
     await d.stop()
-    return 0
+    return 75 if restart is not None and restart.done() and not restart.cancelled() else 0
 
 
 def main(cfg: SentinelConfig, config_path: str | None = None, shard: str | None = None,
-         overrides: list[tuple[str, Any, str]] | None = None) -> int:
-    """``overrides``: ``(dotted key, value, option name)`` set on the command line, re-applied at reload."""
+         overrides: list[tuple[str, Any, str]] | None = None, role: str = "all") -> int:
+    """``overrides``: ``(dotted key, value, option name)`` set on the command line, re-applied at reload.
+
+    ``role``: ``all`` (this daemon), ``router`` or ``scorer`` (:mod:`sentinel.cluster`).
+    """
     setup_logging(cfg.logging.level, cfg.logging.format)
     torch.set_num_threads(cfg.model.score_threads)
-    return asyncio.run(_amain(cfg, config_path, shard, overrides))
+    return asyncio.run(_amain(cfg, config_path, shard, overrides, role))

@@ -61,4 +61,4 @@ class Status:
         ts = [float(t) for t in ch.ts]
         return {"ts": ts, "values": ch.values, "fields": list(ch.fields), "score": ch.score,
                 "threshold": ch.threshold, "error": ch.error, "alert_spans": alert_spans(ts, ch.state),
-                "pending": PENDING in ch.state}
+                "pending": PENDING in ch.state, "expected": ch.expected, "lower": ch.lower, "upper": ch.upper}

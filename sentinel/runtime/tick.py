@@ -104,13 +104,21 @@ class Tick:
             for ev in out.events:
                 m.alert_transitions.labels(ev.status).inc()
         if self.writebacks:
+            bands = out.band_of()
             recs = [ScoreRecord(s.key, s.ts, s.values, float(out.score[i]), float(out.error[i]),
-                                float(out.threshold[i]), int(out.state[i]), bool(out.ready[i]))
+                                float(out.threshold[i]), int(out.state[i]), bool(out.ready[i]),
+                                *self._band(s.key, bands.get(i)))
                     for i, s in enumerate(samples) if out.rejected[i] is None]
             for wb in self.writebacks:
                 wb.submit(recs)
         res.events = out.events
         return res
+
+    def _band(self, key: StreamKey, b: tuple | None) -> tuple[tuple, ...]:
+        """``(band_fields, expected, lower, upper)`` of a write-back record (empty when not scored)."""
+        if b is None:
+            return ((), (), (), ())
+        return (self.engine.stream_fields(key), *(tuple(x.tolist()) for x in b))
 
     def _new_streams(self, samples: Sequence[Sample], spans: list[tuple[str, int, int]]
                      ) -> list[tuple[str, dict[StreamKey, float]]]:

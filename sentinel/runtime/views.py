@@ -35,6 +35,10 @@ class StreamView:
     model_version: int
     last_ts: float  # -inf before the first sample
     alerts_total: int
+    # the expected value and band of the last sample per field, in sensor units (NaN: none)
+    expected: tuple[float, ...] = ()
+    lower: tuple[float, ...] = ()
+    upper: tuple[float, ...] = ()
 
     @property
     def state(self) -> str:
@@ -52,7 +56,8 @@ class StreamView:
         return {"stream": str(self.key), "measurement": self.key.measurement, "labels": dict(self.key.labels),
                 "state": self.state, "score": self.score, "error": self.error, "threshold": self.threshold,
                 "model_version": self.model_version, "last_ts": last if math.isfinite(last) else None,
-                "fields": list(self.fields), "alerts_total": self.alerts_total}
+                "fields": list(self.fields), "alerts_total": self.alerts_total,
+                "expected": list(self.expected), "lower": list(self.lower), "upper": list(self.upper)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,3 +71,7 @@ class ChartSeries:
     threshold: list[float]
     error: list[float]
     state: list[int]
+    # per point and field, the expected value and band ([T][F], NaN: none)
+    expected: list[list[float]] | None = None
+    lower: list[list[float]] | None = None
+    upper: list[list[float]] | None = None

@@ -15,6 +15,7 @@ Endpoints::
     GET  /api/v1/status                        {"status":"success","data":{"version","ready","reason"}}
     GET  /api/v1/streams?state=&limit=         {"status":"success","data":[stream, ...]}
     GET  /api/v1/streams/{stream}/history      {"status":"success","data":{...}} | 404  (stream URL-encoded)
+    GET  /api/v1/feedback                      {"status":"success","data":[feedback, ...]} (POST: sentinel.feedback)
     GET  /                                     the status page (``?stream=<key>`` focuses one stream)
 """
 
@@ -222,6 +223,11 @@ async def _history(request: web.Request) -> web.Response:
     return _json({"status": "success", "data": hist})
 
 
+async def _feedback_list(request: web.Request) -> web.Response:
+    listing = getattr(request.app[PROVIDER_KEY], "feedback_list", None)  # optional: operator feedback given
+    return _json({"status": "success", "data": list(listing()) if callable(listing) else []})
+
+
 async def _index(request: web.Request) -> web.Response:
     html = request.app[_PAGE_KEY]
     return web.Response(text=html, content_type="text/html", headers={"Cache-Control": "no-cache"})
@@ -270,6 +276,7 @@ def build_app(
             web.get("/api/v1/status", _status),
             web.get("/api/v1/streams", _streams),
             web.get("/api/v1/streams/{stream:.+}/history", _history),
+            web.get("/api/v1/feedback", _feedback_list),
             web.get("/", _index),
         ]
     )

@@ -87,11 +87,30 @@ function pathOf(ts, vals, x, y) {
   }
   return d;
 }
-// One panel: series = [{name, values, color, dash, fill}]
-function panel(label, ts, series, spans, range) {
+// The shaded area between lower and upper (one closed path per run of points that have both)
+function bandPath(ts, lower, upper, x, y) {
+  let d = '', run = [];
+  const flush = () => {
+    if (run.length) {
+      d += 'M' + run.map((i) => x(ts[i]).toFixed(1) + ' ' + y(upper[i]).toFixed(2)).join('L');
+      d += 'L' + run.slice().reverse().map((i) => x(ts[i]).toFixed(1) + ' ' + y(lower[i]).toFixed(2)).join('L') + 'Z';
+    }
+    run = [];
+  };
+  const n = Math.min(ts.length, lower.length, upper.length);
+  for (let i = 0; i < n; i++) {
+    const a = lower[i], b = upper[i];
+    if (a === null || b === null || !Number.isFinite(a) || !Number.isFinite(b)) { flush(); continue; }
+    run.push(i);
+  }
+  flush();
+  return d;
+}
+// One panel: series = [{name, values, color, dash, fill}]; bands = [{lower, upper, color}] drawn under them
+function panel(label, ts, series, spans, range, bands) {
   const wrap = el('div', 'panel');
   const t0 = ts[0], t1 = ts[ts.length - 1] > t0 ? ts[ts.length - 1] : t0 + 1;
-  const [lo, hi] = range || extent(series.map((s) => s.values));
+  const [lo, hi] = range || extent(series.map((s) => s.values).concat(...(bands || []).map((b) => [b.lower, b.upper])));
   const x = (t) => (t - t0) / (t1 - t0) * VW;
   const y = (v) => VH * 0.95 - (v - lo) / (hi - lo) * VH * 0.75;  // top 20% is left for the legend
   const svgEl = sv('svg', {viewBox: `0 0 ${VW} ${VH}`, preserveAspectRatio: 'none', class: 'chart', role: 'img'});
@@ -100,6 +119,10 @@ function panel(label, ts, series, spans, range) {
     const xs = Math.max(0, x(s)), xe = Math.min(VW, x(e === null || e === undefined ? t1 : e));
     if (xe <= 0 || xs >= VW) continue;
     svgEl.appendChild(sv('rect', {x: xs, y: 0, width: Math.max(xe - xs, 2), height: VH, fill: 'rgba(239,68,68,0.20)', class: 'span'}));
+  }
+  for (const b of bands || []) {
+    const d = bandPath(ts, b.lower, b.upper, x, y);
+    if (d) svgEl.appendChild(sv('path', {d, fill: b.color, 'fill-opacity': 0.22, stroke: 'none', class: 'band'}));
   }
   for (const s of series) {
     const d = pathOf(ts, s.values, x, y);
@@ -142,9 +165,12 @@ function charts(h, row) {
   const values = h.values || [];
   const fieldSeries = fields.map((f, j) => ({name: f, color: FIELD_COLORS[j % FIELD_COLORS.length],
     values: values.map((r) => (Array.isArray(r) ? r[j] : r))}));
+  const col = (rows, j) => (rows || []).map((r) => (Array.isArray(r) ? r[j] : null));
+  const bands = h.lower && h.upper ? fields.map((f, j) => ({lower: col(h.lower, j), upper: col(h.upper, j),
+    color: FIELD_COLORS[j % FIELD_COLORS.length]})) : [];
   const spans = h.alert_spans || [];
   const panels = [
-    panel('value', ts, fieldSeries, spans),
+    panel('value', ts, fieldSeries, spans, undefined, bands),
     panel('error / threshold', ts, [
       {name: 'error', values: h.error || [], color: '#a78bfa'},
       {name: 'threshold', values: h.threshold || [], color: '#e5e7eb', dash: '4 3', width: 1},
@@ -167,7 +193,11 @@ function charts(h, row) {
     const px = ((ts[i] - t0) / (t1 - t0) * 100).toFixed(2) + '%';
     for (const p of panels) { p.cross.style.left = px; p.cross.style.display = 'block'; }
     const parts = [fmtTime(ts[i])];
-    fieldSeries.forEach((s) => parts.push(s.name + ' ' + fmt(s.values[i])));
+    fieldSeries.forEach((s, j) => {
+      const b = bands[j];
+      const lo = b ? b.lower[i] : null, up = b ? b.upper[i] : null;
+      parts.push(s.name + ' ' + fmt(s.values[i]) + (Number.isFinite(lo) && Number.isFinite(up) ? ' (expected ' + fmt(lo) + '–' + fmt(up) + ')' : ''));
+    });
     parts.push('error ' + fmt((h.error || [])[i]), 'thr ' + fmt((h.threshold || [])[i]), 'score ' + fmt((h.score || [])[i]));
     readout.textContent = parts.join('  ·  ');
   });
@@ -199,6 +229,8 @@ function card(row, hist, focused) {
     add('labels', Object.entries(row.labels || {}).map(([k, v]) => k + '=' + v).join(', ') || '–');
     add('fields', (row.fields || []).join(', ') || '–');
     add('error / threshold', fmt(row.error) + ' / ' + fmt(row.threshold));
+    add('expected', (row.fields || []).map((f, j) => f + ' ' + fmt((row.expected || [])[j]) + ' (' +
+      fmt((row.lower || [])[j]) + '–' + fmt((row.upper || [])[j]) + ')').join(', ') || '–');
     add('model version', row.model_version ?? '–');
     add('last sample', row.last_ts ? fmtTime(row.last_ts) + ' (' + fmtAge(row.last_ts) + ')' : '–');
     add('alerts', row.alerts_total ?? 0);
@@ -277,8 +309,29 @@ function renderGrid(rows) {
   if (!cr.length) grid.appendChild(el('div', 'empty', last.status ? 'no streams match' : 'loading…'));
   $('charts-sub').textContent = rows.length > cr.length ? '(top ' + cr.length + ' of ' + rows.length + ')' : '';
 }
+function renderFeedback() {
+  const fb = last.feedback || [];
+  const box = $('feedback');
+  if (!box) return;
+  box.hidden = !fb.length;
+  const tb = $('fbody');
+  tb.replaceChildren();
+  const shown = focusKey !== null ? fb.filter((f) => f.stream === focusKey) : fb;
+  for (const f of shown.slice(-50).reverse()) {
+    const tr = el('tr');
+    tr.appendChild(el('td', null, fmtTime(f.at)));
+    const k = el('td', 'key'); const a = el('a', null, f.stream); a.href = streamHref(f.stream); k.appendChild(a); tr.appendChild(k);
+    tr.appendChild(el('td', null, f.label));
+    tr.appendChild(el('td', 'num', fmtTime(f.from) + ' – ' + fmtTime(f.to)));
+    tr.appendChild(el('td', null, f.source || ''));
+    tr.appendChild(el('td', null, f.comment || ''));
+    tb.appendChild(tr);
+  }
+  $('feedback-sub').textContent = '(' + shown.length + ')';
+}
 function renderAll() {
   renderChips();
+  renderFeedback();
   const rows = visible(last.streams);
   renderGrid(rows);
   renderTable(rows);
@@ -316,7 +369,9 @@ async function refresh() {
       try { histories.set(key, await getJSON(historyUrl(key))); }
       catch (e) { if (e.status !== 404) throw e; }
     });
-    last = {streams, counts, capped, status, histories};
+    let feedback = last.feedback || [];
+    try { feedback = await getJSON('api/v1/feedback'); } catch (e) { /* an older server: no feedback list */ }
+    last = {streams, counts, capped, status, histories, feedback};
     renderAll();
     upd.className = 'upd';
     upd.textContent = 'updated ' + new Date().toLocaleTimeString([], {hour12: false});

@@ -3,8 +3,10 @@
 Each :class:`~sentinel.types.ScoreRecord` becomes a point of ``write_back.measurement``
 (default ``sentinel_score``) carrying the stream's own tags plus
 ``source_measurement=<its measurement>``, with fields ``score``, ``error``,
-``threshold`` (floats), ``alert_state`` (integer: 0 ok, 1 pending, 2 firing, 3 resolved)
-and ``ready`` (boolean), at the sample's own timestamp. A Grafana panel can then
+``threshold`` (floats), ``alert_state`` (integer: 0 ok, 1 pending, 2 firing, 3 resolved),
+``ready`` (boolean) and, once the stream is scored, per field ``expected_<field>``,
+``lower_<field>`` and ``upper_<field>`` (the expected value and band in the field's own units),
+at the sample's own timestamp. A Grafana panel can then
 query the raw series and ``sentinel_score`` with the same tag filter.
 
 Buffering, batching, retry and shutdown are :class:`~sentinel.writeback.running.RunningSink`'s
@@ -44,6 +46,10 @@ def records_to_lines(records: list[ScoreRecord], measurement: str = "sentinel_sc
                 fields[name] = float(v)
         fields["alert_state"] = int(r.alert_state)
         fields["ready"] = bool(r.ready)
+        for kind, vals in (("expected", r.expected), ("lower", r.lower), ("upper", r.upper)):
+            for f, v in zip(r.band_fields, vals, strict=False):
+                if math.isfinite(v):
+                    fields[f"{kind}_{f}"] = float(v)
         tags = dict(r.key.labels)
         tags[source_tag] = r.key.measurement
         lines.append(format_line(measurement, sorted(tags.items()), fields, round(r.ts * 1e9)))

@@ -5,7 +5,9 @@ Grafana's PostgreSQL data source:
 
 * ``scores_table``: one row per scored sample — ``time, stream, measurement, labels (jsonb),
   score, error, threshold, alert_state (0 ok, 1 pending, 2 firing, 3 resolved), ready,
-  "values" float8[]``.
+  "values" float8[], fields text[], expected float8[], "lower" float8[], "upper" float8[]``: the
+  last four are the expected value and band per field (in the order of ``fields``, the model's),
+  NULL before the stream is scored; a table from an older Sentinel gains them on start.
 * ``transitions_table``: one row each time a stream's alert state changes — ``time, stream,
   measurement, labels, from_state, to_state, state (text), score, error, threshold``.
 
@@ -45,8 +47,18 @@ def scores_ddl(schema: str | None, table: str) -> sql.Composed:
         "{} timestamptz NOT NULL, stream text NOT NULL, measurement text NOT NULL, labels jsonb NOT NULL, "
         "score double precision, error double precision, threshold double precision, "
         "alert_state smallint NOT NULL, ready boolean NOT NULL, "
-        "\"values\" double precision[])"
+        "\"values\" double precision[], " + BAND_COLUMNS + ")"
     ).format(table_ident(schema, table), sql.Identifier("time"))
+
+
+BAND_COLUMNS = "fields text[], expected double precision[], \"lower\" double precision[], \"upper\" double precision[]"
+
+
+def band_columns_ddl(schema: str | None, table: str) -> sql.Composed:
+    """The expected-band columns, added to a scores table an older Sentinel created (idempotent)."""
+    cols = [c.strip() for c in BAND_COLUMNS.split(", ")]
+    return sql.SQL("ALTER TABLE {} " + ", ".join("ADD COLUMN IF NOT EXISTS " + c for c in cols)).format(
+        table_ident(schema, table))
 
 
 def transitions_ddl(schema: str | None, table: str) -> sql.Composed:
@@ -78,6 +90,8 @@ def create_statements(cfg: PostgresWriteBackConfig, *, timescaledb: bool) -> lis
     out: list[sql.Composed] = []
     for table, ddl in ((cfg.scores_table, scores_ddl), (cfg.transitions_table, transitions_ddl)):
         out.append(ddl(cfg.table_schema, table))
+        if table == cfg.scores_table:
+            out.append(band_columns_ddl(cfg.table_schema, table))
         if timescaledb:
             out.append(hypertable_sql(cfg.table_schema, table, cfg.chunk_time_interval))
         out.append(index_ddl(cfg.table_schema, table))
@@ -159,7 +173,7 @@ class PostgresWriteBack(RunningSink):
         conn = await self._connect()
         schema = self.cfg.table_schema
         cols_s = ["time", "stream", "measurement", "labels", "score", "error", "threshold", "alert_state",
-                  "ready", "values"]
+                  "ready", "values", "fields", "expected", "lower", "upper"]
         cols_t = ["time", "stream", "measurement", "labels", "from_state", "to_state", "state", "score",
                   "error", "threshold"]
         async with conn.transaction(), conn.cursor() as cur:
@@ -167,7 +181,7 @@ class PostgresWriteBack(RunningSink):
                 for r in batch:
                     await cp.write_row((_ts(r.ts), str(r.key), r.key.measurement, Jsonb(r.key.label_dict()),
                                         r.score, r.error, r.threshold, int(r.alert_state), bool(r.ready),
-                                        list(r.values)))
+                                        list(r.values), *_band(r)))
             if transitions:
                 async with cur.copy(_copy_sql(schema, self.cfg.transitions_table, cols_t)) as cp:
                     for r, prev in transitions:
@@ -175,6 +189,13 @@ class PostgresWriteBack(RunningSink):
                                             int(prev), int(r.alert_state),
                                             _STATE_NAMES.get(int(r.alert_state), str(r.alert_state)),
                                             r.score, r.error, r.threshold))
+
+
+def _band(r: ScoreRecord) -> tuple[Any, ...]:
+    """``fields, expected, lower, upper`` of a record (NULLs before the stream is scored)."""
+    if not r.band_fields:
+        return (None, None, None, None)
+    return (list(r.band_fields), list(r.expected), list(r.lower), list(r.upper))
 
 
 def _copy_sql(schema: str | None, table: str, cols: list[str]) -> sql.Composed:

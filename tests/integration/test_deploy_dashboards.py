@@ -26,7 +26,10 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
+from sentinel.band_metrics import BandCollector
 from sentinel.metrics import Metrics, StreamRow
+from sentinel.runtime.views import StreamView
+from sentinel.types import StreamKey
 from tests.servers._proc import free_port, http_ok, sentinel_exe, stop_process, wait_until
 from tests.servers.prometheus import PrometheusServer, PromQueryError, prometheus_server
 
@@ -80,7 +83,10 @@ def pick_stream(prom: PrometheusServer) -> dict[str, str]:
         res = [r for r in res if {"measurement", "site", "sensor"} <= set(r["metric"])]
         if res:
             m = sorted(res, key=lambda r: sorted(r["metric"].items()))[0]["metric"]
-            return {"$measurement": m["measurement"], "$site": m["site"], "$sensor": m["sensor"]}
+            sel = f'measurement="{m["measurement"]}", site="{m["site"]}", sensor="{m["sensor"]}"'
+            fields = sorted(r["metric"].get("field", "") for r in prom.query(f"sentinel_expected_value{{{sel}}}"))
+            return {"$measurement": m["measurement"], "$site": m["site"], "$sensor": m["sensor"],
+                    "$field": fields[0] if fields else "value"}
     raise AssertionError("no stream with measurement/site/sensor labels is exported")
 
 
@@ -141,6 +147,7 @@ class ContractExporter:
         self.m = Metrics(self.registry)
         self.scrapes = 0
         self.m.add_stream_collector(self._rows)
+        self.registry.register(BandCollector(self._views, lambda: "all"))
         self.m.model_version.set(3)
         self.m.checkpoint_last_success.set(time.time())
         for state, n in (("warming", 1), ("ready", 0), ("ok", 1), ("pending", 1), ("firing", 1)):
@@ -169,6 +176,10 @@ class ContractExporter:
     @property
     def target(self) -> str:
         return f"127.0.0.1:{self.server.server_address[1]}"
+
+    def _views(self) -> list[StreamView]:
+        return [StreamView(StreamKey.of(me, site=si, sensor=se), ("value",), True, st, 0.5, 0.2, 0.5, 1, 0.0, 0,
+                           (20.0 + st,), (19.0 + st,), (21.0 + st,)) for me, si, se, st in self.STREAMS]
 
     def _rows(self) -> list[StreamRow]:
         return [

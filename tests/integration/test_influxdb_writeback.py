@@ -20,7 +20,9 @@ pytestmark = pytest.mark.influxdb
 def records(n: int, t0: int) -> list[ScoreRecord]:
     key = StreamKey.of("pump", site="a", pump="p1")
     return [ScoreRecord(key, float(t0 + i), (1.0,), score=i / n, error=0.1 * i, threshold=1.0,
-                        alert_state=2 if i == n - 1 else 0, ready=i > 2) for i in range(n)]
+                        alert_state=2 if i == n - 1 else 0, ready=i > 2,
+                        **({"band_fields": ("pressure",), "expected": (1.0 + i,), "lower": (0.5 + i,),
+                            "upper": (1.5 + i,)} if i > 2 else {})) for i in range(n)]
 
 
 def test_write_back_batches_scores_beside_the_raw_data() -> None:
@@ -49,6 +51,9 @@ def test_write_back_batches_scores_beside_the_raw_data() -> None:
         vals = series["values"]
         assert len(vals) == 20 and vals[0][0] == t0 * 10**9
         assert vals[-1][1:] == [0.95, 2, True] and vals[0][3] is False
+        band = server.query('SELECT expected_pressure, lower_pressure, upper_pressure FROM sentinel_score', "wb")
+        bv = band[0]["series"][0]["values"]
+        assert len(bv) == 17 and bv[0][1:] == [4, 3.5, 4.5] and bv[-1][1:] == [20, 19.5, 20.5]  # none unscored
     finally:
         stop_influxd(server)
 

@@ -26,19 +26,20 @@ IMPLEMENTED = (
     # per stream, labelled by the stream's labels
     "sentinel_anomaly_score", "sentinel_reconstruction_error", "sentinel_threshold", "sentinel_alert_state",
     "sentinel_alerts_total",
+    # per stream and field
+    "sentinel_expected_value", "sentinel_expected_lower", "sentinel_expected_upper",
     # process
     "sentinel_samples_ingested_total", "sentinel_samples_rejected_total", "sentinel_streams",
     "sentinel_score_batch_seconds", "sentinel_ingest_lag_seconds", "sentinel_model_version",
     "sentinel_retrain_total", "sentinel_retrain_duration_seconds",
     "sentinel_checkpoint_last_success_timestamp_seconds", "sentinel_notifications_total",
     "sentinel_outbox_pending", "sentinel_config_last_reload_successful", "sentinel_wal_bytes",
+    "sentinel_feedback_total",
 )
 
 #: DESIGN §7 names not implemented yet. The test fails when one appears, so whoever implements it
 #: moves it to IMPLEMENTED (and initialises its known label values).
 KNOWN_ABSENT = (
-    "sentinel_expected_value", "sentinel_expected_lower", "sentinel_expected_upper",  # issue 14 part 1
-    "sentinel_feedback_total",  # issue 14 part 2 (operator feedback)
     "sentinel_partitions_owned", "sentinel_partition_lag_messages",  # DESIGN §10, beyond one machine
 )
 
@@ -91,3 +92,5 @@ def test_first_scrape_after_ready_lists_every_implemented_design_metric(tmp_path
              if s.name == "sentinel_notifications_total"}
     assert notes == {(SINK, "success"): 0, (SINK, "failure"): 0, (SINK, "dropped"): 0}
     assert len(labels("sentinel_anomaly_score", "sensor")) == 4  # the streams loaded from history
+    assert labels("sentinel_feedback_total", "label") == {"normal": 0, "anomaly": 0}
+    assert len(labels("sentinel_expected_value", "sensor")) == 4  # one field per stream

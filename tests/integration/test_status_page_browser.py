@@ -46,19 +46,25 @@ def test_overview_renders_charts_in_state_order_without_errors():
             charts: document.querySelectorAll('svg.chart').length,
             paths: document.querySelectorAll('svg.chart path').length,
             spans: document.querySelectorAll('svg.chart rect.span').length,
+            bands: document.querySelectorAll('svg.chart path.band').length,
             rows: document.querySelectorAll('#tbody tr').length,
             chips: Object.fromEntries([...document.querySelectorAll('.chip')].map(
                 c => [c.dataset.state, c.querySelector('.n').textContent])),
             banner: document.getElementById('banner').hidden,
+            feedback: [...document.querySelectorAll('#fbody tr')].map(r => r.textContent),
         })""")
         got = json.loads(info)
         assert got["cards"] == ["firing"] * 2 + ["pending"] * 2 + ["warming"] * 2 + ["ok"] * 6
         assert got["charts"] == 3 * N_STREAMS
         assert got["paths"] > 3 * N_STREAMS
         assert got["spans"] > 0
+        # a shaded expected band around each field's value, except on warming streams (no band yet)
+        fields = sum(len(prov.histories[r["stream"]]["fields"]) for r in prov.rows if r["state"] != "warming")
+        assert got["bands"] == fields
         assert got["rows"] == N_STREAMS
         assert got["chips"] == {"firing": "2", "pending": "2", "warming": "2", "ok": "6"}
         assert got["banner"] is True
+        assert len(got["feedback"]) == 1 and "normal" in got["feedback"][0] and "defrost" in got["feedback"][0]
         # hovering a card shows the values under the cursor
         readout = await page.evaluate("""(() => {
             const box = document.querySelector('.card .charts');
@@ -68,6 +74,7 @@ def test_overview_renders_charts_in_state_order_without_errors():
             return box.querySelector('.readout').textContent;
         })()""")
         assert "score" in readout and "threshold" not in readout and "thr" in readout
+        assert "(expected " in readout
         assert page.errors == []
 
     with_page(prov, fn)
@@ -105,7 +112,7 @@ def test_stream_parameter_focuses_one_stream():
             legend: [...document.querySelectorAll('.panel .lbl i')].map(i => i.textContent),
             table: document.getElementById('table').hidden,
         })"""))
-        assert got == {"cards": 1, "name": key, "details": 7,
+        assert got == {"cards": 1, "name": key, "details": 8,  # the 8th: the expected band
                        "legend": ["temp", "vibration", "current", "error", "threshold", "score"], "table": True}
         assert page.errors == []
 

@@ -36,7 +36,8 @@ CONTRACT_METRICS = {
     "sentinel_retrain_duration_seconds", "sentinel_checkpoint_last_success_timestamp_seconds",
     "sentinel_notifications_total", "sentinel_outbox_pending", "sentinel_outbox_dropped_total",
     "sentinel_config_last_reload_successful", "sentinel_queue_dropped_total", "sentinel_queue_depth",
-    "sentinel_alert_transitions_total", "sentinel_source_up",
+    "sentinel_alert_transitions_total", "sentinel_source_up", "sentinel_expected_value", "sentinel_expected_lower",
+    "sentinel_expected_upper", "sentinel_feedback_total",
 }
 _METRIC_REF = re.compile(r"\b(sentinel_[a-z_]+?)(?:_bucket|_sum|_count)?\b(?![:(])")
 
@@ -122,6 +123,10 @@ def test_stream_dashboard_selects_one_stream_and_uses_all_three_sources() -> Non
         assert f'{metric}{{measurement="$measurement", site="$site", sensor="$sensor"}}' in exprs
     queries = " ".join(t.get("query", "") for p in all_panels(dash) for t in p.get("targets", []))
     assert "share_" in queries, "per-field error share panel"
+    band = [p for p in all_panels(dash) if p.get("title") == "Expected value and band"]
+    assert band and {t["expr"].split("{")[0].removeprefix("max(") for t in band[0]["targets"]} == {
+        "sentinel_expected_value", "sentinel_expected_lower", "sentinel_expected_upper"}
+    assert "(expected|lower|upper)_" in queries, "write-back band panel"
     alert_spans = [a for a in dash["annotations"]["list"] if a.get("expr")]
     assert alert_spans and "sentinel_alert_state" in alert_spans[0]["expr"]
 

@@ -35,6 +35,8 @@ STATIC = {  # what Metrics() alone exports: unlabelled families and the label se
     ("sentinel_alert_transitions_total", (("status", "resolved"),)): 0.0,
     **{("sentinel_streams", (("state", s),)): 0.0 for s in ("warming", "ready", "ok", "pending", "firing")},
     ("sentinel_streams_refused_total", ()): 0.0,
+    ("sentinel_feedback_total", (("label", "normal"),)): 0.0,
+    ("sentinel_feedback_total", (("label", "anomaly"),)): 0.0,
     ("sentinel_model_version", ()): 0.0,
     ("sentinel_wal_bytes", ()): 0.0,
     ("sentinel_checkpoint_last_success_timestamp_seconds", ()): 0.0,

@@ -85,6 +85,14 @@ def test_output_contract(cfg_path: Path, tmp_path: Path) -> None:
     # the injected spike is flagged
     assert anom[SPIKE] == 1 and score[SPIKE] >= 0.5
     assert "1 trainings" in r.output or "trainings" in r.output
+    # the expected band after the contract columns: empty before scoring, around the value after
+    assert header[5:] == ["expected_value", "lower_value", "upper_value"]
+    assert all(row[5:] == ["", "", ""] for row in rows[:MIN_HISTORY])
+    val = np.array([float(b) for _, b in good_rows()])
+    exp, lo, hi = (np.array([float(row[k]) for row in rows[MIN_HISTORY:]]) for k in (5, 6, 7))
+    assert np.all(lo <= exp) and np.all(exp <= hi)
+    inside = (val[MIN_HISTORY:] >= lo) & (val[MIN_HISTORY:] <= hi)
+    assert inside.mean() > 0.95 and not inside[SPIKE - MIN_HISTORY]
 
 
 def test_plot_writes_a_png(cfg_path: Path, tmp_path: Path) -> None:
@@ -202,7 +210,8 @@ def test_header_only_gives_header_only(cfg_path: Path, tmp_path: Path) -> None:
     r = run_cli(cfg_path, inp, out)
     assert r.exit_code == 0, r.output
     header, rows = read_out(out)
-    assert header == ["timestamp", "score", "is_anomaly", "error", "threshold"] and rows == []
+    assert header == ["timestamp", "score", "is_anomaly", "error", "threshold",
+                      "expected_value", "lower_value", "upper_value"] and rows == []
 
 
 def test_short_rows_and_extra_columns(cfg_path: Path, tmp_path: Path) -> None:

@@ -150,7 +150,8 @@ def test_cli_fleet_from_a_directory_writes_one_output_per_file(tmp_path: Path) -
     assert sorted(p.name for p in plots.iterdir()) == ["g1_1.png", "g2_1.png"]
     with open(out / "g1_1.csv", newline="") as fh:
         rows = list(csv.reader(fh))
-    assert rows[0] == ["timestamp", "score", "is_anomaly", "error", "threshold", "anomaly"] and len(rows) == 151
+    assert rows[0] == ["timestamp", "score", "is_anomaly", "error", "threshold", "anomaly", "expected_value",
+                       "lower_value", "upper_value"] and len(rows) == 151
     assert all(row[1] == "0.000000" and row[3] == "nan" for row in rows[1:65])
     assert "g1/1: 150 rows (64 history, 0 bad)" in r.output and "all 2 labelled streams" in r.output
     assert "4 trainings in 2 batched jobs" in r.output  # the first on the history, one retrain an hour on

@@ -94,6 +94,7 @@ def event_to_json(ev: AlertEvent) -> str:
         "key": str(ev.key), "status": ev.status, "starts_at": ev.starts_at, "ends_at": ev.ends_at,
         "at": ev.at, "score": ev.score, "threshold": ev.threshold, "error": ev.error,
         "severity": ev.severity, "top_fields": [[f, s] for f, s in ev.top_fields], "note": ev.note,
+        "expected": [list(x) for x in ev.expected],
     }, separators=(",", ":"), allow_nan=True)
 
 
@@ -104,6 +105,8 @@ def event_from_json(text: str) -> AlertEvent:
         key=StreamKey.parse(d["key"]), status=d["status"], starts_at=d["starts_at"], ends_at=d["ends_at"],
         at=d["at"], score=d["score"], threshold=d["threshold"], error=d["error"], severity=d["severity"],
         top_fields=tuple((str(f), float(s)) for f, s in d["top_fields"]), note=str(d.get("note", "")),
+        expected=tuple((str(f), float(v), float(x), float(lo), float(hi))  # absent in older outboxes
+                       for f, v, x, lo, hi in d.get("expected", ())),
     )
 
 

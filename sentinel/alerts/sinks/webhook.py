@@ -14,11 +14,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
 from ...config.sinks import WebhookConfig
+from ...detect.band import describe
 from ...types import AlertEvent
 from . import ZERO_TIME, Request, rfc3339
 
@@ -26,9 +28,14 @@ SIGNATURE_HEADER = "X-Sentinel-Signature"
 
 
 def alert_annotations(ev: AlertEvent) -> dict[str, str]:
-    """summary, score, threshold, reconstruction_error and (multivariate) top_fields, as strings."""
+    """summary, score, threshold, reconstruction_error, (multivariate) top_fields and, when the
+    event carries the expected band, ``expected``: the top field against its band in words
+    (``Pressure 2.13 (expected 0.05–0.09), score 0.93``), which also leads a firing summary."""
     who = " ".join([ev.key.measurement, *(f"{k}={v}" for k, v in ev.key.labels)])
-    if ev.status == "firing":
+    words = expected_words(ev)
+    if ev.status == "firing" and words:
+        summary = f"{who}: {words}"
+    elif ev.status == "firing":
         summary = f"{who} deviates from its learned behaviour (score {ev.score:.4f})"
     else:
         summary = f"{who} is back to its learned behaviour"
@@ -40,9 +47,23 @@ def alert_annotations(ev: AlertEvent) -> dict[str, str]:
     }
     if ev.top_fields:
         out["top_fields"] = ",".join(f"{f}={s:.2f}" for f, s in ev.top_fields)
+    if words:
+        out["expected"] = words
     if ev.note:
         out["note"] = ev.note
     return out
+
+
+def expected_words(ev: AlertEvent) -> str:
+    """The field that drove the alert (the largest share; the first field when univariate),
+    its value against the expected band, and the score; empty without a band."""
+    if not ev.expected:
+        return ""
+    top = ev.top_fields[0][0] if ev.top_fields else ev.expected[0][0]
+    name, value, _x, lower, upper = next((e for e in ev.expected if e[0] == top), ev.expected[0])
+    if not (math.isfinite(lower) and math.isfinite(upper)):
+        return ""
+    return f"{describe(name, value, lower, upper)}, score {ev.score:.2f}"
 
 
 def generator_url(external_url: str, ev: AlertEvent) -> str:

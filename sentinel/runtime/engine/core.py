@@ -15,6 +15,7 @@ import torch
 from ...alerts.state import FIRING, PENDING, AlertRules
 from ...columns import Columns
 from ...config import SentinelConfig
+from ...detect.band import Band
 from ...metrics import StreamColumns
 from ...model.train import TrainJob, TrainResult
 from ...types import AlertEvent, Sample, StreamKey
@@ -41,6 +42,17 @@ class TickOutput:
     rejected: list[str | None]
     state: np.ndarray  # AlertState after the sample (0 ok, 1 pending, 2 firing, 3 resolved)
     events: list[AlertEvent] = field(default_factory=list)
+    # the expected bands of the scored samples, per round: (sample indices, their Band in the
+    # stream's field order); :meth:`band_of` reads one sample's
+    bands: list[tuple[np.ndarray, Band]] = field(default_factory=list)
+
+    def band_of(self) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Sample index -> (expected, lower, upper) ``[F]`` of every scored sample."""
+        out: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        for idx, b in self.bands:
+            for j, i in enumerate(idx.tolist()):
+                out[i] = (b.expected[j], b.lower[j], b.upper[j])
+        return out
 
     def accepted(self) -> np.ndarray:
         """Which samples were scored (not rejected), as a bool array."""
@@ -63,6 +75,7 @@ class Engine:
         self.model_version = 0
         self.settings = train_settings(cfg)
         self.created: list[StreamKey] = []  # streams added since the caller last emptied this list
+        self.feedback: list[dict] = []  # operator feedback, as plain data (sentinel.feedback), checkpointed
         # the columnar intake's series id -> slot caches, per series table (see .columnar)
         self._loc_caches: dict[int, columnar.LocCache] = {}
         self._loc_epoch = self._loc_epoch_seen = 0  # bumped when a stream is removed (slots are reused)
@@ -95,6 +108,11 @@ class Engine:
         self._loc_epoch += 1
         self.groups[loc[0]].remove(loc[1])
         return True
+
+    def stream_fields(self, key: StreamKey) -> tuple[str, ...]:
+        """The stream's field names, in the order of its model (and of its expected band)."""
+        loc = self.index.get(key)
+        return () if loc is None else self.groups[loc[0]].fields[loc[1]]
 
     @property
     def n_streams(self) -> int:
@@ -177,14 +195,19 @@ class Engine:
         err = np.full(len(slots), np.nan)
         thr = np.full(len(slots), np.nan)
         r = np.flatnonzero(ready)
+        bnd = None
         if len(r):
             rs = slots[r]
+            pre = steps.expect(g, rs)
             e, fe, alerting = steps.model(g, rs, v[r])
             score[r], thr[r] = steps.score(g, rs, e, fe, alerting, cfg.detect.score_decades)
             err[r] = e
+            bnd = steps.band(g, pre, v[r], fe, thr[r])
+            out.bands.append((idx[r], bnd))
         steps.stuck(g, slots, v, r, score)
         transitions, st = steps.alert(g, slots, ts, pos, score, cfg.alerts.relearn_after)
         steps.record(g, slots, score, err, thr, st)
+        steps.record_band(g, slots, r, bnd)
         out.score[idx], out.error[idx], out.threshold[idx] = score, err, thr
         out.firing[idx] = st == FIRING
         out.state[idx] = st
@@ -243,7 +266,7 @@ class Engine:
             a["hist_ts"][slot, :L], a["hist_v"][slot, :L], a["hist_flag"][slot, :L] = ts, vals, fl
             a["hist_n"][slot] = L
             a["since_train"][slot] = L
-            for k in ("ch_score", "ch_thr", "ch_err"):
+            for k in ("ch_score", "ch_thr", "ch_err", "ch_exp", "ch_lo", "ch_hi"):
                 a[k][slot] = np.nan
             if L > 1:
                 a["interval"][slot] = float(np.median(np.diff(ts)))
@@ -275,7 +298,8 @@ class Engine:
         a, al = g.a, g.alerts.a
         return StreamView(key, g.fields[slot], bool(a["ready"][slot]), int(al["state"][slot]),
                           float(a["score"][slot]), float(a["error"][slot]), float(a["threshold"][slot]),
-                          int(a["version"][slot]), float(a["last_ts"][slot]), int(al["fired"][slot]))
+                          int(a["version"][slot]), float(a["last_ts"][slot]), int(al["fired"][slot]),
+                          tuple(a["exp"][slot].tolist()), tuple(a["lo"][slot].tolist()), tuple(a["hi"][slot].tolist()))
 
     def stream_views(self) -> Iterator[StreamView]:
         """Every stream as of its last sample."""
@@ -324,7 +348,8 @@ class Engine:
         cp = (total - n + np.arange(n)) % g.chart
         return ChartSeries(g.fields[slot], ts[0].tolist(), v[0].tolist(), g.a["ch_score"][slot, cp].tolist(),
                            g.a["ch_thr"][slot, cp].tolist(), g.a["ch_err"][slot, cp].tolist(),
-                           g.a["ch_state"][slot, cp].tolist())
+                           g.a["ch_state"][slot, cp].tolist(), g.a["ch_exp"][slot, cp].tolist(),
+                           g.a["ch_lo"][slot, cp].tolist(), g.a["ch_hi"][slot, cp].tolist())
 
     def state_counts(self) -> dict[str, int]:
         counts = {"warming": 0, "ready": 0, "ok": 0, "pending": 0, "firing": 0}

@@ -34,6 +34,13 @@ class Group:
         "shifted": (np.bool_, False),  # relearned: the alert's resolve says the baseline shifted
     }
 
+    def band_spec(self, F: int) -> Spec:
+        """The expected band (:mod:`sentinel.detect.band`): the last one and the chart rings (a checkpoint
+        from before them restores them empty)."""
+        last: Spec = {k: ((F,), np.float64, np.nan) for k in ("exp", "lo", "hi")}
+        rings: Spec = {k: ((self.chart, F), np.float32, np.nan) for k in ("ch_exp", "ch_lo", "ch_hi")}
+        return {**last, **rings}
+
     def __init__(self, F: int, cfg: SentinelConfig, device: str):
         self.F = F
         self.cap = cfg.streams.history_size
@@ -61,6 +68,7 @@ class Group:
             "ch_score": ((self.chart,), np.float16, np.nan), "ch_thr": ((self.chart,), np.float32, np.nan),
             "ch_err": ((self.chart,), np.float32, np.nan), "ch_state": ((self.chart,), np.int8, 0),
         })
+        spec.update(self.band_spec(F))
         self.slots = SlotArrays(spec, 0)
         self.a = self.slots.a
         self._ensure(1)

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 def snapshot(engine: Engine) -> tuple[dict, dict[str, torch.Tensor]]:
     """Everything needed to resume: ``(meta as plain data, tensors)``."""
     meta: dict = {"model_version": engine.model_version, "rejected": dict(engine.rejected), "groups": {},
-                  "dims": {}}
+                  "dims": {}, "feedback": list(engine.feedback)}
     tensors: dict[str, torch.Tensor] = {}
     for F, g in engine.groups.items():
         C = g.bank.capacity
@@ -38,6 +38,7 @@ def snapshot(engine: Engine) -> tuple[dict, dict[str, torch.Tensor]]:
 def restore(engine: Engine, meta: dict, tensors: dict[str, torch.Tensor]) -> None:
     """Load a snapshot into this (fresh) engine. Raises ValueError when it does not fit the config."""
     engine.model_version = int(meta.get("model_version", 0))
+    engine.feedback = [dict(d) for d in meta.get("feedback", []) if isinstance(d, dict)]  # absent before issue 14
     for r, v in meta.get("rejected", {}).items():
         if r in engine.rejected:
             engine.rejected[r] = int(v)
@@ -60,7 +61,7 @@ def restore(engine: Engine, meta: dict, tensors: dict[str, torch.Tensor]) -> Non
                 continue  # written before the multivariate level term: the identity (fields alone)
             g.bank.t[k][:C] = tensors[f"g{F}.bank.{k}"].to(g.bank.device)
         for k in g.a:
-            if f"g{F}.a.{k}" in tensors:  # else an array newer than the checkpoint: its default
+            if f"g{F}.a.{k}" in tensors:  # else an array newer than the checkpoint (the band's): its default
                 g.a[k][:C] = tensors[f"g{F}.a.{k}"].numpy()
         g.thr.restore({k[len(f"g{F}.thr."):]: v.numpy() for k, v in tensors.items() if k.startswith(f"g{F}.thr.")})
         g.alerts.restore({k[len(f"g{F}.alert."):]: v.numpy() for k, v in tensors.items()

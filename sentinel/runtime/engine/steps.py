@@ -1,4 +1,5 @@
-"""The round's named steps: validate -> gaps -> history -> model -> score -> stuck -> alert -> record.
+"""The round's named steps: validate -> gaps -> history -> expect -> model -> score -> band -> stuck -> alert
+-> record.
 
 A round is one sample for each of some streams of one :class:`~.group.Group` (``slots``
 unique). Each step is a function over the group and the round's arrays, called in that
@@ -11,8 +12,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
 
 from ...alerts.state import FIRING, PENDING, Transition
+from ...detect.band import Band, expected_band, scale_of
 from ...detect.thresholds import score_from_p
 from ...types import AlertEvent
 from .group import Group
@@ -66,6 +69,22 @@ def append_history(g: Group, slots: np.ndarray, ts: np.ndarray, v: np.ndarray) -
     a["hist_n"][slots] += 1
     a["since_train"][slots] += 1
     return pos
+
+
+def expect(g: Group, rs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Before the bank steps: each ready stream's one-step prediction of this sample (normalised)
+    and the baseline and scale the sample is normalised with, ``[n, F]`` each."""
+    t, bank = g.bank.t, g.bank
+    idx = torch.as_tensor(rs, dtype=torch.int64, device=bank.device)
+    pred, base, spread, std = (t[k][idx].cpu().numpy() for k in ("pred", "base", "spread", "std"))
+    return pred.reshape(len(rs), g.F), base, scale_of(std, spread, bank.dims.baseline_alpha)
+
+
+def band(g: Group, pre: tuple[np.ndarray, np.ndarray, np.ndarray], v: np.ndarray, fe: np.ndarray,
+         thr: np.ndarray) -> Band:
+    """The expected value and band of the ready rows (:func:`sentinel.detect.band.expected_band`)."""
+    pred, base, scale = pre
+    return expected_band(v, pred, base, scale, fe, thr, g.bank.prediction_weight)
 
 
 def model(g: Group, rs: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -140,6 +159,7 @@ def relearn(g: Group, slots: np.ndarray, ts: np.ndarray, st: np.ndarray, after: 
     if long.any():
         ls = slots[long]
         a["relearn"][ls] = True
+        a["shifted"][ls] = True  # its resolve says so (a retrain asked for by feedback does not)
         a["hist_flag"][ls] = False
 
 
@@ -153,6 +173,19 @@ def record(g: Group, slots: np.ndarray, score: np.ndarray, err: np.ndarray, thr:
     a["ch_thr"][slots, cpos] = thr
     a["ch_err"][slots, cpos] = err
     a["ch_state"][slots, cpos] = st
+
+
+def record_band(g: Group, slots: np.ndarray, r: np.ndarray, b: Band | None) -> None:
+    """Keep the round's expected bands (rows ``r`` of ``slots`` are the ready ones; the others
+    have none) as the streams' last and in the chart rings."""
+    a = g.a
+    n = len(slots)
+    exp, lo, hi = (np.full((n, g.F), np.nan) for _ in range(3))
+    if b is not None and len(r):
+        exp[r], lo[r], hi[r] = b.expected, b.lower, b.upper
+    a["exp"][slots], a["lo"][slots], a["hi"][slots] = exp, lo, hi
+    cpos = (a["hist_n"][slots] - 1) % g.chart
+    a["ch_exp"][slots, cpos], a["ch_lo"][slots, cpos], a["ch_hi"][slots, cpos] = exp, lo, hi
 
 
 def event(g: Group, tr: Transition, score: float, err: float, thr: float, enter: float, severity: str
@@ -169,6 +202,9 @@ def event(g: Group, tr: Transition, score: float, err: float, thr: float, enter:
     if tr.status == "firing" and tr.starts_at == tr.at:
         g.a["critical"][tr.slot] = score >= max(0.9, enter)
     sev = "critical" if g.a["critical"][tr.slot] else severity
+    a = g.a
+    expected = tuple((names[i], float(a["last_v"][tr.slot, i]), float(a["exp"][tr.slot, i]),
+                      float(a["lo"][tr.slot, i]), float(a["hi"][tr.slot, i])) for i in range(len(names)))
     note = ""
     if tr.status == "resolved" and g.a["shifted"][tr.slot]:
         note = (f"baseline shifted: the level held for {_span(tr.at - tr.starts_at)} was relearned as the new "
@@ -178,7 +214,8 @@ def event(g: Group, tr: Transition, score: float, err: float, thr: float, enter:
     return AlertEvent(key=key, status=tr.status, starts_at=tr.starts_at,  # type: ignore[arg-type]
                       ends_at=tr.at if tr.status == "resolved" else None, at=tr.at,
                       score=float(score), threshold=float(thr) if np.isfinite(thr) else math.inf,
-                      error=float(err) if np.isfinite(err) else 0.0, severity=sev, top_fields=top, note=note)
+                      error=float(err) if np.isfinite(err) else 0.0, severity=sev, top_fields=top, note=note,
+                      expected=expected)
 
 
 def _span(seconds: float) -> str:

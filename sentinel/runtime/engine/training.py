@@ -165,7 +165,6 @@ def apply_training(engine: Engine, job: TrainJob, res: TrainResult, now: float,
     g.a["trained_at"][slots[same]] = at[same]
     g.a["since_train"][slots[same]] = 0
     g.a["drift"][slots[same]] = False
-    g.a["shifted"][slots[accepted]] |= g.a["relearn"][slots[accepted]]
     g.a["relearn"][slots[same]] = False
     sl = slots[accepted]
     counts = {"success": int(accepted.sum()), "rejected": int(rejected.sum())}
