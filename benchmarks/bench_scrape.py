@@ -1,6 +1,7 @@
-"""``/metrics`` at scale: one scrape of the per-stream families, rendered from the engine's arrays,
-vs the landed path (a ``StreamView`` and a ``StreamRow`` per stream, one prometheus_client sample each)
-on the same engine in the same process.
+"""``/metrics`` at scale: one scrape of the per-stream families (score, error, threshold, alert state,
+alerts, and the expected band per field), rendered from the engine's arrays, vs the landed path (a
+``StreamView`` and a ``StreamRow`` per stream, one prometheus_client sample each, and the
+``BandCollector`` over the views) on the same engine in the same process.
 
 An engine with ``--streams`` streams (one field, created through ``Engine.process``); 1 % of them
 are put in pending or firing so ``non_ok`` has rows. Each figure is the best of ``--repeat`` runs of
@@ -27,6 +28,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
 
+from sentinel.band_metrics import BandCollector
 from sentinel.columns import Columns, SeriesTable
 from sentinel.config import load_config_text
 from sentinel.metrics import Metrics, exposition, stream_rows
@@ -94,6 +96,7 @@ def main() -> None:
         res[f"{mode}_gzip_bytes"] = len(gz)  # type: ignore[arg-type]
         ref = CollectorRegistry()
         ref.register(Landed(lambda mode=mode: stream_rows(e.stream_views(), mode)))  # type: ignore[arg-type]
+        ref.register(BandCollector(e.stream_views, lambda mode=mode: mode))  # the band families, per view
         res[f"landed_{mode}_s"], _ = best(lambda ref=ref: generate_latest(ref), 1 if mode == "all" else args.repeat)
     print(f"machine: {platform.processor() or platform.machine()}, cpus={os.cpu_count()} (a shared VM: compare the "
           f"ratios, measured in this run), python {platform.python_version()}; {n} streams, {len(hot)} non-ok")

@@ -92,6 +92,11 @@ STREAM_FAMILIES: tuple[tuple[str, str, str, str], ...] = (
     ("threshold", "gauge", "Current adaptive threshold on the reconstruction error.", "threshold"),
     ("alert_state", "gauge", "Alert state: 0 ok, 1 pending, 2 firing.", "state"),
     ("alerts", "counter", "Alerts that went firing on this stream.", "alerts"),
+    # per field (columns [n, F]): the expected band (sentinel.detect.band), a stream label named ``field``
+    # is shadowed by the field's name; NaN while a stream has no band yet
+    ("expected_value", "gauge", "The model's expected value of the field for the last sample (sensor units).", "exp"),
+    ("expected_lower", "gauge", "Lower edge of the field's expected band (sensor units).", "lo"),
+    ("expected_upper", "gauge", "Upper edge of the field's expected band (sensor units).", "hi"),
 )
 
 
@@ -195,6 +200,8 @@ class StreamCollector(Collector):
         out = []
         labels: dict[int, list[str]] = {}
         for name, typ, doc, col in STREAM_FAMILIES:
+            if any(col not in ch.columns for ch in chunks):
+                continue  # a family this source of rows does not have (rows: no band)
             full = f"{NAMESPACE}_{name}"
             sname = full + "_total" if typ == "counter" else full
             hname = full if openmetrics else sname
@@ -210,6 +217,8 @@ class StreamCollector(Collector):
             return
         chunks = self._chunks()
         for name, typ, doc, col in STREAM_FAMILIES:
+            if any(col not in ch.columns for ch in chunks):
+                continue
             full = f"{NAMESPACE}_{name}"
             fam = Metric(full, doc, typ)
             sname = full + "_total" if typ == "counter" else full

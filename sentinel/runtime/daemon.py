@@ -39,7 +39,6 @@ from prometheus_client import CollectorRegistry
 
 from .. import __version__
 from ..alerts.notifier import Notifier
-from ..band_metrics import BandCollector
 from ..config import ConfigError, SentinelConfig, load_config, override
 from ..feedback.service import FeedbackService
 from ..feedback.silences import SilenceReader
@@ -105,11 +104,9 @@ class Daemon:
         self._started = False  # /-/ready answers 503 "starting" until history is loaded and loops run
         self._stopping = False
         self._stop_lock = asyncio.Lock()
-        self.metrics.add_stream_collector(  # rendered from the engine's arrays on each scrape
+        self.metrics.add_stream_collector(  # rendered from the engine's arrays on each scrape (band included)
             columns=lambda: self.engine.stream_columns(self.cfg.metrics.per_stream))
         self.metrics.add_reasons(REJECT_REASONS, LP_REASONS, BOUND_REASONS)  # exported as 0 from the start
-        self.metrics.registry.register(BandCollector(lambda: self.engine.stream_views(),
-                                                     lambda: self.cfg.metrics.per_stream))
 
     # -- lifecycle -----------------------------------------------------------------
     async def start(self) -> None:

@@ -12,6 +12,7 @@ from prometheus_client.core import Metric
 from prometheus_client.openmetrics.exposition import generate_latest as om_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from sentinel.band_metrics import BandCollector
 from sentinel.config import load_config_text
 from sentinel.metrics import Metrics, StreamCollector, StreamColumns, exposition, stream_rows
 from sentinel.runtime.engine import Engine
@@ -109,5 +110,26 @@ def test_the_engine_array_export_matches_its_views() -> None:
                       (1.0,) if i % 2 else (1.0, 2.0)) for i in range(5)])
     for mode in ("all", "non_ok", "none"):
         want = StreamCollector(rows=lambda mode=mode: stream_rows(e.stream_views(), mode)).render()
+        band = CollectorRegistry()
+        band.register(BandCollector(e.stream_views, lambda mode=mode: mode))
+        want += generate_latest(band).decode()
         got = StreamCollector(columns=lambda mode=mode: e.stream_columns(mode)).render()
         assert sorted(got.splitlines()) == sorted(want.splitlines())
+
+
+def test_the_band_families_are_byte_for_byte_the_band_collectors() -> None:
+    nan = math.nan
+    vs = [StreamView(KEYS[0], ("temp", "vib"), True, 2, 0.9, 1.0, 0.5, 1, 0.0, 1, (1.5, 2.0), (1.0, nan), (2.0, 3.25e7)),
+          StreamView(StreamKey.of("m", field="x"), ("value",), False, 0, 0.0, nan, nan, 0, 0.0, 0, (nan,), (nan,), (nan,))]
+    for mode in ("all", "non_ok"):
+        ref = CollectorRegistry()
+        ref.register(BandCollector(lambda: vs, lambda mode=mode: mode))
+        want = generate_latest(ref).decode()
+        rows = [v for v in vs if mode == "all" or v.alert_level != 0]
+        ch = columns_of(rows, "all")[0]
+        ch.fields = [v.fields for v in rows]
+        for col, attr in (("exp", "expected"), ("lo", "lower"), ("hi", "upper")):
+            W = max(len(v.fields) for v in rows)
+            ch.columns[col] = np.array([list(getattr(v, attr)) + [nan] * (W - len(v.fields)) for v in rows])
+        got = StreamCollector(columns=lambda ch=ch: [ch]).render()
+        assert got[got.index("# HELP sentinel_expected_value"):] == want

@@ -329,7 +329,8 @@ class Engine:
             out.append(StreamColumns(keys, [g.fields[s] for s in sl.tolist()], {
                 "score": a["score"][sl], "error": np.where(np.isnan(err), 0.0, err),
                 "threshold": np.where(np.isfinite(thr), thr, 0.0), "state": level[sl].astype(np.float64),
-                "alerts": g.alerts.a["fired"][sl].astype(np.float64)}))
+                "alerts": g.alerts.a["fired"][sl].astype(np.float64),
+                "exp": a["exp"][sl], "lo": a["lo"][sl], "hi": a["hi"][sl]}))
         return out
 
     def stream_view(self, key: StreamKey) -> StreamView | None:
