@@ -47,7 +47,7 @@ def check_config(path: str) -> None:
               help="all: one process; router: parse and publish to NATS JetStream; scorer: score owned partitions")
 def run(config_path: str, listen: str | None, shard: str | None, web_config_file: str | None, role: str) -> None:
     """Run the daemon."""
-    from .runtime.daemon import main as daemon_main
+    from .runtime.lifecycle import main as daemon_main
 
     cfg = _load(config_path)
     overrides = [(k, v, o) for k, v, o in (("server.listen", listen, "--listen"),
