@@ -8,19 +8,17 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import signal
 import subprocess
 import time
 import urllib.parse
-import zlib
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from tests.daemon_helpers import deep_merge, http
+from tests.daemon_helpers import deep_merge, fleet_body, fleet_value, http
 from tests.servers._proc import http_ok, sentinel_exe, wait_until
 
 STREAMS = 12
@@ -32,20 +30,11 @@ PARTITIONS = 22  # with these 12 streams: a 5/7 split over two scorers, 4 stream
 
 
 def value(s: int, i: int, j: int) -> float:
-    u = sum((zlib.crc32(f"{s}:{i}:{j}:{r}".encode()) % 10007) / 10007.0 for r in range(3))
-    v = math.sin(2 * math.pi * i / 16 + 0.7 * (s % 5) + j) * (j + 1) + 0.6 * (u - 1.5)
-    if j == 0 and any(t <= i < t + 3 and k == s for t, k in SPIKES.items()):
-        v += 25.0
-    return v
-
-
-def key(s: int) -> str:
-    return f"machine,machine=m{s:02d},site=s{s % 2}"
+    return fleet_value(s, i, j, SPIKES)
 
 
 def body(i: int, streams: int = STREAMS) -> bytes:
-    return "".join(f"machine,site=s{s % 2},machine=m{s:02d} temp={value(s, i, 0):.6f},vibration={value(s, i, 1):.6f} "
-                   f"{T0 + i}\n" for s in range(streams)).encode()
+    return fleet_body(i, streams, T0, SPIKES)
 
 
 def config(tmp: Path, port: int, hook: str, *, nats: list[str] | None = None, extra_cluster: dict | None = None,

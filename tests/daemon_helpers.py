@@ -301,3 +301,19 @@ def wait_for(pred: Callable[[], bool], timeout: float, what: str, interval: floa
 __all__ = ["FIELDS", "MIN_HISTORY", "RunningDaemon", "SentinelProcess", "config_dict", "deep_merge", "http",
            "keys", "running_daemon", "sentinel_exe", "streams_api", "tick_batch", "value", "wait_for",
            "write_config"]
+
+
+def fleet_value(s: int, i: int, j: int, spikes: dict[int, int]) -> float:
+    """Field ``j`` of stream ``s`` at tick ``i`` of the fault and cluster tests' deterministic fleet:
+    a per-stream sine plus hashed noise, +25 on field 0 for 3 ticks where ``spikes`` (tick -> stream) says."""
+    u = sum((zlib.crc32(f"{s}:{i}:{j}:{r}".encode()) % 10007) / 10007.0 for r in range(3))
+    v = math.sin(2 * math.pi * i / 16 + 0.7 * (s % 5) + j) * (j + 1) + 0.6 * (u - 1.5)
+    if j == 0 and any(t <= i < t + 3 and k == s for t, k in spikes.items()):
+        v += 25.0
+    return v
+
+
+def fleet_body(i: int, streams: int, t0: int, spikes: dict[int, int]) -> bytes:
+    """Tick ``i`` of that fleet as one line-protocol body (second precision)."""
+    return "".join(f"machine,site=s{s % 2},machine=m{s:02d} temp={fleet_value(s, i, 0, spikes):.6f},"
+                   f"vibration={fleet_value(s, i, 1, spikes):.6f} {t0 + i}\n" for s in range(streams)).encode()

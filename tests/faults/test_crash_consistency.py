@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import random
 import shutil
@@ -37,14 +36,13 @@ import threading
 import time
 import urllib.error
 import urllib.request
-import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.daemon_helpers import sentinel_exe
+from tests.daemon_helpers import fleet_body, fleet_value, sentinel_exe
 from tests.servers._proc import free_port, http_ok, wait_until
 
 STREAMS = 12
@@ -57,16 +55,11 @@ FAILPOINTS = ("checkpoint.write", "wal.torn", "engine.tick", "checkpoint.renamed
 
 
 def value(s: int, i: int, j: int) -> float:
-    u = sum((zlib.crc32(f"{s}:{i}:{j}:{r}".encode()) % 10007) / 10007.0 for r in range(3))
-    v = math.sin(2 * math.pi * i / 16 + 0.7 * (s % 5) + j) * (j + 1) + 0.6 * (u - 1.5)
-    if j == 0 and any(t <= i < t + 3 and k == s for t, k in SPIKES.items()):
-        v += 25.0
-    return v
+    return fleet_value(s, i, j, SPIKES)
 
 
 def body(i: int) -> bytes:
-    return "".join(f"machine,site=s{s % 2},machine=m{s:02d} temp={value(s, i, 0):.6f},vibration={value(s, i, 1):.6f} "
-                   f"{T0 + i}\n" for s in range(STREAMS)).encode()
+    return fleet_body(i, STREAMS, T0, SPIKES)
 
 
 def config(tmp: Path, port: int, hook: str) -> Path:

@@ -67,6 +67,15 @@ def wait_until(pred: Callable[[], bool], timeout: float = 30.0, interval: float 
     raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
 
 
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something accepts TCP connections on ``host:port`` now."""
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
 def http_ok(url: str, timeout: float = 1.0) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as r:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import getpass
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -22,15 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._proc import free_port, require_binary, stop_process, wait_until
-
-
-def _port_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
+from ._proc import free_port, port_open, require_binary, stop_process, wait_until
 
 
 @dataclass
@@ -69,7 +60,7 @@ class MosquittoServer:
                                      stdout=self._log, stderr=subprocess.STDOUT, cwd=self.workdir)
         proc = self.proc
         try:
-            wait_until(lambda: proc.poll() is None and _port_open(self.port), timeout=timeout,
+            wait_until(lambda: proc.poll() is None and port_open(self.port), timeout=timeout,
                        what="mosquitto listening")
         except TimeoutError:
             tail = self.log_tail()
