@@ -33,6 +33,10 @@ def value(s: int, i: int, j: int) -> float:
     return fleet_value(s, i, j, SPIKES)
 
 
+def key(s: int) -> str:
+    return f"machine,machine=m{s:02d},site=s{s % 2}"
+
+
 def body(i: int, streams: int = STREAMS) -> bytes:
     return fleet_body(i, streams, T0, SPIKES)
 
