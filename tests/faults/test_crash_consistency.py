@@ -20,7 +20,7 @@ Then: every firing and resolve the reference delivered reached the crash run's w
 least once, nothing fired that the reference did not fire, and every stream's final
 score, threshold and alert state are equal. The seed is printed
 (``SENTINEL_FAULT_SEED`` repeats a run); ``SENTINEL_CRASH_KILLS`` sets the kill count
-(the nightly size is ``-m slow``: 200 kills).
+(the nightly size is ``-m nightly``: 200 kills; its last result is in benchmarks/README.md).
 """
 
 from __future__ import annotations
