@@ -14,6 +14,7 @@ import operator
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..columns import NAN
 from ..lineprotocol import _I64_MAX, PRECISION_NS, FieldValue, LineError, Point, _scan_body
@@ -48,6 +49,29 @@ class Selection:
     max_refused_keys: int = 10_000
     max_future_ns: int = 0
     max_age_ns: int = 0
+
+    @classmethod
+    def of(cls, cfg: Any, streams: Any, fields: Sequence[str]) -> Selection:
+        """A push or query source's selection (``cfg``: its config's measurements, tags, ignore_tags,
+        stream_per, field_label, max_streams) with the input bounds of ``streams`` (a
+        ``StreamsConfig``; its defaults when None) and the stream fields ``fields``."""
+        if streams is None:
+            from ..config.schema import StreamsConfig
+
+            streams = StreamsConfig()
+        b = streams
+        return cls(
+            max_fields=b.max_fields, max_key_length=b.max_key_length, max_tag_value_length=b.max_tag_value_length,
+            max_series_per_body=b.max_series_per_body, max_refused_keys=b.max_refused_keys,
+            max_future_ns=int(b.max_future * 1e9), max_age_ns=int(b.max_age * 1e9),
+            measurements=frozenset(cfg.measurements),
+            tags={k: frozenset(v) for k, v in cfg.tags.items()},
+            ignore_tags=frozenset(cfg.ignore_tags),
+            fields=tuple(fields),
+            stream_per=cfg.stream_per,
+            field_label=cfg.field_label,
+            max_streams=cfg.max_streams,
+        )
 
 
 @dataclass(slots=True)

@@ -21,19 +21,7 @@ _FAR_FUTURE_NS = 2**63 - 2
 
 def selection_from(cfg: InfluxDBSourceConfig, streams: StreamsConfig | None = None) -> Selection:
     """The source's selection, with the input bounds of ``streams.*`` (defaults when None)."""
-    b = streams or StreamsConfig()
-    return Selection(
-        max_fields=b.max_fields, max_key_length=b.max_key_length, max_tag_value_length=b.max_tag_value_length,
-        max_series_per_body=b.max_series_per_body, max_refused_keys=b.max_refused_keys,
-        max_future_ns=int(b.max_future * 1e9), max_age_ns=int(b.max_age * 1e9),
-        measurements=frozenset(cfg.measurements),
-        tags={k: frozenset(v) for k, v in cfg.tags.items()},
-        ignore_tags=frozenset(cfg.ignore_tags),
-        fields=tuple(cfg.fields),
-        stream_per=cfg.stream_per,
-        field_label=cfg.field_label,
-        max_streams=cfg.max_streams,
-    )
+    return Selection.of(cfg, streams, cfg.fields)
 
 
 def own_writeback_measurement(cfg: InfluxDBSourceConfig) -> str | None:

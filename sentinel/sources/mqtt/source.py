@@ -47,19 +47,7 @@ def selection_from(cfg: MQTTSourceConfig, streams: StreamsConfig | None = None) 
     """The stream selection, with the input bounds of ``streams.*`` (defaults when None); JSON
     field paths name a stream's fields when ``fields`` is empty."""
     fields = cfg.fields or (sorted(cfg.json_payload.fields) if cfg.format == "json" else [])
-    b = streams or StreamsConfig()
-    return Selection(
-        max_fields=b.max_fields, max_key_length=b.max_key_length, max_tag_value_length=b.max_tag_value_length,
-        max_series_per_body=b.max_series_per_body, max_refused_keys=b.max_refused_keys,
-        max_future_ns=int(b.max_future * 1e9), max_age_ns=int(b.max_age * 1e9),
-        measurements=frozenset(cfg.measurements),
-        tags={k: frozenset(v) for k, v in cfg.tags.items()},
-        ignore_tags=frozenset(cfg.ignore_tags),
-        fields=tuple(fields),
-        stream_per=cfg.stream_per,
-        field_label=cfg.field_label,
-        max_streams=cfg.max_streams,
-    )
+    return Selection.of(cfg, streams, fields)
 
 
 class MQTTSource(Plugin):
