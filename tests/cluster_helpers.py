@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from tests.daemon_helpers import deep_merge, fleet_body, fleet_value, http
+from tests.daemon_helpers import deep_merge, fleet_body, fleet_config, fleet_value, http
 from tests.servers._proc import http_ok, sentinel_exe, wait_until
 
 STREAMS = 12
@@ -45,21 +45,8 @@ def config(tmp: Path, port: int, hook: str, *, nats: list[str] | None = None, ex
            name: str = "sentinel.yaml", streams: int = STREAMS, extra: dict | None = None) -> Path:
     """A ``--role`` config: push receiver ``push`` (db ``sensors``), webhook ``hook``; ``extra`` merged in."""
     tmp.mkdir(parents=True, exist_ok=True)
-    cfg: dict[str, Any] = {
-        "server": {"listen": f"127.0.0.1:{port}", "wal": {"fsync": "off"}},
-        "sources": [{"type": "influxdb", "name": "push", "mode": "receiver", "database": "sensors"}],
-        "streams": {"history_size": 128, "history_lookback": "0s", "max_gap_intervals": 20, "rewarm_samples": 8,
-                    "max_streams": max(1000, 2 * streams)},
-        "model": {"hidden": 8, "window": 4, "device": "cpu"},
-        "train": {"min_history": WARM, "min_history_span": 0, "epochs": 4, "bptt": 16, "segments": 2,
-                  "retrain_interval": 0, "drift_retrain": False, "progress": False},
-        "detect": {"threshold": {"method": "spot"}},
-        "alerts": {"for": 0, "resolve_for": 0, "cooldown": 0, "enter": 0.9, "exit": 0.7},
-        "state": {"dir": "state", "checkpoint_interval": "1s"},
-        "sinks": {"webhooks": [{"name": "hook", "url": hook}],
-                  "outbox": {"path": "outbox", "retry_initial": 0.05, "retry_max": 0.2, "flush_timeout": 2}},
-        "logging": {"level": "info", "format": "text"},
-    }
+    cfg = deep_merge(fleet_config(port, hook, history_size=128, min_history=WARM),
+                     {"server": {"wal": {"fsync": "off"}}, "streams": {"max_streams": max(1000, 2 * streams)}})
     if nats is not None:
         cfg["cluster"] = {"servers": nats, "partitions": PARTITIONS, "checkpoint_interval": "1s", "lease_ttl": "3s",
                           "handover_timeout": "30s", **(extra_cluster or {})}

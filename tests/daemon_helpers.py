@@ -317,3 +317,23 @@ def fleet_body(i: int, streams: int, t0: int, spikes: dict[int, int]) -> bytes:
     """Tick ``i`` of that fleet as one line-protocol body (second precision)."""
     return "".join(f"machine,site=s{s % 2},machine=m{s:02d} temp={fleet_value(s, i, 0, spikes):.6f},"
                    f"vibration={fleet_value(s, i, 1, spikes):.6f} {t0 + i}\n" for s in range(streams)).encode()
+
+
+def fleet_config(port: int, hook: str, *, history_size: int, min_history: int) -> dict[str, Any]:
+    """The crash and cluster tests' daemon config: push receiver ``push`` (db ``sensors``), a small
+    model trained once on ``min_history`` ticks, webhook sink ``hook`` behind a fast-retrying outbox."""
+    return {
+        "server": {"listen": f"127.0.0.1:{port}"},
+        "sources": [{"type": "influxdb", "name": "push", "mode": "receiver", "database": "sensors"}],
+        "streams": {"history_size": history_size, "history_lookback": "0s", "max_gap_intervals": 20,
+                    "rewarm_samples": 8},
+        "model": {"hidden": 8, "window": 4, "device": "cpu"},
+        "train": {"min_history": min_history, "min_history_span": 0, "epochs": 4, "bptt": 16, "segments": 2,
+                  "retrain_interval": 0, "drift_retrain": False, "progress": False},
+        "detect": {"threshold": {"method": "spot"}},
+        "alerts": {"for": 0, "resolve_for": 0, "cooldown": 0, "enter": 0.9, "exit": 0.7},
+        "state": {"dir": "state", "checkpoint_interval": "1s"},
+        "sinks": {"webhooks": [{"name": "hook", "url": hook}],
+                  "outbox": {"path": "outbox", "retry_initial": 0.05, "retry_max": 0.2, "flush_timeout": 2}},
+        "logging": {"level": "info", "format": "text"},
+    }

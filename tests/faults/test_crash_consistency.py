@@ -42,7 +42,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.daemon_helpers import fleet_body, fleet_value, sentinel_exe
+from tests.daemon_helpers import fleet_body, fleet_config, fleet_value, sentinel_exe
 from tests.servers._proc import free_port, http_ok, wait_until
 
 STREAMS = 12
@@ -63,20 +63,7 @@ def body(i: int) -> bytes:
 
 
 def config(tmp: Path, port: int, hook: str) -> Path:
-    cfg = {
-        "server": {"listen": f"127.0.0.1:{port}"},
-        "sources": [{"type": "influxdb", "name": "push", "mode": "receiver", "database": "sensors"}],
-        "streams": {"history_size": 256, "history_lookback": "0s", "max_gap_intervals": 20, "rewarm_samples": 8},
-        "model": {"hidden": 8, "window": 4, "device": "cpu"},
-        "train": {"min_history": 128, "min_history_span": 0, "epochs": 4, "bptt": 16, "segments": 2,
-                  "retrain_interval": 0, "drift_retrain": False, "progress": False},
-        "detect": {"threshold": {"method": "spot"}},
-        "alerts": {"for": 0, "resolve_for": 0, "cooldown": 0, "enter": 0.9, "exit": 0.7},
-        "state": {"dir": "state", "checkpoint_interval": "1s"},
-        "sinks": {"webhooks": [{"name": "hook", "url": hook}],
-                  "outbox": {"path": "outbox", "retry_initial": 0.05, "retry_max": 0.2, "flush_timeout": 2}},
-        "logging": {"level": "info", "format": "text"},
-    }
+    cfg = fleet_config(port, hook, history_size=256, min_history=128)
     p = tmp / "sentinel.yaml"
     p.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return p

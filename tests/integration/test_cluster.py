@@ -128,13 +128,7 @@ def nats_url() -> Iterator[str]:
 def test_router_and_two_scorers_score_like_one_process(reference: Reference, nats_url: str, tmp_path: Path) -> None:
     c = Cluster(tmp_path, [nats_url])
     try:
-        for i in range(2):
-            c.scorer(i, 2)
-        for p in [c.router, *c.procs]:
-            p.wait_ready()
-        for i in range(WARM):
-            post(c.router.base, i)
-        wait_trained(c.procs)
+        start_trained(c)
         for i in range(WARM, END):
             post(c.router.base, i)
         wait_last(c.procs, LAST_TS)
@@ -148,6 +142,17 @@ def test_router_and_two_scorers_score_like_one_process(reference: Reference, nat
         publish_and_pick_up(c)
     finally:
         c.close()
+
+
+def start_trained(c: Cluster, scorers: int = 2) -> None:
+    """``scorers`` scorers of ``scorers`` and the router ready, the fleet's first WARM ticks posted and trained on."""
+    for i in range(scorers):
+        c.scorer(i, scorers)
+    for p in [c.router, *c.procs]:
+        p.wait_ready()
+    for i in range(WARM):
+        post(c.router.base, i)
+    wait_trained(c.procs)
 
 
 def publish_and_pick_up(c: Cluster) -> None:
@@ -175,13 +180,7 @@ def test_a_scorer_killed_and_restarted_loses_no_alert_and_ends_in_the_reference_
         reference: Reference, nats_url: str, tmp_path: Path) -> None:
     c = Cluster(tmp_path, [nats_url])
     try:
-        for i in range(2):
-            c.scorer(i, 2)
-        for p in [c.router, *c.procs]:
-            p.wait_ready()
-        for i in range(WARM):
-            post(c.router.base, i)
-        wait_trained(c.procs)
+        start_trained(c)
         trained = time.time()
         wait_until(lambda: all(p.metric("sentinel_checkpoint_last_success_timestamp_seconds") > trained
                                for p in c.procs), timeout=30, what="a checkpoint after training")

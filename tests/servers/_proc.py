@@ -67,6 +67,14 @@ def wait_until(pred: Callable[[], bool], timeout: float = 30.0, interval: float 
     raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
 
 
+def file_tail(path: Path, n: int = 4000) -> str:
+    """The last ``n`` characters of a server's log (empty when it cannot be read)."""
+    try:
+        return path.read_text(errors="replace")[-n:]
+    except OSError:
+        return ""
+
+
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
     """Whether something accepts TCP connections on ``host:port`` now."""
     try:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._proc import free_port, http_ok, require_binary, stop_process, wait_until
+from ._proc import file_tail, free_port, http_ok, require_binary, stop_process, wait_until
 
 CONFIG = """\
 reporting-disabled = true
@@ -147,10 +147,7 @@ class InfluxServer:
         return int(series[0]["values"][0][1]) if series else 0
 
     def log_tail(self, n: int = 4000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-n:]
-        except OSError:
-            return ""
+        return file_tail(self.log_path, n)
 
 
 def start_influxd(timeout: float = 60.0) -> InfluxServer:

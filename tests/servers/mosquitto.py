@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._proc import free_port, port_open, require_binary, stop_process, wait_until
+from ._proc import file_tail, free_port, port_open, require_binary, stop_process, wait_until
 
 
 @dataclass
@@ -49,10 +49,7 @@ class MosquittoServer:
         return self.workdir / "mosquitto.log"
 
     def log_tail(self, n: int = 4000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-n:]
-        except OSError:
-            return ""
+        return file_tail(self.log_path, n)
 
     def start(self, timeout: float = 30.0) -> None:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed by stop()

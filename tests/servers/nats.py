@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._proc import free_port, port_open, require_binary, stop_process, unavailable, wait_until
+from ._proc import file_tail, free_port, port_open, require_binary, stop_process, unavailable, wait_until
 
 
 @dataclass
@@ -42,10 +42,7 @@ class NatsNode:
         return self.workdir / f"{self.name}.log"
 
     def log_tail(self, n: int = 4000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-n:]
-        except OSError:
-            return ""
+        return file_tail(self.log_path, n)
 
     def command(self) -> list[str]:
         cmd = [self.binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.workdir / self.name),

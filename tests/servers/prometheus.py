@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from ._proc import free_port, http_ok, require_binary, stop_process, wait_until
+from ._proc import file_tail, free_port, http_ok, require_binary, stop_process, wait_until
 
 
 class PromQueryError(RuntimeError):
@@ -73,10 +73,7 @@ class PrometheusServer:
         return list(self.api("rules")["groups"])
 
     def log_tail(self, n: int = 4000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-n:]
-        except OSError:
-            return ""
+        return file_tail(self.log_path, n)
 
 
 def write_config(path: Path, targets: Sequence[str], rule_files: Sequence[Path], scrape_interval: str) -> None:
