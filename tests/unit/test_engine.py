@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import zlib
 
 import numpy as np
@@ -87,6 +88,8 @@ def test_first_training_happens_at_min_history_and_warming_never_alerts() -> Non
     counts = e.apply_training(jobs[0], train(jobs[0], e.settings), float(MIN_HISTORY - 1))
     assert counts == {"success": 1, "rejected": 0}
     assert e.state_counts()["ready"] == 1 and e.model_version == 1
+    (view,) = e.stream_views()  # the API shows the calibrated threshold before the stream's next tick
+    assert view.ready and math.isfinite(view.threshold) and view.threshold > 0
     out = e.process([Sample(A, float(MIN_HISTORY), ("value",), value(A, MIN_HISTORY, 1))])
     assert out.ready[0] and np.isfinite(out.error[0]) and np.isfinite(out.threshold[0])
 

@@ -198,6 +198,7 @@ def apply_training(engine: Engine, job: TrainJob, res: TrainResult, now: float,
         calib = calibration_errors(err, ~np.isnan(v).all(-1) & ~flags)
         g.a["max_run"][sl] = longest_runs(v)
     g.thr.calibrate(sl, calib)
+    g.a["threshold"][sl] = g.thr.threshold(sl)  # shown from the moment it is trained, not from its next tick
     alert_levels(engine.cfg, g, sl)
     # reference error level for drift: the larger of the in-sample error and the held-back loss
     insample = np.array([float(np.mean(c)) if len(c) else np.nan for c in calib])
