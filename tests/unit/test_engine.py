@@ -260,6 +260,14 @@ def test_a_stuck_field_scores_one_and_is_named_while_the_others_keep_moving() ->
     assert shares[k:] == [[0.0, 1.0, 0.0]] * len(shares[k:])
     assert g.a["run"][slot].tolist()[1] == STUCK_MIN + 4
     assert any(ev.status == "firing" for ev in events)
+    # the next training does not learn the alerted run as a normal one: the same fault flags again
+    end = start + STUCK_MIN + 3
+    for i in range(end, end + 12):
+        e.process([Sample(A, float(i), FIELDS, value(A, i, 3))])
+    g.a["relearn"][slot] = True  # ask for a retrain now (its history holds the stuck run, flagged)
+    (job,) = e.due_training(float(end + 12))
+    e.apply_training(job, train(job, e.settings), float(end + 12))
+    assert g.a["max_run"][slot].tolist()[1] < STUCK_MIN  # the unflagged head of the run at most
 
 
 def test_history_fetched_for_a_stream_first_seen_live_goes_before_its_samples_and_trains_it() -> None:

@@ -193,13 +193,13 @@ def apply_training(engine: Engine, job: TrainJob, res: TrainResult, now: float,
             _fe, en = g.bank.run_sequence(sl, vn, fl)
             ok = ~np.isnan(vn).all(-1) & ~fl
             calib = [np.concatenate((c, en.numpy()[i][ok[i]])) for i, c in enumerate(calib)]
-        g.a["max_run"][sl] = longest_runs(job.values[rows])
+        g.a["max_run"][sl] = longest_runs(np.where(job.loss_mask[rows][..., None], job.values[rows], np.nan))
     else:  # no state from the trainer, or the history moved on past the job: replay all of it here
         g.bank.reset_state(sl)
         _ts, v, flags = g.history(sl)
         err = g.bank.run_sequence(sl, v, flags)[1].numpy()
         calib = calibration_errors(err, ~np.isnan(v).all(-1) & ~flags)
-        g.a["max_run"][sl] = longest_runs(v)
+        g.a["max_run"][sl] = longest_runs(np.where(flags[..., None], np.nan, v))
     g.thr.calibrate(sl, calib)
     calibrate_level(g, sl)
     g.a["threshold"][sl] = g.thr.threshold(sl)  # shown from the moment it is trained, not from its next tick
