@@ -35,6 +35,7 @@ from typing import Any, Protocol
 
 import torch
 
+from .. import failpoints
 from ..config.schema import StateConfig
 from ..metrics import Metrics
 from ..state import checkpoint as ckpt
@@ -156,6 +157,8 @@ class Checkpointer:
                     assert snap is not None
                     done = snap.step()
                     times.append(time.perf_counter() - t)
+                    if failpoints.ARMED:
+                        failpoints.hit("checkpoint.copy")
                     return done
 
                 t0 = time.perf_counter()
