@@ -5,8 +5,7 @@ A checkpoint is *fuzzy* (:mod:`sentinel.runtime.engine.fuzzy`), so that scoring 
 
 1. *start*, one engine-thread call: the write-ahead log position scored so far, the sources'
    cursors and the engine-wide data of that moment; the weights are shared, not copied;
-2. *copy*: the per-tick state in slot chunks (:data:`~sentinel.runtime.engine.fuzzy.CHUNK_BYTES`
-   each), one engine-thread call per chunk, ticks scored in between. Meanwhile every other engine
+2. *copy*: the per-tick state in slot chunks (``state.checkpoint_chunk_bytes`` each, 8 MiB: a few ms), one engine-thread call per chunk, ticks scored in between. Meanwhile every other engine
    call waits (:meth:`EngineThread.hold <sentinel.runtime.engine_thread.EngineThread.hold>`:
    feedback, reloads, history loads, training jobs);
 3. *write*, off the engine thread, atomically (:func:`sentinel.state.checkpoint.save`). Until it is
@@ -41,7 +40,7 @@ from ..metrics import Metrics
 from ..state import checkpoint as ckpt
 from ..state.wal import WalPosition
 from .engine import Engine
-from .engine.fuzzy import CHUNK_BYTES, FuzzySnapshot
+from .engine.fuzzy import FuzzySnapshot
 
 log = logging.getLogger("sentinel")
 
@@ -67,11 +66,12 @@ class CheckpointStats:
 
 class Checkpointer:
     def __init__(self, cfg: StateConfig, metrics: Metrics, clock: Callable[[], float] = time.time,
-                 chunk_bytes: int = CHUNK_BYTES):
+                 chunk_bytes: int | None = None):
+        """``chunk_bytes``: per-tick state copied per engine-thread step (default ``state.checkpoint_chunk_bytes``)."""
         self.cfg = cfg
         self.metrics = metrics
         self.clock = clock
-        self.chunk_bytes = chunk_bytes
+        self.chunk_bytes = chunk_bytes or cfg.checkpoint_chunk_bytes
         self.restored_wal: WalPosition | None = None
         self.last: CheckpointStats | None = None
         self._lock = asyncio.Lock()  # one checkpoint at a time
@@ -163,6 +163,7 @@ class Checkpointer:
 
                 t0 = time.perf_counter()
                 snap, wal, cursors = await thread.call_now(begin)
+                await asyncio.to_thread(snap.allocate)  # page faults off the engine thread
                 while not await thread.call_now(step):
                     pass
                 t1 = time.perf_counter()
@@ -180,6 +181,9 @@ class Checkpointer:
                 if snap is not None:
                     snap.release()
                 self._idle.set()
+            del meta, tensors
+            for _ in snap.free():  # a buffer at a time, so that no one free holds the GIL long
+                await asyncio.sleep(0)
         log.info("checkpoint written", extra={"path": str(path), "streams": engine.n_streams,
                                               "steps": self.last.steps, "max_step_s": round(self.last.max_step_s, 4),
                                               "write_s": round(self.last.write_s, 2)})

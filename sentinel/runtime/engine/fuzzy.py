@@ -11,6 +11,7 @@ engine thread, with rounds scored in between:
   writes them, and the engine refuses one while a snapshot is *pinned* (:attr:`Engine.pinned
   <sentinel.runtime.engine.core.Engine.pinned>`; the daemon holds results back until the file is
   written), so the file is written from the live tensors.
+* :meth:`FuzzySnapshot.allocate` (off the engine thread): the copies' buffers, their pages touched.
 * :meth:`FuzzySnapshot.step`: the per-tick state (recurrent state, history, thresholds, alert state,
   every per-slot array) of at most :attr:`FuzzySnapshot.slots_per_chunk` slots of one group.
 * :meth:`FuzzySnapshot.result`: meta and tensors (off the engine thread), then :meth:`release`.
@@ -26,6 +27,7 @@ created after it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -37,7 +39,7 @@ if TYPE_CHECKING:
 
 #: bank tensors written only by a training result (:meth:`Bank.load <sentinel.model.bank.Bank.load>`)
 WEIGHTS = ("W", "b", "D", "d", "mean", "std", "cond")
-CHUNK_BYTES = 16 << 20  # per-tick state copied per engine-thread step (a few ms of memcpy)
+CHUNK_BYTES = 8 << 20  # per-tick state copied per engine-thread step (state.checkpoint_chunk_bytes' default)
 FENCE = "fence.last_ts"  # tensor name (after ``g{F}.``): each slot's last_ts at the start
 
 
@@ -47,6 +49,12 @@ def _arrays(g: Group) -> dict[str, Any]:
     for prefix, arrays in (("a", g.a), ("thr", g.thr.a), ("alert", g.alerts.a)):
         out.update({f"{prefix}.{k}": arr for k, arr in arrays.items()})
     return out
+
+
+def _buffer(x: Any, C: int) -> torch.Tensor:
+    """An uninitialised ``[C, *rest]`` CPU tensor for the live array ``x`` (numpy arrays get the same dtype)."""
+    dtype = x.dtype if isinstance(x, torch.Tensor) else torch.from_numpy(np.empty(0, x.dtype)).dtype
+    return torch.empty((C, *x.shape[1:]), dtype=dtype)
 
 
 def _row_bytes(x: Any) -> int:
@@ -70,7 +78,8 @@ class FuzzySnapshot:
         self.tensors: dict[str, torch.Tensor] = {}
         self._keys: dict[int, tuple[list, list]] = {}
         self._plan: list[tuple[int, int, int]] = []  # (F, lo, hi) per step, in order
-        self._dst: dict[int, dict[str, Any]] = {}
+        self._dst: dict[int, dict[str, torch.Tensor]] = {}
+        self._start: dict[int, dict[str, Any]] = {}  # the live arrays at the start (their shapes, dtypes)
         self.copied: list[tuple[int, int, int]] = []  # (F, lo, hi) of each step done (tests, stats)
         for F, g in engine.groups.items():
             C = g.bank.capacity
@@ -82,6 +91,7 @@ class FuzzySnapshot:
             for k in WEIGHTS:
                 self.tensors[f"g{F}.bank.{k}"] = g.bank.t[k][:C]  # shared: pinned until written
             self.tensors[f"g{F}.{FENCE}"] = torch.from_numpy(g.a["last_ts"][:C].copy())
+            self._start[F] = _arrays(g)
         self.slots_per_chunk = max(1, int(chunk_bytes // max(1, slot_bytes(engine))))
         for Fs, gm in self.meta["groups"].items():
             C = gm["capacity"]
@@ -89,6 +99,15 @@ class FuzzySnapshot:
         self.meta["fuzzy"] = {"chunks": len(self._plan), "slots_per_chunk": self.slots_per_chunk}
         engine.pinned += 1
         self._pinned = True
+
+    def allocate(self) -> None:
+        """Allocate the copies' buffers and touch their pages: off the engine thread, before the first
+        :meth:`step` (else each step faults its chunk's pages in: 5-10x slower on a VM). Torch ops, so
+        the GIL is released while the pages are touched."""
+        for F, live in self._start.items():
+            if F not in self._dst:
+                C = self.meta["groups"][str(F)]["capacity"]
+                self._dst[F] = {k: _buffer(x, C).zero_() for k, x in live.items()}
 
     @property
     def done(self) -> bool:
@@ -103,16 +122,14 @@ class FuzzySnapshot:
         C = self.meta["groups"][str(F)]["capacity"]
         dst = self._dst.get(F)
         live = _arrays(g)  # looked up each step: a group that grew has new arrays (the old rows in them)
-        if dst is None:  # allocated at the group's first chunk (pages are touched as chunks land)
-            dst = self._dst[F] = {
-                k: torch.empty((C, *x.shape[1:]), dtype=x.dtype) if isinstance(x, torch.Tensor)
-                else np.empty((C, *x.shape[1:]), dtype=x.dtype) for k, x in live.items()}
+        if dst is None:  # not allocated beforehand: here, its pages touched as the chunks land
+            dst = self._dst[F] = {k: _buffer(x, C) for k, x in self._start[F].items()}
         for k, x in live.items():
             out = dst[k]
-            if isinstance(out, torch.Tensor):
+            if isinstance(x, torch.Tensor):
                 out[lo:hi].copy_(x[lo:hi])
             else:
-                out[lo:hi] = x[lo:hi]
+                out.numpy()[lo:hi] = x[lo:hi]
         self.copied.append((F, lo, hi))
         return self.done
 
@@ -123,10 +140,21 @@ class FuzzySnapshot:
         for F, (keys, fields) in self._keys.items():
             gm = self.meta["groups"][str(F)]
             gm["keys"] = [str(k) if k is not None else None for k in keys]
-            gm["fields"] = [list(f) for f in fields]
+            gm["fields"] = fields  # tuples (already there): JSON writes them as lists, and no new objects
             for k, x in self._dst[F].items():
-                self.tensors[f"g{F}.{k}"] = x if isinstance(x, torch.Tensor) else torch.from_numpy(x)
+                self.tensors[f"g{F}.{k}"] = x
         return self.meta, self.tensors
+
+    def free(self) -> Iterator[None]:
+        """Drop the copies one buffer at a time (yields between): freeing hundreds of MB at once holds the
+        GIL long enough to stall the engine thread."""
+        for F in list(self._dst):
+            dst = self._dst.pop(F)
+            while dst:
+                k, _ = dst.popitem()
+                self.tensors.pop(f"g{F}.{k}", None)
+                del _
+                yield
 
     def release(self) -> None:
         """The file is written (or given up): the engine may take training results again."""
