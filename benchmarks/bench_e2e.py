@@ -45,6 +45,7 @@ import math
 import multiprocessing as mp
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -374,7 +375,10 @@ def run_one(streams: int, ticks: int, wal: str = "on", path: str = "columns", we
                 sender.terminate()
             await d.stop()
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:  # the log and checkpoints of a 100k run take ~6 GB of the shared disk
+        shutil.rmtree(tmp, ignore_errors=True)
     return result
 
 
