@@ -51,10 +51,14 @@ def _arrays(g: Group) -> dict[str, Any]:
     return out
 
 
-def _buffer(x: Any, C: int) -> torch.Tensor:
-    """An uninitialised ``[C, *rest]`` CPU tensor for the live array ``x`` (numpy arrays get the same dtype)."""
+def _spec(x: Any) -> tuple[tuple[int, ...], torch.dtype]:
+    """A copy's trailing shape and dtype for the live array ``x`` (a numpy array's as the torch dtype)."""
     dtype = x.dtype if isinstance(x, torch.Tensor) else torch.from_numpy(np.empty(0, x.dtype)).dtype
-    return torch.empty((C, *x.shape[1:]), dtype=dtype)
+    return tuple(x.shape[1:]), dtype
+
+
+def _buffer(spec: tuple[tuple[int, ...], torch.dtype], C: int) -> torch.Tensor:
+    return torch.empty((C, *spec[0]), dtype=spec[1])  # uninitialised, CPU
 
 
 def _row_bytes(x: Any) -> int:
@@ -79,7 +83,7 @@ class FuzzySnapshot:
         self._keys: dict[int, tuple[list, list]] = {}
         self._plan: list[tuple[int, int, int]] = []  # (F, lo, hi) per step, in order
         self._dst: dict[int, dict[str, torch.Tensor]] = {}
-        self._start: dict[int, dict[str, Any]] = {}  # the live arrays at the start (their shapes, dtypes)
+        self._spec: dict[int, dict[str, tuple]] = {}  # per group, each copy's trailing shape and dtype
         self.copied: list[tuple[int, int, int]] = []  # (F, lo, hi) of each step done (tests, stats)
         for F, g in engine.groups.items():
             C = g.bank.capacity
@@ -91,7 +95,7 @@ class FuzzySnapshot:
             for k in WEIGHTS:
                 self.tensors[f"g{F}.bank.{k}"] = g.bank.t[k][:C]  # shared: pinned until written
             self.tensors[f"g{F}.{FENCE}"] = torch.from_numpy(g.a["last_ts"][:C].copy())
-            self._start[F] = _arrays(g)
+            self._spec[F] = {k: _spec(x) for k, x in _arrays(g).items()}
         self.slots_per_chunk = max(1, int(chunk_bytes // max(1, slot_bytes(engine))))
         for Fs, gm in self.meta["groups"].items():
             C = gm["capacity"]
@@ -104,10 +108,10 @@ class FuzzySnapshot:
         """Allocate the copies' buffers and touch their pages: off the engine thread, before the first
         :meth:`step` (else each step faults its chunk's pages in: 5-10x slower on a VM). Torch ops, so
         the GIL is released while the pages are touched."""
-        for F, live in self._start.items():
+        for F, spec in self._spec.items():
             if F not in self._dst:
                 C = self.meta["groups"][str(F)]["capacity"]
-                self._dst[F] = {k: _buffer(x, C).zero_() for k, x in live.items()}
+                self._dst[F] = {k: _buffer(sp, C).zero_() for k, sp in spec.items()}
 
     @property
     def done(self) -> bool:
@@ -123,7 +127,7 @@ class FuzzySnapshot:
         dst = self._dst.get(F)
         live = _arrays(g)  # looked up each step: a group that grew has new arrays (the old rows in them)
         if dst is None:  # not allocated beforehand: here, its pages touched as the chunks land
-            dst = self._dst[F] = {k: _buffer(x, C) for k, x in self._start[F].items()}
+            dst = self._dst[F] = {k: _buffer(sp, C) for k, sp in self._spec[F].items()}
         for k, x in live.items():
             out = dst[k]
             if isinstance(x, torch.Tensor):
