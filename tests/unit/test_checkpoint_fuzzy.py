@@ -229,3 +229,34 @@ def test_the_checkpointer_copies_between_ticks_and_holds_other_calls_and_trainin
     assert kinds.index("other") > steps[-1]  # held until the copy was done
     assert "tick" in kinds[steps[0]:steps[-1]]  # scored between the chunks
     assert e.pinned == 0
+
+
+def test_the_tick_counts_a_skipped_sample_neither_ingested_nor_rejected() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from sentinel.metrics import Metrics
+    from sentinel.runtime.shard import Shard
+    from sentinel.runtime.tick import Tick
+    from sentinel.types import SourceBatch
+
+    live = engine()
+    for i in range(3):
+        live.process(tick(i, ONE[:2]))
+    snap = FuzzySnapshot(live)
+    live.process(tick(3, ONE[:2]))  # in the checkpoint, and in the log after its position
+    while not snap.step():
+        pass
+    meta, tensors = snap.result()
+    snap.release()
+    restored = engine()
+    restored.restore(meta, {k: v.clone() for k, v in tensors.items()})
+    registry = CollectorRegistry()
+    t = Tick(restored, Metrics(registry), shard=Shard(None), notifier=None, clock=lambda: 100.0)
+    stale = Sample(ONE[0], 1.0, ("value",), (0.0,))  # older than the start: a real rejection
+    t([SourceBatch("rx", [*tick(3, ONE[:2]), stale], cursor=None)])  # the replayed record
+    t([SourceBatch("rx", tick(4, ONE[:2]), cursor=None)])
+    got = registry.get_sample_value
+    assert got("sentinel_samples_ingested_total", {"source": "rx"}) == 2  # tick 4 only
+    assert got("sentinel_samples_rejected_total", {"reason": SKIPPED}) is None
+    assert got("sentinel_samples_rejected_total", {"reason": "out_of_order"}) == 1
+    assert restored.rejected["out_of_order"] == 1 and sum(restored.rejected.values()) == 1
