@@ -165,7 +165,8 @@ def test_a_fence_passes_once_the_stream_scores_and_a_classic_checkpoint_has_none
     assert restored.process(old).rejected == ["out_of_order"]  # a real one again
     assert sum(restored.rejected.values()) == 1
     classic = engine()
-    classic.restore(*(lambda m, ts: (m, {k: v.clone() for k, v in ts.items()}))(*live.snapshot()))
+    m, ts = live.snapshot()
+    classic.restore(m, {k: v.clone() for k, v in ts.items()})
     assert classic.fences == {}
     assert classic.process(old).rejected == ["duplicate"]
 
@@ -187,12 +188,21 @@ def test_the_checkpointer_copies_between_ticks_and_holds_other_calls_and_trainin
     seen: list[tuple[str, int]] = []  # (what ran on the engine thread, pinned snapshots then)
     done = asyncio.Event()
     copy = FuzzySnapshot.step
-    monkeypatch.setattr(FuzzySnapshot, "step", lambda self: (seen.append(("step", e.pinned)), copy(self))[1])
+
+    def step(self: FuzzySnapshot) -> bool:
+        seen.append(("step", e.pinned))
+        return copy(self)
+
+    def one_tick(i: int) -> None:
+        seen.append(("tick", e.pinned))
+        e.process(tick(i, ONE))
+
+    monkeypatch.setattr(FuzzySnapshot, "step", step)
 
     async def ticks() -> None:
         i = 4
         while not done.is_set() and i < 500:
-            await thread.call_now(lambda i=i: (seen.append(("tick", e.pinned)), e.process(tick(i, ONE))))
+            await thread.call_now(one_tick, i)
             i += 1
 
     async def other() -> None:  # e.g. feedback: held back while the state is copied
