@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 
 from sentinel.config import load_config_text
 from sentinel.model.train import train
@@ -146,6 +147,10 @@ def test_a_checkpoint_taken_while_streams_tick_restores_and_replays_to_the_unint
     assert set(restored.index) == set(ref.index)
     assert all(restored.index[k] == ref.index[k] for k in ref.index)
     assert_same(snapshot(restored), snapshot(ref))  # bit-identical, every array of every group
+    for F, g in ref.groups.items():  # and the level statistic's tail
+        lr = restored.groups[F].lthr
+        assert g.lthr is not None and lr is not None
+        assert_same(lr.a, g.lthr.a)
 
 
 def test_a_fence_passes_once_the_stream_scores_and_a_classic_checkpoint_has_none() -> None:
@@ -270,3 +275,19 @@ def test_the_tick_counts_a_skipped_sample_neither_ingested_nor_rejected() -> Non
     assert got("sentinel_samples_rejected_total", {"reason": SKIPPED}) is None
     assert got("sentinel_samples_rejected_total", {"reason": "out_of_order"}) == 1
     assert restored.rejected["out_of_order"] == 1 and sum(restored.rejected.values()) == 1
+
+
+def test_a_fuzzy_snapshot_holds_every_tensor_the_one_go_snapshot_does_with_the_same_values() -> None:
+    e = engine()
+    warm(e)
+    meta, tensors = e.snapshot()
+    snap = FuzzySnapshot(e, chunk_bytes=CHUNK * slot_bytes(e))
+    while not snap.step():
+        pass
+    fmeta, ftensors = snap.result()
+    snap.release()
+    assert set(ftensors) == set(tensors) | {f"g{F}.fence.last_ts" for F in e.groups}
+    for k, v in tensors.items():
+        assert ftensors[k].dtype == v.dtype and torch.equal(ftensors[k].nan_to_num(), v.nan_to_num()), k
+    assert {k: v for k, v in fmeta.items() if k != "fuzzy"} == {
+        **meta, "groups": {F: {**g, "fields": [tuple(f) for f in g["fields"]]} for F, g in meta["groups"].items()}}

@@ -27,9 +27,7 @@ from .training import alert_levels, train_settings
 
 REJECT_REASONS = ("out_of_order", "duplicate", "non_finite", "no_values", "max_streams", "bad_fields",
                   "max_fields")
-#: not a rejection: a sample a fuzzy checkpoint's chunk already reflects, seen again in the write-ahead
-#: log's replay (see :mod:`.fuzzy`); skipped without being counted, scored or alerted
-SKIPPED = "replayed"
+SKIPPED = "replayed"  # not a rejection: a sample the restored fuzzy checkpoint holds (.fuzzy), seen again
 _INF = float("inf")
 
 
@@ -102,9 +100,8 @@ class Engine:
             return None
         F = len(s.fields)
         slot = self._group(F).add(s.key, s.fields)
-        fence = self.fences.get(F)
-        if fence is not None and slot < len(fence):
-            fence[slot] = _INF  # a new stream in a freed slot: nothing of it is in the checkpoint
+        if F in self.fences and slot < len(self.fences[F]):  # a freed slot's new stream: not in the checkpoint
+            self.fences[F][slot] = _INF
         self.index[s.key] = (F, slot)
         self.created.append(s.key)
         return F, slot

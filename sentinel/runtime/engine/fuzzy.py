@@ -44,9 +44,13 @@ FENCE = "fence.last_ts"  # tensor name (after ``g{F}.``): each slot's last_ts at
 
 
 def _arrays(g: Group) -> dict[str, Any]:
-    """Every per-slot store of ``g`` a round may write, by checkpoint name (slot = first dimension)."""
+    """Every per-slot store of ``g`` a round may write, by checkpoint name (slot = first dimension): the
+    names :func:`.snapshot.snapshot` gives them, less the weights (a test holds the two to the same names)."""
     out: dict[str, Any] = {f"bank.{k}": t for k, t in g.bank.t.items() if k not in WEIGHTS}
-    for prefix, arrays in (("a", g.a), ("thr", g.thr.a), ("alert", g.alerts.a)):
+    stores = [("a", g.a), ("thr", g.thr.a), ("alert", g.alerts.a)]
+    if g.lthr is not None:  # the level statistic's own tail (sentinel.detect.level)
+        stores.append(("lthr", g.lthr.a))
+    for prefix, arrays in stores:
         out.update({f"{prefix}.{k}": arr for k, arr in arrays.items()})
     return out
 
