@@ -6,6 +6,7 @@ call is one dict lookup on an empty dict. Points:
 
 * ``wal.append``: after a record reached the kernel, before the write returns;
 * ``wal.torn``: halfway through a record (a torn tail for the next start to cut off);
+* ``checkpoint.copy``: a chunk of a fuzzy checkpoint copied, the file not yet written;
 * ``checkpoint.write``: temp file written, not yet renamed (a stale temp file);
 * ``checkpoint.renamed``: the new checkpoint in place, older ones not yet pruned;
 * ``engine.tick``: the engine thread scored a batch but has not reported it scored.

@@ -203,6 +203,8 @@ class StateConfig(Strict):
     checkpoint_interval: Duration = Field(60.0, ge=1.0, description="at least 1s")
     on_bad_checkpoint: Literal["fresh", "exit"] = "fresh"
     keep: int = Field(3, ge=1, description="checkpoints kept")
+    checkpoint_chunk_bytes: int = Field(8 * 1024 * 1024, ge=1, description=(
+        "per-tick state a checkpoint copies per engine-thread step, between ticks (the longest scoring pause)"))
 
 
 class QueueConfig(Strict):

@@ -5,7 +5,7 @@
     sources ──emit──▶ IngestQueue ──take──▶ Tick (engine thread) ──▶ notifier (outbox) ──▶ sinks
                       (ingest.py)           (tick.py)             └─▶ write-backs
     TrainingScheduler (scheduler.py): due → worker process → apply, on the engine thread
-    Checkpointer (checkpointer.py): snapshot on the engine thread, atomic write off it
+    Checkpointer (checkpointer.py): state copied in chunks between ticks, atomic write off the engine thread
     HistoryWarmup (warmup.py), Status (status.py, read by the HTTP server), reloaders (reload.py)
 
 Shutdown order (:meth:`Daemon.stop`), each step idempotent:
@@ -33,7 +33,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
 from prometheus_client import CollectorRegistry
 
 from .. import __version__
@@ -132,14 +131,16 @@ class Daemon:
         self.warmup = HistoryWarmup(self.engine, self.thread.call, self.shard, cfg.streams.history_lookback,
                                     self.clock)
         self.scheduler = scheduler = TrainingScheduler(self.engine, metrics=self.metrics, clock=self.clock, device=self.train_device,
-                                      trainer=self.trainer, call=self.thread.call)
+                                      trainer=self.trainer, call=self.thread.call,
+                                      gate=self.checkpointer.weights_free)
         await self._start_server()
         if not self.checkpoint_loaded:
             await self.warmup.fresh_start(self.sources)
         self._spawn("notifier", self.notifier.run())
         for wb in self.writebacks:
             self._spawn(f"writeback-{type(wb).__name__}", wb.run())
-        self._spawn("tick", run_ticks(self.queue, self.tick, self.thread.call, self._new_streams))
+        # the tick is never held: a checkpoint copies the state in chunks between ticks
+        self._spawn("tick", run_ticks(self.queue, self.tick, self.thread.call_now, self._new_streams))
         self._spawn("train", self._supervised("train", scheduler.run))
         self._spawn("checkpoint", self._supervised("checkpoint", lambda: self.checkpointer.run(self.checkpoint)))
         self._spawn("gauges", self._supervised("gauges", self._gauge_loop))
@@ -211,15 +212,13 @@ class Daemon:
             await self.cluster.checkpoint(self)
             return None
         tick, durable = self.tick, self.durable
-        covered: list[WalPosition | None] = []
 
-        def snapshot() -> tuple[dict, dict[str, torch.Tensor]]:  # on the engine thread
-            covered.append(durable.covered() if durable is not None else None)
-            return self.checkpointer.snapshot(self.engine, tick.cursors, covered[-1])
+        def start() -> tuple[WalPosition | None, dict[str, dict | None]]:  # on the engine thread
+            return (durable.covered() if durable is not None else None), dict(tick.cursors)
 
-        path = await self.checkpointer.save(lambda: self.thread.call(snapshot), self.engine.n_streams)
+        path, covered = await self.checkpointer.save(self.thread, self.engine, start)
         if durable is not None:  # segments no kept checkpoint needs go
-            await asyncio.to_thread(durable.checkpointed, covered[-1])
+            await asyncio.to_thread(durable.checkpointed, covered)
         return path
 
     async def _gauge_loop(self) -> None:

@@ -38,8 +38,11 @@ class TrainingScheduler:
     """
 
     def __init__(self, engine: Engine, *, metrics: Metrics | None = None, clock: Callable[[], float] = time.time,
-                 device: str = "cpu", trainer: Any = None, call: EngineCall = _direct):
+                 device: str = "cpu", trainer: Any = None, call: EngineCall = _direct,
+                 gate: Callable[[], Awaitable[Any]] | None = None):
+        """``gate``: awaited before a result is applied (the daemon's: no checkpoint shares the weights)."""
         self.engine = engine
+        self.gate = gate
         self.metrics = metrics
         self.clock = clock
         self.device = device
@@ -109,6 +112,8 @@ class TrainingScheduler:
                     continue
                 finally:
                     self.inflight -= 1
+                if self.gate is not None:
+                    await self.gate()
                 await self.call(self.finish, job, res, self.clock(), time.perf_counter() - t0)
         finally:
             self.inflight = 0

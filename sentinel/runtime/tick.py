@@ -25,7 +25,7 @@ from .. import failpoints
 from ..columns import join, newest_ts
 from ..metrics import Metrics
 from ..types import AlertEvent, Sample, ScoreRecord, SourceBatch, StreamKey
-from .engine import Engine
+from .engine import SKIPPED, Engine
 from .shard import Shard
 
 log = logging.getLogger("sentinel")
@@ -87,7 +87,7 @@ class Tick:
         rej: dict[str, int] = {}
         if out.rejected.count(None) != len(out.rejected):
             for r in out.rejected:
-                if r is not None:
+                if r is not None and r != SKIPPED:  # already in the checkpoint: not a rejection
                     rej[r] = rej.get(r, 0) + 1
         for r, c in rej.items():
             m.samples_rejected.labels(r).inc(c)

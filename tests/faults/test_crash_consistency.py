@@ -64,6 +64,9 @@ def body(i: int) -> bytes:
 
 def config(tmp: Path, port: int, hook: str) -> Path:
     cfg = fleet_config(port, hook, history_size=256, min_history=128)
+    # a couple of slots per checkpoint step: each checkpoint is copied in chunks with ticks scored between
+    # them (fuzzy), and a restart replays the log into streams that already hold part of it
+    cfg["state"]["checkpoint_chunk_bytes"] = 16384
     p = tmp / "sentinel.yaml"
     p.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return p

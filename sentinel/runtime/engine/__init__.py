@@ -17,15 +17,16 @@ One job per file::
     steps.py     the round's named steps: validate, gaps, history, model, score, stuck, alert, record
     training.py  due_training, make_job, apply_training, calibration_errors, alert levels
     snapshot.py  snapshot / restore
+    fuzzy.py     FuzzySnapshot: the same snapshot copied in slot chunks between rounds (checkpoints)
     core.py      Engine: streams, process (the round), load_history, the read API
 """
 
-from .core import REJECT_REASONS, Engine, TickOutput
+from .core import REJECT_REASONS, SKIPPED, Engine, TickOutput
 from .group import Group
 from .steps import RELEARN_TICKS, STUCK_MIN
 from .training import BURN_IN, MAX_INFLATE, calibration_errors, longest_runs, stream_seed, train_settings
 
 __all__ = [
-    "BURN_IN", "MAX_INFLATE", "REJECT_REASONS", "RELEARN_TICKS", "STUCK_MIN", "Engine", "Group", "TickOutput",
+    "BURN_IN", "MAX_INFLATE", "REJECT_REASONS", "RELEARN_TICKS", "SKIPPED", "STUCK_MIN", "Engine", "Group", "TickOutput",
     "calibration_errors", "longest_runs", "stream_seed", "train_settings",
 ]

@@ -27,6 +27,7 @@ from .training import alert_levels, train_settings
 
 REJECT_REASONS = ("out_of_order", "duplicate", "non_finite", "no_values", "max_streams", "bad_fields",
                   "max_fields")
+SKIPPED = "replayed"  # not a rejection: a sample the restored fuzzy checkpoint holds (.fuzzy), seen again
 _INF = float("inf")
 
 
@@ -79,6 +80,8 @@ class Engine:
         # the columnar intake's series id -> slot caches, per series table (see .columnar)
         self._loc_caches: dict[int, columnar.LocCache] = {}
         self._loc_epoch = self._loc_epoch_seen = 0  # bumped when a stream is removed (slots are reused)
+        self.pinned = 0  # fuzzy snapshots (.fuzzy) sharing the weights, not yet written: no training result
+        self.fences: dict[int, np.ndarray] = {}  # per group: the restored fuzzy checkpoint's fences (.fuzzy)
 
     # -- streams ---------------------------------------------------------------
     def _group(self, F: int) -> Group:
@@ -97,6 +100,8 @@ class Engine:
             return None
         F = len(s.fields)
         slot = self._group(F).add(s.key, s.fields)
+        if F in self.fences and slot < len(self.fences[F]):  # a freed slot's new stream: not in the checkpoint
+            self.fences[F][slot] = _INF
         self.index[s.key] = (F, slot)
         self.created.append(s.key)
         return F, slot
@@ -179,14 +184,14 @@ class Engine:
     def _count_rejected(self, out: TickOutput) -> None:
         if out.rejected.count(None) != len(out.rejected):
             for reason in out.rejected:
-                if reason is not None:
+                if reason is not None and reason != SKIPPED:
                     self.rejected[reason] += 1
 
     def _round(self, g: Group, idx: np.ndarray, slots: np.ndarray, ts: np.ndarray, v: np.ndarray,
                out: TickOutput) -> None:
         """One sample each of some streams of ``g``, through the steps of :mod:`.steps` in turn."""
         cfg = self.cfg
-        idx, slots, ts, v = steps.validate(g, idx, slots, ts, v, out.rejected)
+        idx, slots, ts, v = steps.validate(g, idx, slots, ts, v, out.rejected, self.fences.get(g.F))
         if len(slots) == 0:
             return
         ready = steps.gaps(g, slots, ts, cfg.streams.max_gap_intervals, cfg.streams.rewarm_samples)
@@ -284,7 +289,10 @@ class Engine:
     def apply_training(self, job: TrainJob, res: TrainResult, now: float,
                        clocks: Mapping[StreamKey, float] | None = None) -> dict[str, int]:
         """Swap in accepted weights and recalibrate: :func:`.training.apply_training`. Returns counts.
-        ``clocks``: each stream's own time of training (a fleet replay), instead of ``now``."""
+        ``clocks``: each stream's own time of training (a fleet replay), instead of ``now``.
+        Refused (RuntimeError) while a fuzzy checkpoint shares the weights (:attr:`pinned`)."""
+        if self.pinned:
+            raise RuntimeError("a training result while a checkpoint shares the weights: apply it after the write")
         return training.apply_training(self, job, res, now, clocks)
 
     # -- views: the engine's read API (nobody outside the engine touches Group.a) -----------

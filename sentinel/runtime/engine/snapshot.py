@@ -1,4 +1,8 @@
-"""Checkpoints: everything an engine needs to resume, as plain data and tensors, and back."""
+"""Checkpoints: everything an engine needs to resume, as plain data and tensors, and back.
+
+:func:`snapshot` is taken in one go (the caller clones what it keeps); :mod:`.fuzzy` takes the same
+snapshot in slot chunks between rounds, plus each slot's fence. :func:`restore` reads both.
+"""
 
 from __future__ import annotations
 
@@ -73,6 +77,11 @@ def restore(engine: Engine, meta: dict, tensors: dict[str, torch.Tensor]) -> Non
             g.lthr.restore({k[len(f"g{F}.lthr."):]: v.numpy() for k, v in tensors.items()
                             if k.startswith(f"g{F}.lthr.")})
         g.a["training"][:C] = False  # jobs in flight at the checkpoint are simply re-issued
+        fence = tensors.get(f"g{F}.fence.last_ts")  # a fuzzy checkpoint's (.fuzzy); absent in a classic one
+        if fence is not None:
+            if fence.shape != (C,):
+                raise ValueError(f"checkpoint fence of group {F} has shape {tuple(fence.shape)}, not ({C},)")
+            engine.fences[F] = fence.numpy().astype(np.float64, copy=True)
         for slot, (ks, fs) in enumerate(zip(gm["keys"], gm["fields"], strict=True)):
             if ks is None:
                 continue

@@ -28,14 +28,26 @@ Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
 def validate(g: Group, idx: np.ndarray, slots: np.ndarray, ts: np.ndarray, v: np.ndarray,
-             rejected: list[str | None]) -> Arrays:
+             rejected: list[str | None], fence: np.ndarray | None = None) -> Arrays:
     """Drop samples not newer than their stream's last (``rejected[idx]`` names why); the rest
-    as ``(idx, slots, ts, v)`` in slot order (sorted slots let the bank use views when it can)."""
+    as ``(idx, slots, ts, v)`` in slot order (sorted slots let the bank use views when it can).
+
+    ``fence`` (per slot, see :mod:`.fuzzy`): a dropped sample above its slot's fence is one a fuzzy
+    checkpoint already holds, marked ``"replayed"`` (not a rejection); a slot's fence goes once it
+    takes a sample."""
     last = g.a["last_ts"][slots]
     bad = ts <= last
-    for j in np.flatnonzero(bad):
-        rejected[idx[j]] = "duplicate" if ts[j] == last[j] else "out_of_order"
+    if bad.any():
+        seen = np.zeros(len(ts), bool)
+        if fence is not None:
+            inside = slots < len(fence)
+            seen[inside] = ts[inside] > fence[slots[inside]]
+        for j in np.flatnonzero(bad):
+            rejected[idx[j]] = "replayed" if seen[j] else "duplicate" if ts[j] == last[j] else "out_of_order"
     keep = ~bad
+    if fence is not None:
+        took = slots[keep]
+        fence[took[took < len(fence)]] = np.inf
     idx, slots, ts, v = idx[keep], slots[keep], ts[keep], v[keep]
     order = np.argsort(slots, kind="stable")
     return idx[order], slots[order], ts[order], v[order]
