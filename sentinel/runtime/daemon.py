@@ -131,6 +131,8 @@ class Daemon:
                                   self.metrics)
         self.parse_pool = await start_pool(cfg.server.ingest_workers, [s.plugin for s in self.sources],
                                            lambda: self.metrics.task_restarts.labels("ingest-worker").inc())
+        if self.parse_pool is not None:
+            self.metrics.task_restarts.labels("ingest-worker")  # exported as 0 from the start
         self.tick = Tick(self.engine, self.metrics, shard=self.shard, notifier=self.notifier,
                          writebacks=self.writebacks, clock=self.clock, cursors=cursors, durable=self.durable)
         self.warmup = HistoryWarmup(self.engine, self.thread.call, self.shard, cfg.streams.history_lookback,

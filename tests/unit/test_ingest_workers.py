@@ -344,3 +344,48 @@ def test_columns_of_a_worker_join_with_in_process_columns_of_the_same_table(loop
     parts = loop.run_until_complete(go())
     j = join(parts[2:])
     assert isinstance(j, Columns) and len(j) == 4
+
+
+def test_a_daemon_with_ingest_workers_scores_pushed_writes_and_stops_them(tmp_path) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from sentinel.runtime.daemon import Daemon
+    from tests.servers._proc import free_port
+
+    port = free_port()
+    cfg = load_config_text(f"""
+server: {{listen: "127.0.0.1:{port}", ingest_workers: 2, wal: {{dir: {tmp_path / 'wal'}}}}}
+sources: [{{type: influxdb, name: push, mode: receiver, fields: [temp]}}]
+streams: {{history_lookback: 0}}
+state: {{dir: {tmp_path / 'state'}}}
+sinks: {{outbox: {{path: {tmp_path / 'outbox'}}}, log_alerts: false}}
+""", source="test.yaml")
+    registry = CollectorRegistry()
+    d = Daemon(cfg, registry=registry, inline_training=True)
+
+    async def go() -> tuple[list[int], list[int], float]:
+        import aiohttp
+
+        await d.start()
+        assert d.parse_pool is not None
+        pids = d.parse_pool.pids
+        statuses = []
+        try:
+            async with aiohttp.ClientSession() as s:
+                for k in range(6):
+                    body = "".join(f"pump,id={i} temp={k}.5 {1_700_000_000 + k}\n" for i in range(20))
+                    async with s.post(f"http://127.0.0.1:{port}/write?db=x&precision=s", data=body) as r:
+                        statuses.append(r.status)
+            for _ in range(500):  # bounded: everything scored
+                if (registry.get_sample_value("sentinel_samples_ingested_total", {"source": "push"}) or 0) >= 120:
+                    break
+                await asyncio.sleep(0.02)
+        finally:
+            await d.stop()
+        n = registry.get_sample_value("sentinel_samples_ingested_total", {"source": "push"}) or 0
+        return pids, statuses, n
+
+    pids, statuses, n = asyncio.run(go())
+    assert statuses == [204] * 6 and n == 120
+    assert registry.get_sample_value("sentinel_task_restarts_total", {"task": "ingest-worker"}) == 0
+    assert len(pids) == 2 and not any(alive(p) for p in pids)
