@@ -45,6 +45,7 @@ import math
 import multiprocessing as mp
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -384,7 +385,10 @@ def run_one(streams: int, ticks: int, wal: str = "on", path: str = "columns", we
                 sender.terminate()
             await d.stop()
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:  # checkpoints of 100k streams are gigabytes: leave no temp dir behind
+        shutil.rmtree(tmp, ignore_errors=True)
     return result
 
 
