@@ -189,6 +189,20 @@ def make_ready(engine, now: float, seed: int = 0) -> int:
     return done
 
 
+def workers_cpu(d) -> float:
+    """CPU seconds (user + system) the daemon's ingest workers have used so far."""
+    pool = getattr(d, "parse_pool", None)
+    total = 0.0
+    for pid in pool.pids if pool is not None else []:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                st = f.read().rsplit(")", 1)[1].split()
+            total += (int(st[11]) + int(st[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
 def bare_step_rate(engine, rounds: int = 5) -> float:
     """Stream-ticks/s of ``Bank.step`` over every stream of the F = 1 group (best of ``rounds``)."""
     import numpy as np
@@ -303,6 +317,7 @@ def run_one(streams: int, ticks: int, wal: str = "on", path: str = "columns", we
             base = ingested()
             score_s0 = registry.get_sample_value("sentinel_score_batch_seconds_sum") or 0.0
             parse_s0, cpu0 = parse_s[0], os.times()
+            wcpu0 = workers_cpu(d)
             total = streams * ticks
             parent.send(("go", None))
             t_done = await wait_ingested(base + total, 600)
@@ -316,7 +331,8 @@ def run_one(streams: int, ticks: int, wal: str = "on", path: str = "columns", we
                           score_busy_s=round((registry.get_sample_value("sentinel_score_batch_seconds_sum") or 0.0)
                                              - score_s0, 3),
                           parse_busy_s=round(parse_s[0] - parse_s0, 3),
-                          cpu_s=round(cpu1.user + cpu1.system - cpu0.user - cpu0.system, 3))
+                          cpu_s=round(cpu1.user + cpu1.system - cpu0.user - cpu0.system, 3),
+                          workers_cpu_s=round(workers_cpu(d) - wcpu0, 3))  # the ingest workers' CPU seconds
             rss2 = rss_bytes()
             rejected = sum(s.value for m in registry.collect() if m.name == "sentinel_samples_rejected"
                            for s in m.samples if s.name.endswith("_total"))
@@ -451,7 +467,8 @@ def main() -> None:
         print(" | ".join(f"{v:>13}" for v in vals))
     for r in rows:
         print(f"RESULT streams={r['streams']} wal={r['wal']} path={r['path']} weight_dtype={r['weight_dtype']} "
-              f"ingest_workers={r['ingest_workers']} "
+              f"ingest_workers={r['ingest_workers']} workers_cpu_us_per_sample="
+              f"{r['workers_cpu_s'] / r['sustained_samples'] * 1e6:.2f} "
               f"samples_per_s={r['samples_per_s']} cpu_us_per_sample={r['cpu_s'] / r['sustained_samples'] * 1e6:.2f} "
               f"score_busy_s={r['score_busy_s']} parse_busy_s={r['parse_busy_s']} sustained_s={r['sustained_s']} "
               f"checkpoint_pause_s={r['checkpoint_pause_s']} checkpoint_s={r['checkpoint_s']} "

@@ -99,9 +99,7 @@ class ParsePool:
         """Start the workers and wait (at most ``wait`` s) until each said it is ready."""
         await asyncio.gather(*(self._spawn() for _ in range(self.n)))
         deadline = asyncio.get_running_loop().time() + wait
-        while not all(w.ready for w in self.workers) and asyncio.get_running_loop().time() < deadline:
-            if not self.workers:
-                break
+        while self.workers and not all(w.ready for w in self.workers) and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.01)
 
     async def _spawn(self, delay: float = 0.0) -> None:
@@ -272,7 +270,7 @@ async def start_pool(n: int, plugins: list, on_restart: Callable[[], None] | Non
     if n <= 0 or not receivers:
         return None
     pool = ParsePool(n, on_restart=on_restart)
-    await pool.start()
+    await pool.start(wait=0.0)  # no wait: until a worker says it is ready, bodies are parsed in-process
     for r in receivers:
         r.use_pool(pool)
     return pool
