@@ -23,7 +23,8 @@ component               live / restart / refused
 ``detect``              ``risk`` live (quantile: at once; SPOT: at each stream's
                         next refit), ``score_decades`` live; ``method``,
                         ``depth``, ``max_peaks`` refused (the fitted state has
-                        their shape); ``init_quantile``, ``decay`` at restart
+                        their shape); ``init_quantile``, ``decay``,
+                        ``level_tail`` at restart
 ``alerts``              live (rules of every stream; severity of new alerts)
 ``metrics``             live
 ``logging``             ``level`` live; ``format`` at restart
