@@ -189,7 +189,39 @@ def make_ready(engine, now: float, seed: int = 0) -> int:
     return done
 
 
-def run_one(streams: int, ticks: int, wal: str = "on", path: str = "columns", weight_dtype: str = "float32") -> dict:
+def workers_cpu(d) -> float:
+    """CPU seconds (user + system) the daemon's ingest workers have used so far."""
+    pool = getattr(d, "parse_pool", None)
+    total = 0.0
+    for pid in pool.pids if pool is not None else []:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                st = f.read().rsplit(")", 1)[1].split()
+            total += (int(st[11]) + int(st[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+def bare_step_rate(engine, rounds: int = 5) -> float:
+    """Stream-ticks/s of ``Bank.step`` over every stream of the F = 1 group (best of ``rounds``)."""
+    import numpy as np
+    import torch
+
+    g = engine.groups[1]
+    slots = np.flatnonzero(g.a["alive"][:g.capacity])
+    x = torch.full((len(slots), 1), 10.0)
+    g.bank.step(slots, x)
+    best = float("inf")
+    for _ in range(rounds):
+        t = time.perf_counter()
+        g.bank.step(slots, x)
+        best = min(best, time.perf_counter() - t)
+    return len(slots) / best
+
+
+def run_one(streams: int, ticks: int, wal: str = "on", path: str = "columns", weight_dtype: str = "float32",
+            ingest_workers: int = 0) -> dict:
     import numpy as np
     import torch
     from prometheus_client import CollectorRegistry
@@ -207,7 +239,7 @@ def run_one(streams: int, ticks: int, wal: str = "on", path: str = "columns", we
     tmp = Path(tempfile.mkdtemp(prefix="sentinel-bench-e2e-"))
     port = free_port()
     cfg = SentinelConfig.model_validate({
-        "server": {"listen": f"127.0.0.1:{port}",
+        "server": {"listen": f"127.0.0.1:{port}", "ingest_workers": ingest_workers,
                    "wal": {"enabled": wal == "on", "dir": str(tmp / "wal"), "max_bytes": 1 << 34}},
         "sources": [{"type": "influxdb", "name": "rx", "mode": "receiver", "fields": ["temp"],
                      "max_streams": 1_000_000, "receiver": {"max_pending_batches": 64}}],
@@ -238,7 +270,8 @@ def run_one(streams: int, ticks: int, wal: str = "on", path: str = "columns", we
     registry = CollectorRegistry()
     d = Daemon(cfg, registry=registry, inline_training=True)
     alerts: list[tuple[float, str, str]] = []
-    result: dict = {"streams": streams, "wal": wal, "path": path, "weight_dtype": weight_dtype}
+    result: dict = {"streams": streams, "wal": wal, "path": path, "weight_dtype": weight_dtype,
+                    "ingest_workers": ingest_workers}
 
     def ingested() -> float:
         return registry.get_sample_value("sentinel_samples_ingested_total", {"source": "rx"}) or 0.0
@@ -284,6 +317,7 @@ def run_one(streams: int, ticks: int, wal: str = "on", path: str = "columns", we
             base = ingested()
             score_s0 = registry.get_sample_value("sentinel_score_batch_seconds_sum") or 0.0
             parse_s0, cpu0 = parse_s[0], os.times()
+            wcpu0 = workers_cpu(d)
             total = streams * ticks
             parent.send(("go", None))
             t_done = await wait_ingested(base + total, 600)
@@ -297,7 +331,8 @@ def run_one(streams: int, ticks: int, wal: str = "on", path: str = "columns", we
                           score_busy_s=round((registry.get_sample_value("sentinel_score_batch_seconds_sum") or 0.0)
                                              - score_s0, 3),
                           parse_busy_s=round(parse_s[0] - parse_s0, 3),
-                          cpu_s=round(cpu1.user + cpu1.system - cpu0.user - cpu0.system, 3))
+                          cpu_s=round(cpu1.user + cpu1.system - cpu0.user - cpu0.system, 3),
+                          workers_cpu_s=round(workers_cpu(d) - wcpu0, 3))  # the ingest workers' CPU seconds
             rss2 = rss_bytes()
             rejected = sum(s.value for m in registry.collect() if m.name == "sentinel_samples_rejected"
                            for s in m.samples if s.name.endswith("_total"))
@@ -369,6 +404,8 @@ def run_one(streams: int, ticks: int, wal: str = "on", path: str = "columns", we
             t = time.perf_counter()
             await d.thread.call(lambda: d.checkpointer.snapshot(d.engine, {}) and None)
             result["checkpoint_oneshot_pause_s"] = round(time.perf_counter() - t, 3)
+            # the bare scoring step of the same bank, same process, daemon idle (the target's yardstick)
+            result["step_ticks_per_s"] = round(await d.thread.call(bare_step_rate, d.engine))
         finally:
             sender.join(timeout=10)
             if sender.is_alive():
@@ -401,20 +438,24 @@ def main() -> None:
                     help="intake paths to run each configuration with: columns (the columnar hot path) and objects "
                          "(the landed per-line Sample path, the baseline of the same run)")
     ap.add_argument("--weight-dtype", default="float32", help="model.weight_dtype of every configuration")
+    ap.add_argument("--ingest-workers", default="0",
+                    help="server.ingest_workers settings to run each configuration with (0: parse in the daemon)")
+    ap.add_argument("--ingest-workers-one", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--run-one", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--wal-one", default="on", help=argparse.SUPPRESS)
     ap.add_argument("--path-one", default="columns", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.run_one:
         res = run_one(args.run_one, args.ticks or default_ticks(args.run_one), args.wal_one, args.path_one,
-                      args.weight_dtype)
+                      args.weight_dtype, args.ingest_workers_one)
         print("JSON " + json.dumps(res), flush=True)
         return
     configs = args.streams or ([1_000, 10_000] if args.quick else [1_000, 10_000, 100_000])
     rows = []
-    for s, wal, path in ((s, w, p) for s in configs for w in args.wal.split(",") for p in args.path.split(",")):
+    for s, wal, path, iw in ((s, w, p, i) for s in configs for w in args.wal.split(",") for p in args.path.split(",")
+                             for i in args.ingest_workers.split(",")):
         cmd = [sys.executable, __file__, "--run-one", str(s), "--wal-one", wal, "--path-one", path,
-               "--weight-dtype", args.weight_dtype] + (
+               "--weight-dtype", args.weight_dtype, "--ingest-workers-one", iw] + (
             ["--ticks", str(args.ticks)] if args.ticks else [])
         t = time.perf_counter()
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=3000)
@@ -437,6 +478,8 @@ def main() -> None:
         print(" | ".join(f"{v:>13}" for v in vals))
     for r in rows:
         print(f"RESULT streams={r['streams']} wal={r['wal']} path={r['path']} weight_dtype={r['weight_dtype']} "
+              f"ingest_workers={r['ingest_workers']} workers_cpu_us_per_sample="
+              f"{r['workers_cpu_s'] / r['sustained_samples'] * 1e6:.2f} "
               f"samples_per_s={r['samples_per_s']} cpu_us_per_sample={r['cpu_s'] / r['sustained_samples'] * 1e6:.2f} "
               f"score_busy_s={r['score_busy_s']} parse_busy_s={r['parse_busy_s']} sustained_s={r['sustained_s']} "
               f"checkpoint_pause_s={r['checkpoint_pause_s']} checkpoint_s={r['checkpoint_s']} "
@@ -445,11 +488,14 @@ def main() -> None:
               f"make_ready_s={r['make_ready_s']} rss_peak={r['rss_peak']} scrape_s={r['scrape_s']} p50_alert_ms={r['p50_alert_ms']} "
               f"p99_alert_ms={r['p99_alert_ms']} rss_bytes_per_stream={r['rss_bytes_per_stream']} "
               f"latency_rate={r['latency_rate']} alerts={r['alerts']} missed_alerts={r['missed_alerts']} "
-              f"false_alerts={r['false_alerts']} target_samples_per_s=100000 "
+              f"false_alerts={r['false_alerts']} step_ticks_per_s={r['step_ticks_per_s']} "
+              f"e2e_vs_step={r['samples_per_s'] / r['step_ticks_per_s']:.3f} target_samples_per_s=100000 "
               f"meets_target={int(r['samples_per_s'] >= 100_000 and (r['p99_alert_ms'] or 1e9) < 1000)}")
     by_path: dict = {}
+    iw0 = int(args.ingest_workers.split(",")[0])  # the ratios below compare runs of this worker setting
     for r in rows:
-        by_path.setdefault((r["streams"], r["wal"]), {})[r["path"]] = r
+        if r["ingest_workers"] == iw0:
+            by_path.setdefault((r["streams"], r["wal"]), {})[r["path"]] = r
     ratios = []
     for (n, wal), pr in sorted(by_path.items()):
         if "columns" in pr and "objects" in pr and pr["objects"]["samples_per_s"]:
@@ -459,9 +505,21 @@ def main() -> None:
                           f"s{n}_{wal}_p99_columns_ms={c['p99_alert_ms']} s{n}_{wal}_p99_objects_ms={o['p99_alert_ms']}")
     if ratios:
         print("RESULT columns_vs_objects " + " ".join(ratios))
+    by_workers: dict = {}
+    for r in rows:
+        by_workers.setdefault((r["streams"], r["wal"], r["path"]), {})[r["ingest_workers"]] = r
+    wr = []
+    for (n, wal, path), pr in sorted(by_workers.items()):
+        if 0 in pr and len(pr) > 1:
+            for k, r in sorted(pr.items()):
+                if k:
+                    wr.append(f"s{n}_{wal}_{path}_workers{k}_vs_0={r['samples_per_s'] / pr[0]['samples_per_s']:.2f} "
+                              f"s{n}_{wal}_{path}_workers{k}_p99_ms={r['p99_alert_ms']}")
+    if wr:
+        print("RESULT ingest_workers " + " ".join(wr))
     pairs = {}
     for r in rows:
-        if r["path"] == args.path.split(",")[0]:
+        if r["path"] == args.path.split(",")[0] and r["ingest_workers"] == iw0:
             pairs.setdefault(r["streams"], {})[r["wal"]] = r
     cost = []
     for n, pr in sorted(pairs.items()):

@@ -10,6 +10,7 @@ call is one dict lookup on an empty dict. Points:
 * ``checkpoint.write``: temp file written, not yet renamed (a stale temp file);
 * ``checkpoint.renamed``: the new checkpoint in place, older ones not yet pruned;
 * ``engine.tick``: the engine thread scored a batch but has not reported it scored.
+* ``ingest.worker``: an ingest worker process (:mod:`sentinel.sources.parseworker`) took a job.
 """
 
 from __future__ import annotations

@@ -44,6 +44,9 @@ class ServerConfig(Strict):
                                                  "(for Kubernetes probes and container health checks)")
     max_body_bytes: int = Field(25 * 1024 * 1024, ge=1024)
     status_page_streams: int = Field(48, ge=0, description="streams drawn with charts on /")
+    ingest_workers: int = Field(1, ge=0, le=16, description="processes that parse pushed line protocol beside "
+                                "the scoring thread (sentinel.sources.parsepool); 0: parse in the daemon. 1 measured "
+                                "best on 2 cores (benchmarks/README.md)")
     wal: WalConfig = Field(default_factory=WalConfig)
 
     @model_validator(mode="after")

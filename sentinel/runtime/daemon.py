@@ -43,6 +43,7 @@ from ..feedback.silences import SilenceReader
 from ..lineprotocol import REASONS as LP_REASONS
 from ..metrics import Metrics
 from ..model.train import resolve_device
+from ..sources.parsepool import ParsePool, start_pool
 from ..sources.running import RunningSource
 from ..sources.selector import BOUND_REASONS
 from ..state.wal import WalPosition
@@ -95,6 +96,7 @@ class Daemon:
         self.warmup: HistoryWarmup | None = None
         self.scheduler: TrainingScheduler | None = None
         self.durable: Durability | None = None  # the write-ahead log of pushed writes
+        self.parse_pool: ParsePool | None = None  # server.ingest_workers
         self._tasks: dict[str, asyncio.Task] = {}
         self._source_tasks: list[asyncio.Task] = []
         self._server: Any = None
@@ -126,6 +128,10 @@ class Daemon:
                 self.writebacks.append(wb)
         self.durable = Durability(cfg, [s.plugin for s in self.sources], self.checkpointer.restored_wal,
                                   self.metrics)
+        self.parse_pool = await start_pool(cfg.server.ingest_workers, [s.plugin for s in self.sources],
+                                           lambda: self.metrics.task_restarts.labels("ingest-worker").inc())
+        if self.parse_pool is not None:
+            self.metrics.task_restarts.labels("ingest-worker")  # exported as 0 from the start
         self.tick = Tick(self.engine, self.metrics, shard=self.shard, notifier=self.notifier,
                          writebacks=self.writebacks, clock=self.clock, cursors=cursors, durable=self.durable)
         self.warmup = HistoryWarmup(self.engine, self.thread.call, self.shard, cfg.streams.history_lookback,
@@ -342,6 +348,8 @@ class Daemon:
             # 6. HTTP server last
             if self._server is not None:
                 await self._server.close()
+            if self.parse_pool is not None:  # after the server: no write waits on a worker any more
+                await self.parse_pool.close()
             self.thread.shutdown()
             if self.durable is not None:
                 self.durable.close()

@@ -43,6 +43,18 @@ class _Grow:
         self.n += 1
 
 
+class _Logged(dict):
+    """The skipped heads: each one set is also appended to the bulk's log."""
+
+    def __init__(self, log: list[tuple]):
+        super().__init__()
+        self._log = log
+
+    def __setitem__(self, head: str, reason: str | None) -> None:
+        super().__setitem__(head, reason)
+        self._log.append(("s", head, reason))
+
+
 class Bulk:
     """What the columnar path knows: the series table, each head's layout and field order, the skipped heads."""
 
@@ -55,31 +67,49 @@ class Bulk:
 
     def reset(self) -> None:
         self.table = SeriesTable()
+        self.log: list[tuple] = []  # what this table learned, in order (replayed by replicas: :meth:`apply`)
         self.hid: dict[str, int] = {}  # head text -> series id
-        self.skip: dict[str, str | None] = {}  # head text -> reason its lines are refused (None: not selected)
+        self.skip: dict[str, str | None] = _Logged(self.log)  # head -> reason its lines are refused (None: not selected)
         self._lay = _Grow()
         self._shape = _Grow()
+
+    @property
+    def generation(self) -> int:
+        """Changes when the table is replaced (a replica of another generation must start again)."""
+        return self.table.serial
 
     def register(self, head: str, h: Any) -> None:
         """A selected tagset head whose layout regex was just learned (``h.rx``, ``h.perm``, ``h.order``)."""
         if head in self.hid or h.rx is None or h.key is None:
             return
-        pat = h.rx.pattern
+        sid = self.table.add(h.key, h.order)
+        self._learn(head, h.rx.pattern, h.perm, len(h.order), sid)
+        self.log.append(("r", head, h.rx.pattern, h.perm, len(h.order), sid))
+
+    def _learn(self, head: str, pat: str, perm: tuple[int, ...] | None, F: int, sid: int) -> None:
         lid = self._lid.get(pat)
         if lid is None:
             lid = self._lid[pat] = len(self._layouts)
-            self._layouts.append((re.compile(f"^(?:{pat})$", re.M), h.rx.groups))
+            rx = re.compile(f"^(?:{pat})$", re.M)
+            self._layouts.append((rx, rx.groups))
         K = self._layouts[lid][1]
-        perm = h.perm
         sk = (lid, perm)
-        sid = self._shape_id.get(sk)
-        if sid is None:
-            sid = self._shape_id[sk] = len(self._shapes)
+        shape = self._shape_id.get(sk)
+        if shape is None:
+            shape = self._shape_id[sk] = len(self._shapes)
             idx = None if perm is None else np.array([i if i >= 0 else K for i in perm], np.int64)
-            self._shapes.append((lid, idx, len(h.order)))
-        self.hid[head] = self.table.add(h.key, h.order)
+            self._shapes.append((lid, idx, F))
+        self.hid[head] = sid
         self._lay.append(lid)
-        self._shape.append(sid)
+        self._shape.append(shape)
+
+    def apply(self, events: list[tuple]) -> None:
+        """A replica (an ingest worker's) learns what the original's :attr:`log` holds, in that order."""
+        for ev in events:
+            if ev[0] == "r":
+                self._learn(*ev[1:])
+            else:
+                dict.__setitem__(self.skip, ev[1], ev[2])
 
     def _values(self, lid: int, texts: list[str] | tuple[str, ...]) -> np.ndarray | None:
         rx, K = self._layouts[lid]

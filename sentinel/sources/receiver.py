@@ -44,7 +44,8 @@ from ..lineprotocol import PRECISION_NS
 from ..server.auth import AUTHENTICATED
 from ..state.ingestlog import IngestLog, IngestRecord
 from ..state.wal import WalError, WalFull, WalPosition
-from .selector import ParseOutcome, StreamSelector
+from .parsepool import Parsed, ParsePool, Turns
+from .selector import _NO_HI, ParseOutcome, Selection, StreamSelector
 
 V2_PRECISIONS = frozenset({"ns", "us", "ms", "s"})
 
@@ -78,6 +79,23 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
                         headers=h)
 
 
+def time_bounds(sel: Selection, now_ns: int) -> tuple[int, int]:
+    """``(lo, hi)`` ns of the ``max_age``/``max_future`` bounds, as :meth:`StreamSelector.parse_body` sets them."""
+    hi = now_ns + sel.max_future_ns if now_ns > 0 and sel.max_future_ns > 0 else _NO_HI
+    lo = now_ns - sel.max_age_ns if now_ns > 0 and sel.max_age_ns > 0 else -1
+    return lo, hi
+
+
+def pooled_outcome(selector: StreamSelector, parsed: Parsed) -> ParseOutcome | None:
+    """A worker's columns as the selector's columnar path would have returned them; None: parse in-process."""
+    bulk = selector._bulk
+    if parsed.generation != bulk.generation:  # the table was replaced since: its series ids mean nothing
+        return None
+    cols = parsed.columns(bulk)
+    return ParseOutcome(cols if cols is not None else [], dict(parsed.rejected), [], parsed.lines,
+                        parsed.max_ts_ns if cols is not None else -1)
+
+
 class LineProtocolReceiver:
     """aiohttp handlers for the two write endpoints of one source.
 
@@ -98,6 +116,9 @@ class LineProtocolReceiver:
         self.name = name  # the source's name, stored with each logged record
         self.retry_after = retry_after
         self._order = asyncio.Lock()
+        self._turns = Turns()  # with ingest workers: the order bodies were read in
+        self.pool: ParsePool | None = None
+        self._channel = 0
         self.databases = frozenset(databases if databases is not None else cfg.databases)
 
     def routes(self) -> list[web.RouteDef]:
@@ -223,25 +244,67 @@ class LineProtocolReceiver:
             return body
         now = self.clock()
         now_ns = int(now * 1e9)
+        if self.pool is not None:
+            return await self._write_pooled(body, db, rp, precision, now, now_ns)
         outcome = self.selector.parse_bytes(body, precision, now_ns=now_ns)  # invalid UTF-8: rejected
+        pos = None
         if outcome.lines:
-            pos = None
             async with self._order:  # the log's order is the order bodies are handed on (and scored)
-                if self.log is not None and outcome.samples:
-                    try:
-                        pos = self.log.write(IngestRecord(self.name, precision, now_ns, body))
-                    except WalFull as e:
-                        return _error(503, f"sentinel's write-ahead log is full, retry later ({e})",
-                                      {"Retry-After": str(max(1, round(self.retry_after)))})
-                    except WalError as e:
-                        return _error(500, f"sentinel cannot log this write: {e}")
-                if not await self.deliver(Pushed(db, rp, outcome, now, pos)):
-                    return _error(503, "sentinel is busy, retry later", {"Retry-After": "1"})
-            if pos is not None and self.log is not None:
-                try:
-                    await asyncio.wrap_future(self.log.durable(pos))
-                except WalError as e:
-                    return _error(500, f"sentinel cannot log this write: {e}")
+                got = await self._hand_on(Pushed(db, rp, outcome, now), precision, now_ns, body)
+            if isinstance(got, web.Response):
+                return got
+            pos = got
+        return await self._answer(outcome, pos)
+
+    async def _write_pooled(self, body: bytes, db: str, rp: str, precision: str, now: float, now_ns: int
+                            ) -> web.StreamResponse:
+        """:meth:`_write` with the parse in an ingest worker; bodies are handed on in the order they were read."""
+        assert self.pool is not None
+        sel = self.selector
+        t = self._turns.take()
+        pos = None
+        try:
+            parsed = None
+            if sel.sel.stream_per == "tagset":
+                lo, hi = time_bounds(sel.sel, now_ns)
+                parsed = await self.pool.submit(self._channel, body, PRECISION_NS[precision], now_ns, lo, hi,
+                                                sel.sel.max_fields)
+            await self._turns.wait(t)
+            outcome = pooled_outcome(sel, parsed) if parsed is not None else None
+            if outcome is None:  # what a worker does not take is parsed here, at its turn
+                outcome = sel.parse_bytes(body, precision, now_ns=now_ns)
+            if outcome.lines:
+                async with self._order:
+                    got = await self._hand_on(Pushed(db, rp, outcome, now), precision, now_ns, body)
+                if isinstance(got, web.Response):
+                    return got
+                pos = got
+        finally:
+            self._turns.done(t)
+        return await self._answer(outcome, pos)
+
+    async def _hand_on(self, p: Pushed, precision: str, now_ns: int, body: bytes) -> WalPosition | web.Response | None:
+        """Under ``_order``: log the body (when it has samples) and hand it on; its log position, or an error."""
+        pos = None
+        if self.log is not None and p.outcome.samples:
+            try:
+                pos = self.log.write(IngestRecord(self.name, precision, now_ns, body))
+            except WalFull as e:
+                return _error(503, f"sentinel's write-ahead log is full, retry later ({e})",
+                              {"Retry-After": str(max(1, round(self.retry_after)))})
+            except WalError as e:
+                return _error(500, f"sentinel cannot log this write: {e}")
+        if not await self.deliver(Pushed(p.database, p.retention_policy, p.outcome, p.received_at, pos)):
+            return _error(503, "sentinel is busy, retry later", {"Retry-After": "1"})
+        return pos
+
+    async def _answer(self, outcome: ParseOutcome, pos: WalPosition | None) -> web.StreamResponse:
+        """Once the record is durable: 204, or 400 naming the first rejected line."""
+        if pos is not None and self.log is not None:
+            try:
+                await asyncio.wrap_future(self.log.durable(pos))
+            except WalError as e:
+                return _error(500, f"sentinel cannot log this write: {e}")
         if outcome.errors:
             bad = sum(v for k, v in outcome.rejected.items() if k.startswith("lp_"))
             first = outcome.errors[0]
@@ -249,6 +312,11 @@ class LineProtocolReceiver:
             return _error(400, f"{prefix}{first.influx_text()} (line {first.lineno}; "
                                f"{bad} of {outcome.lines} lines rejected)")
         return web.Response(status=204, headers={"X-Influxdb-Version": "sentinel"})
+
+    def use_pool(self, pool: ParsePool | None) -> None:
+        """Parse bodies in ``pool``'s ingest workers (None: in-process, the default)."""
+        self.pool = pool
+        self._channel = pool.channel(self.selector._bulk) if pool is not None else 0
 
     async def replay(self, records: Iterable[tuple[WalPosition, IngestRecord]]) -> int:
         """Hand this source's logged records on again (on start, before ready); returns how many.
