@@ -246,11 +246,12 @@ class Engine:
                 ts_old, v_old, fl_old = h_ts[0], h_v[0], h_fl[0]
             else:
                 ts_old, v_old, fl_old = np.zeros(0), np.zeros((0, g.F), np.float32), np.zeros(0, bool)
-            held = set(ts_old.tolist())
+            held = set(g.quantize(ts_old).tolist())  # the ring keeps times to the millisecond
+            q_new = g.quantize(np.fromiter((smp.ts for smp in ss), dtype=np.float64, count=len(ss))).tolist()
             new: dict[float, tuple[float, ...]] = {}
-            for smp in ss:
+            for smp, q in zip(ss, q_new, strict=True):
                 v = smp.values
-                if (smp.ts not in held and len(v) == g.F and any(x == x for x in v)
+                if (q not in held and len(v) == g.F and any(x == x for x in v)
                         and not any(x == _INF or x == -_INF for x in v)):
                     new[smp.ts] = v
             if not new:
@@ -263,8 +264,7 @@ class Engine:
             fl = np.concatenate((np.zeros(len(t_new), bool), fl_old))[order]
             ts = ts[order]
             L = len(ts)
-            a["hist_ts"][slot, :L], a["hist_v"][slot, :L], a["hist_flag"][slot, :L] = ts, vals, fl
-            a["hist_n"][slot] = L
+            g.set_history(slot, ts, vals, fl)
             a["since_train"][slot] = L
             for k in ("ch_score", "ch_thr", "ch_err", "ch_exp", "ch_lo", "ch_hi"):
                 a[k][slot] = np.nan

@@ -2,7 +2,8 @@
 
 The bank (weights and state), the threshold object, the alert machine and the per-slot
 arrays (:attr:`Group.a`: cadence, readiness, last verdict, history ring, stuck-sensor runs,
-chart rings) grow together; :meth:`Group.history` reads the history ring in time order.
+chart rings) grow together; :meth:`Group.history` reads the history ring in time order (its compact
+layout: :mod:`.ring`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from ...model.bank import Bank
 from ...model.cells import Dims
 from ...slots import SlotArrays, Spec
 from ...types import StreamKey
+from . import ring
 
 
 class Group:
@@ -57,9 +59,9 @@ class Group:
         self.keys: list[StreamKey | None] = []
         self.fields: list[tuple[str, ...]] = []
         spec: Spec = {k: ((), dt, fill) for k, (dt, fill) in self.ARRAYS.items()}
+        spec.update(ring.spec(self.cap, F, cfg.streams.history_dtype))
         spec.update({
-            "hist_ts": ((self.cap,), np.float64, np.nan), "hist_v": ((self.cap, F), np.float32, np.nan),
-            "hist_flag": ((self.cap,), np.bool_, False), "share": ((F,), np.float32, 0.0),
+            "share": ((F,), np.float32, 0.0),
             # stuck-sensor check: current run of identical values per field, the last value,
             # and the longest run seen in the training history
             "run": ((F,), np.int64, 0), "last_v": ((F,), np.float64, np.nan), "max_run": ((F,), np.int64, 0),
@@ -103,6 +105,7 @@ class Group:
         self.keys[slot] = None
         self.bank.remove(slot)
 
+    # -- the history ring (layout: .ring) ------------------------------------------
     def history(self, slots: np.ndarray, last: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Ordered history of ``slots``: ``(ts [n,L], values [n,L,F], flags [n,L])``, NaN-padded on the left."""
         cap = self.cap
@@ -111,8 +114,69 @@ class Group:
         # position of the oldest of the last L entries, per slot
         idx = (n_tot[:, None] - L + np.arange(L)[None, :]) % cap
         valid = (np.arange(L)[None, :] >= (L - np.minimum(n_tot, L))[:, None])
-        ts = np.where(valid, self.a["hist_ts"][slots[:, None], idx], np.nan)
-        v = np.where(valid[..., None], self.a["hist_v"][slots[:, None], idx], np.nan)
+        ts, v = ring.decode(self.a, slots, idx)
+        ts = np.where(valid, ts, np.nan)
+        v = np.where(valid[..., None], v, np.nan)
         fl = np.where(valid, self.a["hist_flag"][slots[:, None], idx], False)
         return ts, v.astype(np.float32), fl
 
+    def times(self, slot: int) -> np.ndarray:
+        """Timestamps of ``slot``'s ring in ring order ``[cap]`` (NaN where never written)."""
+        ts, _v = ring.decode(self.a, np.array([slot]), np.arange(self.cap)[None, :])
+        return np.where(np.arange(self.cap) < self.a["hist_n"][slot], ts[0], np.nan)
+
+    def oldest(self, C: int) -> np.ndarray:
+        """Timestamp of the oldest entry each of the first ``C`` slots holds (NaN when empty)."""
+        n = self.a["hist_n"][:C]
+        sl = np.arange(C)
+        ts, _v = ring.decode(self.a, sl, np.where(n >= self.cap, n % self.cap, 0)[:, None])
+        return np.where(n > 0, ts[:, 0], np.nan)
+
+    def append(self, slots: np.ndarray, ts: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """Write one sample per slot (``slots`` unique) at the ring's head, not flagged; returns the positions."""
+        a = self.a
+        pos = a["hist_n"][slots] % self.cap
+        ring.write(a, self.cap, slots, pos, ts, v)
+        a["hist_flag"][slots, pos] = False
+        a["hist_n"][slots] += 1
+        wrapped = slots[a["hist_n"][slots] % self.cap == 0]
+        if len(wrapped):
+            ring.recentre(a, self.cap, wrapped)
+        return pos
+
+    def set_history(self, slot: int, ts: np.ndarray, v: np.ndarray, flags: np.ndarray) -> None:
+        """Replace ``slot``'s ring by ``ts`` ``[L]`` (time order, L <= cap), ``v`` ``[L, F]``, ``flags``."""
+        one = np.array([slot])
+        ring.encode_rows(self.a, one, np.asarray(ts, np.float64)[None], np.asarray(v, np.float64)[None])
+        self.a["hist_flag"][slot, : len(ts)] = flags
+        self.a["hist_n"][slot] = len(ts)
+
+    def quantize(self, ts: np.ndarray) -> np.ndarray:
+        """``ts`` as the ring would give them back (for comparing with what it holds)."""
+        return np.rint(np.asarray(ts, np.float64) * ring.RESOLUTIONS[0]) / ring.RESOLUTIONS[0]
+
+    def restore_arrays(self, C: int, arrays: dict[str, np.ndarray]) -> None:
+        """Load a checkpoint's per-slot arrays into the first ``C`` slots; a ring of the older layout
+        (``hist_ts`` float64, ``hist_v`` float32) or of the other value dtype is converted.
+        Raises ValueError when its history_size differs from the config's."""
+        cap = arrays["hist_flag"].shape[1] if "hist_flag" in arrays else self.cap
+        if cap != self.cap:
+            raise ValueError(f"checkpoint history_size {cap} differs from the config's {self.cap}")
+        legacy = "hist_ts" in arrays or ("hist_v" in arrays and arrays["hist_v"].dtype != self.a["hist_v"].dtype)
+        for k in self.a:
+            if k in arrays and not (legacy and k.startswith("hist_") and k not in ("hist_n", "hist_flag")):
+                self.a[k][:C] = arrays[k]  # else an array newer than the checkpoint (the band's): its default
+        if legacy:
+            self._convert_ring(C, arrays)
+
+    def _convert_ring(self, C: int, arrays: dict[str, np.ndarray]) -> None:
+        cap, sl = self.cap, np.arange(C)
+        n = np.minimum(arrays["hist_n"][:C], cap)
+        if "hist_ts" in arrays:
+            ts, v = arrays["hist_ts"][:C].astype(np.float64), arrays["hist_v"][:C].astype(np.float64)
+        else:  # this layout with the other value dtype
+            old = {k: np.asarray(x[:C]) for k, x in arrays.items() if k.startswith("hist_")}
+            ts, v32 = ring.decode(old, sl, np.broadcast_to(np.arange(cap), (C, cap)))
+            v = v32.astype(np.float64)
+        valid = np.arange(cap)[None, :] < n[:, None]  # ring positions kept: hist_n and the chart rings still agree
+        ring.encode_rows(self.a, sl, np.where(valid, ts, np.nan), np.where(valid[..., None], v, np.nan))

@@ -61,13 +61,8 @@ def gaps(g: Group, slots: np.ndarray, ts: np.ndarray, max_gap_intervals: float, 
 
 def append_history(g: Group, slots: np.ndarray, ts: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Write the samples into the history ring (not flagged yet); returns their ring positions."""
-    a = g.a
-    pos = a["hist_n"][slots] % g.cap
-    a["hist_ts"][slots, pos] = ts
-    a["hist_v"][slots, pos] = v
-    a["hist_flag"][slots, pos] = False
-    a["hist_n"][slots] += 1
-    a["since_train"][slots] += 1
+    pos = g.append(slots, ts, v)
+    g.a["since_train"][slots] += 1
     return pos
 
 
