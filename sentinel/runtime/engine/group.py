@@ -139,9 +139,9 @@ class Group:
         ring.write(a, self.cap, slots, pos, ts, v)
         a["hist_flag"][slots, pos] = False
         a["hist_n"][slots] += 1
-        wrapped = slots[a["hist_n"][slots] % self.cap == 0]
-        if len(wrapped):
-            ring.recentre(a, self.cap, wrapped)
+        w = a["hist_n"][slots] % self.cap == 0
+        if w.any():
+            ring.wrapped(a, self.cap, slots[w], ts[w])
         return pos
 
     def set_history(self, slot: int, ts: np.ndarray, v: np.ndarray, flags: np.ndarray) -> None:

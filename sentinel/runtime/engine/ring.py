@@ -10,7 +10,8 @@ Per slot, ``cap`` entries of (timestamp, values ``[F]``, flag) in the group's pe
   residuals ``(v - hist_ref) * 2**-hist_exp`` per field. ``hist_ref`` (float64) is the field's
   first value and is re-centred on the mean of the ring each time the ring wraps, so a residual
   is at most about the span of the stream's recent history: its float16 rounding (2^-11 of it)
-  stays a small fraction of the spread that training normalises by. ``hist_exp`` (a power of
+  stays a small fraction of the spread that training normalises by. (The re-centring is done only
+  where the residuals' running mean has moved off the reference: ``hist_m1, hist_m2, hist_cnt``.) ``hist_exp`` (a power of
   two per field) grows when a residual would leave float16's range.
 - ``hist_flag`` ``[cap]`` bool (the entry fell in an alert), ``hist_n`` the entries ever written.
 
@@ -30,6 +31,7 @@ from ...slots import Spec
 U32 = float(2**32 - 1)
 RESOLUTIONS = (1000.0, 1.0, 0.001)  # counts per second of hist_t, finest first
 F16_LIMIT = 16384.0  # residuals are kept below this (float16's largest finite is 65504)
+RECENTRE = 4.0  # float16: re-centre at a wrap when the residuals' mean is this many of their spreads off
 
 
 def spec(cap: int, F: int, values: str) -> Spec:
@@ -38,6 +40,8 @@ def spec(cap: int, F: int, values: str) -> Spec:
         "hist_t": ((cap,), np.uint32, 0), "hist_base": ((), np.float64, np.nan), "hist_res": ((), np.float64, 1000.0),
         "hist_v": ((cap, F), vdt, np.nan), "hist_ref": ((F,), np.float64, np.nan), "hist_exp": ((F,), np.int8, 0),
         "hist_flag": ((cap,), np.bool_, False),
+        **({"hist_m1": ((F,), np.float64, 0.0), "hist_m2": ((F,), np.float64, 0.0), "hist_cnt": ((F,), np.int32, 0)}
+           if values == "float16" else {}),
     }
 
 
@@ -117,15 +121,37 @@ def write(a: dict[str, np.ndarray], cap: int, slots: np.ndarray, pos: np.ndarray
                            ).astype(np.float16)
         a["hist_exp"][su] = k
     a["hist_v"][slots, pos] = _residuals(a, slots, v[:, None, :])[:, 0]
+    r = np.nan_to_num(v - a["hist_ref"][slots])  # residual moments since the last wrap (see wrapped)
+    a["hist_m1"][slots] += r
+    a["hist_m2"][slots] += r * r
+    a["hist_cnt"][slots] += ~np.isnan(v)
+
+
+def wrapped(a: dict[str, np.ndarray], cap: int, slots: np.ndarray, ts: np.ndarray) -> None:
+    """At a wrap of ``slots``' rings (their entries are the last ``cap`` written): a ring coarsened to
+    seconds by a long gap goes back to milliseconds when its span allows; float16 residuals whose
+    mean lies more than RECENTRE spreads off their reference are re-centred. Both are rare, so a
+    fleet whose rings all wrap in one round pays for a few rows, not for every ring."""
+    coarse = a["hist_res"][slots] < RESOLUTIONS[0]
+    if coarse.any():
+        rebase(a, cap, slots[coarse], ts[coarse])
+    if not _f16(a):
+        return
+    cnt = np.maximum(a["hist_cnt"][slots], 1)
+    m1, m2 = a["hist_m1"][slots] / cnt, a["hist_m2"][slots] / cnt
+    off = m1 * m1 > RECENTRE**2 * np.maximum(m2 - m1 * m1, 0.0)
+    a["hist_m1"][slots] = a["hist_m2"][slots] = 0.0
+    a["hist_cnt"][slots] = 0
+    if off.any():
+        recentre(a, cap, slots[off.any(1)])
 
 
 def recentre(a: dict[str, np.ndarray], cap: int, slots: np.ndarray) -> None:
-    """Float16 values: re-centre ``slots``' residuals on the mean of their ring (at each wrap)."""
+    """Float16 values: re-centre ``slots``' residuals on the mean of their ring."""
     if not _f16(a) or len(slots) == 0:
         return
-    idx = np.broadcast_to(np.arange(cap), (len(slots), cap))
-    _ts, v = decode(a, slots, idx)
-    v64 = v.astype(np.float64)
+    scale = np.ldexp(1.0, a["hist_exp"][slots].astype(np.int64))[:, None, :]
+    v64 = a["hist_v"][slots].astype(np.float64) * scale + a["hist_ref"][slots][:, None, :]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         mean = np.nanmean(v64, axis=1)
@@ -167,3 +193,5 @@ def encode_rows(a: dict[str, np.ndarray], slots: np.ndarray, ts: np.ndarray, v: 
         mean = np.nanmean(v64, axis=1) if L else np.full((len(slots), v.shape[-1]), np.nan)
     a["hist_ref"][slots] = mean
     _rows(a, slots, v64, L)
+    a["hist_m1"][slots] = a["hist_m2"][slots] = 0.0
+    a["hist_cnt"][slots] = 0
