@@ -144,6 +144,10 @@ def to_old_layout(e: Engine, tensors: dict[str, torch.Tensor]) -> dict[str, torc
                 ts[s, pos], v[s, pos] = t_s[0], v_s[0]
         old[f"g{F}.a.hist_ts"] = torch.from_numpy(ts)
         old[f"g{F}.a.hist_v"] = torch.from_numpy(v)
+        # the band's chart rings held the bounds themselves, in float32
+        exp = g.a["ch_exp"][:C]
+        old[f"g{F}.a.ch_lo"] = torch.from_numpy((exp - g.a["ch_lo"][:C]).astype(np.float32))
+        old[f"g{F}.a.ch_hi"] = torch.from_numpy((exp + g.a["ch_hi"][:C]).astype(np.float32))
     return old
 
 
@@ -154,6 +158,9 @@ def test_an_old_layout_checkpoint_restores_and_scores_as_before(was: str, now: s
     T = CAP + 23  # wrapped
     for i in range(T):
         e.process([Sample(k, 5000.0 + i * 1.5, ("value",), (20.0 + np.sin(i / 5) + j,)) for j, k in enumerate(keys)])
+    g = e.groups[1]
+    g.a["ch_exp"][:2, :5] = 1013.25  # a band on the chart rings (these streams are not trained)
+    g.a["ch_lo"][:2, :5], g.a["ch_hi"][:2, :5] = 0.5, 0.75
     meta, tensors = e.snapshot()
     old = to_old_layout(e, tensors)
     assert "g1.a.hist_ts" in old and "g1.a.hist_t" not in old
@@ -167,6 +174,12 @@ def test_an_old_layout_checkpoint_restores_and_scores_as_before(was: str, now: s
         np.testing.assert_allclose(got[1], want[1], rtol=0, atol=0 if now == "float32" else 2e-3)
         np.testing.assert_array_equal(got[2], want[2])
     np.testing.assert_array_equal(r.groups[1].a["hist_n"], e.groups[1].a["hist_n"])
+    for k in ("ch_exp", "ch_lo", "ch_hi", "ch_thr", "ch_err", "ch_score"):
+        np.testing.assert_array_equal(r.groups[1].a[k], g.a[k], err_msg=k)
+    ch, want_ch = r.chart_series(KEY), e.chart_series(KEY)
+    assert ch is not None and want_ch is not None and ch.lower is not None and ch.upper is not None
+    assert ch.lower == want_ch.lower and ch.upper == want_ch.upper
+    assert ch.lower[0] == [1012.75] and ch.upper[0] == [1014.0]
     # a new-layout checkpoint restores too, and both keep appending where they were
     r2 = Engine(cfg(was))
     r2.restore(*e.snapshot())

@@ -325,10 +325,11 @@ class Engine:
         n = min(total, g.chart)
         ts, v, _fl = g.history(np.array([slot]), last=n)
         cp = (total - n + np.arange(n)) % g.chart
+        exp = g.a["ch_exp"][slot, cp]  # the band's bounds are kept as float16 offsets from it
         return ChartSeries(g.fields[slot], ts[0].tolist(), v[0].tolist(), g.a["ch_score"][slot, cp].tolist(),
                            g.a["ch_thr"][slot, cp].tolist(), g.a["ch_err"][slot, cp].tolist(),
-                           g.a["ch_state"][slot, cp].tolist(), g.a["ch_exp"][slot, cp].tolist(),
-                           g.a["ch_lo"][slot, cp].tolist(), g.a["ch_hi"][slot, cp].tolist())
+                           g.a["ch_state"][slot, cp].tolist(), exp.tolist(),
+                           (exp - g.a["ch_lo"][slot, cp]).tolist(), (exp + g.a["ch_hi"][slot, cp]).tolist())
 
     def state_counts(self) -> dict[str, int]:
         counts = {"warming": 0, "ready": 0, "ok": 0, "pending": 0, "firing": 0}

@@ -21,6 +21,13 @@ from ...slots import SlotArrays, Spec
 from ...types import StreamKey
 from . import ring
 
+F16_MAX = 65504.0
+
+
+def band_offset(x: np.ndarray) -> np.ndarray:
+    """A chart ring's float16 value (clipped to float16's range, NaN kept)."""
+    return np.clip(x, -F16_MAX, F16_MAX).astype(np.float16)
+
 
 class Group:
     """All per-slot state of streams with ``F`` fields."""
@@ -38,9 +45,11 @@ class Group:
 
     def band_spec(self, F: int) -> Spec:
         """The expected band (:mod:`sentinel.detect.band`): the last one and the chart rings (a checkpoint
-        from before them restores them empty)."""
+        from before them restores them empty). The rings hold the expected value and, in float16, how
+        far below and above it the band reaches (display only: 3 significant digits of the half-widths)."""
         last: Spec = {k: ((F,), np.float64, np.nan) for k in ("exp", "lo", "hi")}
-        rings: Spec = {k: ((self.chart, F), np.float32, np.nan) for k in ("ch_exp", "ch_lo", "ch_hi")}
+        rings: Spec = {"ch_exp": ((self.chart, F), np.float32, np.nan),
+                       **{k: ((self.chart, F), np.float16, np.nan) for k in ("ch_lo", "ch_hi")}}
         return {**last, **rings}
 
     def __init__(self, F: int, cfg: SentinelConfig, device: str):
@@ -48,12 +57,13 @@ class Group:
         self.cap = cfg.streams.history_size
         self.chart = 120
         m = cfg.model
-        # capacity 1, doubling as streams come (D4: 64 slots preallocated per field count let a few
+        # capacity 1, growing as streams come (slots.grown; D4: 64 slots preallocated per field count let a few
         # odd lines with 2..59 fields reserve hundreds of MB)
         self.bank = Bank(Dims(F, m.hidden, m.window, m.cell, m.baseline_halflife, m.level_weight, m.level_k,
                               m.baseline_alerting_rate, m.level_halflife, m.level_shrink),
                          prediction_weight=m.prediction_weight, device=device, capacity=1,
                          weight_dtype=m.weight_dtype)
+        self.bank.max_capacity = cfg.streams.max_streams
         self.thr = make_thresholds(cfg.detect.threshold)
         self.alerts = AlertMachine(AlertRules.from_config(cfg.alerts))
         self.keys: list[StreamKey | None] = []
@@ -66,12 +76,14 @@ class Group:
             # and the longest run seen in the training history
             "run": ((F,), np.int64, 0), "last_v": ((F,), np.float64, np.nan), "max_run": ((F,), np.int64, 0),
             # recent score, threshold, error and alert state for the status page's charts
-            # (the score in float16: display only, in [0, 1], 3 significant digits)
-            "ch_score": ((self.chart,), np.float16, np.nan), "ch_thr": ((self.chart,), np.float32, np.nan),
-            "ch_err": ((self.chart,), np.float32, np.nan), "ch_state": ((self.chart,), np.int8, 0),
+            # (float16: display only, 3 significant digits; error and threshold clipped to float16's range)
+            "ch_score": ((self.chart,), np.float16, np.nan), "ch_thr": ((self.chart,), np.float16, np.nan),
+            "ch_err": ((self.chart,), np.float16, np.nan), "ch_state": ((self.chart,), np.int8, 0),
         })
         spec.update(self.band_spec(F))
         self.slots = SlotArrays(spec, 0)
+        # every per-slot store grows as the bank does, to at most max_streams slots
+        self.slots.limit = self.thr.limit = self.alerts.limit = cfg.streams.max_streams
         self.a = self.slots.a
         self._ensure(1)
 
@@ -168,6 +180,9 @@ class Group:
                 self.a[k][:C] = arrays[k]  # else an array newer than the checkpoint (the band's): its default
         if legacy:
             self._convert_ring(C, arrays)
+        if "ch_lo" in arrays and arrays["ch_lo"].dtype != np.float16:  # the band's bounds, before they were offsets
+            for k, sign in (("ch_lo", 1.0), ("ch_hi", -1.0)):
+                self.a[k][:C] = band_offset(sign * (arrays["ch_exp"][:C] - arrays[k][:C]))
 
     def _convert_ring(self, C: int, arrays: dict[str, np.ndarray]) -> None:
         cap, sl = self.cap, np.arange(C)
