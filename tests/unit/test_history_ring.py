@@ -178,7 +178,8 @@ def test_an_old_layout_checkpoint_restores_and_scores_as_before(was: str, now: s
         np.testing.assert_array_equal(r.groups[1].a[k], g.a[k], err_msg=k)
     ch, want_ch = r.chart_series(KEY), e.chart_series(KEY)
     assert ch is not None and want_ch is not None and ch.lower is not None and ch.upper is not None
-    assert ch.lower == want_ch.lower and ch.upper == want_ch.upper
+    np.testing.assert_array_equal(ch.lower, want_ch.lower)
+    np.testing.assert_array_equal(ch.upper, want_ch.upper)
     assert ch.lower[0] == [1012.75] and ch.upper[0] == [1014.0]
     # a new-layout checkpoint restores too, and both keep appending where they were
     r2 = Engine(cfg(was))
