@@ -56,6 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 LINES_PER_POST = 5000
 SPIKES_PER_TICK = 5
 CALIB_STEPS = 96
+MAKE_READY_CHUNK = 50_000
 T0 = 1_700_000_000  # first tick's timestamp (s)
 
 
@@ -156,39 +157,76 @@ def make_ready(engine, now: float, seed: int = 0) -> int:
     import numpy as np
     import torch
 
-    from sentinel.runtime.engine import BURN_IN
-
     gen = torch.Generator().manual_seed(seed)
     done = 0
     for g in engine.groups.values():
         C = g.capacity
-        sl = np.flatnonzero(g.a["alive"][:C] & ~g.a["ready"][:C])
-        if len(sl) == 0:
-            continue
-        n, F = len(sl), g.F
-        params = {k: torch.randn((n, *g.bank.t[k].shape[1:]), generator=gen) * 0.2 for k in ("W", "b", "D", "d")}
-        g.bank.load(sl, params, torch.full((n, F), 10.0), torch.ones(n, F))
-        g.bank.reset_state(sl)
-        streams = np.array([int(str(g.keys[s]).split("pump=p")[1].split(",")[0]) for s in sl])[:, None]
-        ks = np.arange(CALIB_STEPS)[None, :]  # signal indices 0..CALIB_STEPS-1 precede tick 0's
-        xs = (10.0 + np.sin(2 * np.pi * (ks + streams % 20) / 20.0) + 0.05 * np.sin(ks * 1.7 + streams))
-        xs = np.repeat(xs.astype(np.float32)[..., None], F, axis=2)
-        _fe, err = g.bank.run_sequence(sl, xs)
-        err = err.numpy()
-        g.thr.calibrate(sl, [e[BURN_IN:] for e in err])
-        calib = err[:, BURN_IN:].mean(1)
-        g.a["calib_err"][sl] = calib
-        g.a["err_ewma"][sl] = calib
-        g.a["ready"][sl] = True
-        g.a["rewarm"][sl] = 0
-        g.a["trained_at"][sl] = now
-        engine.model_version += 1
-        g.a["version"][sl] = engine.model_version
-        done += n
+        todo = np.flatnonzero(g.a["alive"][:C] & ~g.a["ready"][:C])
+        # in chunks: a million streams' float32 weights at once would be 17 GB of temporaries
+        for i in range(0, len(todo), MAKE_READY_CHUNK):
+            done += _make_ready(engine, g, todo[i:i + MAKE_READY_CHUNK], gen, now)
     return done
 
 
-def run_one(streams: int, ticks: int, wal: str = "on", path: str = "columns", weight_dtype: str = "float32") -> dict:
+def _make_ready(engine, g, sl, gen, now: float) -> int:
+    import numpy as np
+    import torch
+
+    from sentinel.runtime.engine import BURN_IN
+
+    n, F = len(sl), g.F
+    params = {k: torch.randn((n, *g.bank.t[k].shape[1:]), generator=gen) * 0.2 for k in ("W", "b", "D", "d")}
+    g.bank.load(sl, params, torch.full((n, F), 10.0), torch.ones(n, F))
+    g.bank.reset_state(sl)
+    streams = np.array([int(str(g.keys[s]).split("pump=p")[1].split(",")[0]) for s in sl])[:, None]
+    ks = np.arange(CALIB_STEPS)[None, :]  # signal indices 0..CALIB_STEPS-1 precede tick 0's
+    xs = (10.0 + np.sin(2 * np.pi * (ks + streams % 20) / 20.0) + 0.05 * np.sin(ks * 1.7 + streams))
+    xs = np.repeat(xs.astype(np.float32)[..., None], F, axis=2)
+    _fe, err = g.bank.run_sequence(sl, xs)
+    err = err.numpy()
+    g.thr.calibrate(sl, [e[BURN_IN:] for e in err])
+    calib = err[:, BURN_IN:].mean(1)
+    g.a["calib_err"][sl] = calib
+    g.a["err_ewma"][sl] = calib
+    g.a["ready"][sl] = True
+    g.a["rewarm"][sl] = 0
+    g.a["trained_at"][sl] = now
+    engine.model_version += 1
+    g.a["version"][sl] = engine.model_version
+    return n
+
+
+def warm_up(engine, streams: int, samples: int) -> int:
+    """History warm-up as from a source's history query: ``samples`` per stream merged into every warming
+    stream's ring (``Engine.load_history``), in chunks of streams. Returns the samples taken."""
+    from sentinel.types import Sample, StreamKey
+
+    taken = 0
+    for lo in range(0, streams, 10_000):
+        batch = []
+        for i in range(lo, min(streams, lo + 10_000)):
+            key = StreamKey.of("pump", site=f"s{i % 16}", pump=f"p{i}")
+            batch.extend(Sample(key, float(T0 - samples + k), ("temp",), (signal_value(i, k),)) for k in range(samples))
+        taken += engine.load_history(batch, create=False)
+    return taken
+
+
+def group_bytes(engine) -> dict:
+    """Resident bytes of every per-slot store, per live stream (the arrays as allocated, capacity included)."""
+    out = {"bank": 0, "arrays": 0, "history": 0, "charts": 0, "thresholds": 0, "alerts": 0, "capacity": 0}
+    for g in engine.groups.values():
+        out["bank"] += sum(t.numel() * t.element_size() for t in g.bank.t.values())
+        for k, v in g.a.items():
+            out["history" if k.startswith("hist_") else "charts" if k.startswith("ch_") else "arrays"] += v.nbytes
+        out["thresholds"] += sum(v.nbytes for v in g.thr.a.values())
+        out["alerts"] += sum(v.nbytes for v in g.alerts.a.values())
+        out["capacity"] += g.bank.capacity
+    return out
+
+
+def run_one(streams: int, ticks: int, wal: str = "on", path: str = "columns", weight_dtype: str = "float32",
+            history_size: int = 64, history_dtype: str = "float32", max_streams: int = 1_000_000,
+            warmup: int = 0, checkpoint: str = "copy") -> dict:
     import numpy as np
     import torch
     from prometheus_client import CollectorRegistry
@@ -210,7 +248,8 @@ def run_one(streams: int, ticks: int, wal: str = "on", path: str = "columns", we
                    "wal": {"enabled": wal == "on", "dir": str(tmp / "wal"), "max_bytes": 1 << 34}},
         "sources": [{"type": "influxdb", "name": "rx", "mode": "receiver", "fields": ["temp"],
                      "max_streams": 1_000_000, "receiver": {"max_pending_batches": 64}}],
-        "streams": {"max_streams": 1_000_000, "history_size": 64, "history_lookback": 0},
+        "streams": {"max_streams": max_streams, "history_size": history_size, "history_lookback": 0,
+                    **({"history_dtype": history_dtype} if history_dtype != "float32" else {})},
         "train": {"min_history": 1_000_000, "retrain_interval": 0, "drift_retrain": False, "progress": False},
         "alerts": {"for": 0, "cooldown": 0},
         "state": {"dir": str(tmp / "state"), "checkpoint_interval": 86400},
@@ -237,7 +276,8 @@ def run_one(streams: int, ticks: int, wal: str = "on", path: str = "columns", we
     registry = CollectorRegistry()
     d = Daemon(cfg, registry=registry, inline_training=True)
     alerts: list[tuple[float, str, str]] = []
-    result: dict = {"streams": streams, "wal": wal, "path": path, "weight_dtype": weight_dtype}
+    result: dict = {"streams": streams, "wal": wal, "path": path, "weight_dtype": weight_dtype,
+                    "history_size": history_size, "history_dtype": history_dtype, "max_streams": max_streams}
 
     def ingested() -> float:
         return registry.get_sample_value("sentinel_samples_ingested_total", {"source": "rx"}) or 0.0
@@ -272,9 +312,16 @@ def run_one(streams: int, ticks: int, wal: str = "on", path: str = "columns", we
         loop = asyncio.get_running_loop()
         recv = lambda: loop.run_in_executor(None, parent.recv)  # noqa: E731
         try:
-            msg, _ = await asyncio.wait_for(recv(), 600)
+            t_created = time.monotonic()
+            msg, _ = await asyncio.wait_for(recv(), 1200)
             assert msg == "created"
-            await wait_ingested(streams, 120)
+            await wait_ingested(streams, 600)
+            result["created_s"] = round(time.monotonic() - t_created, 2)
+            if warmup:
+                t = time.perf_counter()
+                taken = await d.thread.call(warm_up, d.engine, streams, warmup)
+                result["warmup_s"] = round(time.perf_counter() - t, 2)
+                result["warmup_samples"] = taken
             t = time.perf_counter()
             ready = await d.thread.call(make_ready, d.engine, time.time())
             result["make_ready_s"] = round(time.perf_counter() - t, 2)
@@ -330,7 +377,9 @@ def run_one(streams: int, ticks: int, wal: str = "on", path: str = "columns", we
                 max_alert_ms=round(float(lat_ms.max()), 1) if len(lat) else None,
                 rss_base=rss0, rss_ready=rss1, rss_after=rss2,
                 rss_bytes_per_stream=round((rss2 - rss0) / streams),
-                bank_bytes_per_stream=sum(d.engine.groups[1].bank.bytes_per_stream().values()),
+                bank_slot_bytes=sum(d.engine.groups[1].bank.bytes_per_stream().values()),
+                **{f"{k}_bytes_per_stream" if k != "capacity" else "slot_capacity":
+                   (round(v / streams) if k != "capacity" else v) for k, v in group_bytes(d.engine).items()},
             )
             # one Prometheus scrape of everything (per-stream series for every stream)
             import urllib.request
@@ -352,10 +401,24 @@ def run_one(streams: int, ticks: int, wal: str = "on", path: str = "columns", we
                     pause[0] = time.perf_counter() - t
 
             d.checkpointer.snapshot = timed_snapshot  # type: ignore[method-assign]
-            t = time.perf_counter()
-            await d.checkpoint()
+            if checkpoint == "write":
+                # the write alone, from views of the engine's arrays (nothing scores meanwhile): the landed
+                # checkpointer's copy of every tensor would need the engine's memory twice over
+                def write_views():
+                    t0 = time.perf_counter()
+                    meta, tensors = d.engine.snapshot()
+                    meta.update(cursors={}, saved_at=time.time())
+                    pause[0] = time.perf_counter() - t0
+                    return d.checkpointer.write(meta, tensors)
+
+                t = time.perf_counter()
+                await d.thread.call(write_views)
+            else:
+                t = time.perf_counter()
+                await d.checkpoint()
             result["checkpoint_s"] = round(time.perf_counter() - t, 3)
             result["checkpoint_pause_s"] = round(pause[0], 3)
+            result["checkpoint_mode"] = checkpoint
             result["rss_peak"] = peak_rss()
         finally:
             sender.join(timeout=10)
@@ -386,23 +449,36 @@ def main() -> None:
                     help="intake paths to run each configuration with: columns (the columnar hot path) and objects "
                          "(the landed per-line Sample path, the baseline of the same run)")
     ap.add_argument("--weight-dtype", default="float32", help="model.weight_dtype of every configuration")
+    ap.add_argument("--history-size", type=int, default=64, help="streams.history_size (default 64)")
+    ap.add_argument("--history-dtype", default="float32", help="streams.history_dtype: float32 | float16")
+    ap.add_argument("--max-streams", type=int, default=1_000_000,
+                    help="streams.max_streams (0 = the configuration's stream count: slots grow to exactly it)")
+    ap.add_argument("--warmup", type=int, default=0,
+                    help="history warm-up: samples per stream loaded through Engine.load_history before "
+                         "the streams are made ready, timed (0 = none)")
+    ap.add_argument("--checkpoint", default="copy", choices=("copy", "write"),
+                    help="copy: the daemon's checkpoint (snapshot copied, written beside scoring); write: only the "
+                         "write, from views (for sizes whose copy would not fit in memory)")
     ap.add_argument("--run-one", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--wal-one", default="on", help=argparse.SUPPRESS)
     ap.add_argument("--path-one", default="columns", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.run_one:
         res = run_one(args.run_one, args.ticks or default_ticks(args.run_one), args.wal_one, args.path_one,
-                      args.weight_dtype)
+                      args.weight_dtype, args.history_size, args.history_dtype, args.max_streams or args.run_one,
+                      args.warmup, args.checkpoint)
         print("JSON " + json.dumps(res), flush=True)
         return
     configs = args.streams or ([1_000, 10_000] if args.quick else [1_000, 10_000, 100_000])
     rows = []
     for s, wal, path in ((s, w, p) for s in configs for w in args.wal.split(",") for p in args.path.split(",")):
         cmd = [sys.executable, __file__, "--run-one", str(s), "--wal-one", wal, "--path-one", path,
-               "--weight-dtype", args.weight_dtype] + (
+               "--weight-dtype", args.weight_dtype, "--history-size", str(args.history_size),
+               "--history-dtype", args.history_dtype, "--max-streams", str(args.max_streams),
+               "--warmup", str(args.warmup), "--checkpoint", args.checkpoint] + (
             ["--ticks", str(args.ticks)] if args.ticks else [])
         t = time.perf_counter()
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=3000)
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=7200)
         line = next((ln for ln in p.stdout.splitlines() if ln.startswith("JSON ")), None)
         if p.returncode != 0 or line is None:
             print(f"streams={s}: failed ({p.returncode})\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}", file=sys.stderr)
@@ -426,6 +502,12 @@ def main() -> None:
               f"score_busy_s={r['score_busy_s']} parse_busy_s={r['parse_busy_s']} sustained_s={r['sustained_s']} "
               f"checkpoint_pause_s={r['checkpoint_pause_s']} checkpoint_s={r['checkpoint_s']} "
               f"make_ready_s={r['make_ready_s']} rss_peak={r['rss_peak']} scrape_s={r['scrape_s']} p50_alert_ms={r['p50_alert_ms']} "
+              f"history_size={r['history_size']} history_dtype={r['history_dtype']} slot_capacity={r['slot_capacity']} "
+              f"created_s={r['created_s']} warmup_s={r.get('warmup_s')} warmup_samples={r.get('warmup_samples')} "
+              f"checkpoint_mode={r['checkpoint_mode']} "
+              + " ".join(f"{k}={r[k]}" for k in ("bank_bytes_per_stream", "history_bytes_per_stream",
+                                                  "charts_bytes_per_stream", "arrays_bytes_per_stream",
+                                                  "thresholds_bytes_per_stream", "alerts_bytes_per_stream")) + " "
               f"p99_alert_ms={r['p99_alert_ms']} rss_bytes_per_stream={r['rss_bytes_per_stream']} "
               f"latency_rate={r['latency_rate']} alerts={r['alerts']} missed_alerts={r['missed_alerts']} "
               f"false_alerts={r['false_alerts']} target_samples_per_s=100000 "

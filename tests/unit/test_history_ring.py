@@ -212,3 +212,27 @@ def test_float16_residuals_are_recentred_after_a_level_shift_of_a_thousand_sprea
     assert abs(g.a["hist_ref"][0, 0] - 1000.0) < 0.01  # re-centred on the new level
     got = g.history(np.arange(1))[1][0, :, 0]
     assert np.abs(got - v[0, -CAP:, 0]).max() < 0.05 * 0.01 + 2**-24 * 1000  # float32's own rounding at 1000
+
+
+def test_warm_up_of_many_streams_at_once_keeps_each_streams_newest_samples_in_order() -> None:
+    e = Engine(cfg())
+    keys = [StreamKey.of("pump", site="s1", pump=str(i)) for i in range(3)]
+    e.process([Sample(keys[0], 500.0, ("value",), (-1.0,))])  # one live sample: history goes before it
+    rng = np.random.default_rng(2)
+    hist = []
+    for i, k in enumerate(keys):
+        ts = rng.permutation(np.arange(400.0, 400.0 + (10, CAP + 30, 5)[i]))  # out of order; one over cap
+        hist += [Sample(k, float(t), ("value",), (float(t) + i,)) for t in ts]
+    hist.append(Sample(keys[2], 401.0, ("value",), (float("inf"),)))  # unusable: skipped
+    assert e.load_history(hist) == 10 + CAP + 30 + 5
+    g = e.groups[1]
+    for i, k in enumerate(keys):
+        s = e.index[k][1]
+        ts, v, _ = g.history(np.array([s]), last=int(g.a["hist_n"][s]))
+        n = (10, CAP + 30, 5)[i]
+        want = np.arange(400.0, 400.0 + n)[-CAP:]
+        if i == 0:
+            want = np.append(want, 500.0)
+        np.testing.assert_array_equal(ts[0], want[-CAP:])
+        np.testing.assert_array_equal(v[0, :, 0], np.where(want == 500.0, -1.0, want + i)[-CAP:])
+        assert g.a["interval"][s] == 1.0 and g.a["last_ts"][s] == want[-1]

@@ -156,12 +156,13 @@ class Group:
             ring.wrapped(a, self.cap, slots[w], ts[w])
         return pos
 
-    def set_history(self, slot: int, ts: np.ndarray, v: np.ndarray, flags: np.ndarray) -> None:
-        """Replace ``slot``'s ring by ``ts`` ``[L]`` (time order, L <= cap), ``v`` ``[L, F]``, ``flags``."""
-        one = np.array([slot])
-        ring.encode_rows(self.a, one, np.asarray(ts, np.float64)[None], np.asarray(v, np.float64)[None])
-        self.a["hist_flag"][slot, : len(ts)] = flags
-        self.a["hist_n"][slot] = len(ts)
+    def set_histories(self, slots: np.ndarray, ts: np.ndarray, v: np.ndarray, flags: np.ndarray,
+                      n: np.ndarray) -> None:
+        """Replace ``slots``' rings: row ``i`` holds ``n[i]`` (<= cap) entries of ``ts`` ``[m, L]`` (time
+        order, NaN after them), ``v`` ``[m, L, F]``, ``flags`` ``[m, L]``."""
+        ring.encode_rows(self.a, slots, np.asarray(ts, np.float64), np.asarray(v, np.float64))
+        self.a["hist_flag"][slots, : ts.shape[1]] = flags
+        self.a["hist_n"][slots] = n
 
     def quantize(self, ts: np.ndarray) -> np.ndarray:
         """``ts`` as the ring would give them back (for comparing with what it holds)."""
