@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import json
 import math
 import multiprocessing as mp
@@ -226,7 +227,7 @@ def group_bytes(engine) -> dict:
 
 def run_one(streams: int, ticks: int, wal: str = "on", path: str = "columns", weight_dtype: str = "float32",
             history_size: int = 64, history_dtype: str = "float32", max_streams: int = 1_000_000,
-            warmup: int = 0, checkpoint: str = "copy") -> dict:
+            warmup: int = 0, checkpoint: str = "copy", reserve: bool = False) -> dict:
     import numpy as np
     import torch
     from prometheus_client import CollectorRegistry
@@ -304,6 +305,8 @@ def run_one(streams: int, ticks: int, wal: str = "on", path: str = "columns", we
         d.notifier.submit = submit  # type: ignore[method-assign]
         await asyncio.sleep(0.5)
         rss0 = rss_bytes()
+        if reserve:
+            await d.thread.call(lambda: d.engine._group(1).reserve(streams))
         ctx = mp.get_context("spawn")
         parent, child = ctx.Pipe()
         sender = ctx.Process(target=sender_main, args=(f"http://127.0.0.1:{port}/write?db=sensors&precision=ns",
@@ -401,7 +404,29 @@ def run_one(streams: int, ticks: int, wal: str = "on", path: str = "columns", we
                     pause[0] = time.perf_counter() - t
 
             d.checkpointer.snapshot = timed_snapshot  # type: ignore[method-assign]
-            if checkpoint == "write":
+            if checkpoint == "sink":
+                # serialised as the checkpoint file would be, into a counting sink (a checkpoint of a million
+                # streams is larger than this machine's free disk)
+                class Sink(io.RawIOBase):
+                    n = 0
+
+                    def writable(self):
+                        return True
+
+                    def write(self, b):
+                        Sink.n += len(b)
+                        return len(b)
+
+                def write_sink():
+                    t0 = time.perf_counter()
+                    meta, tensors = d.engine.snapshot()
+                    pause[0] = time.perf_counter() - t0
+                    torch.save({"meta": json.dumps(meta), "tensors": tensors}, Sink())
+
+                t = time.perf_counter()
+                await d.thread.call(write_sink)
+                result["checkpoint_bytes"] = Sink.n
+            elif checkpoint == "write":
                 # the write alone, from views of the engine's arrays (nothing scores meanwhile): the landed
                 # checkpointer's copy of every tensor would need the engine's memory twice over
                 def write_views():
@@ -456,9 +481,12 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=0,
                     help="history warm-up: samples per stream loaded through Engine.load_history before "
                          "the streams are made ready, timed (0 = none)")
-    ap.add_argument("--checkpoint", default="copy", choices=("copy", "write"),
+    ap.add_argument("--checkpoint", default="copy", choices=("copy", "write", "sink"),
                     help="copy: the daemon's checkpoint (snapshot copied, written beside scoring); write: only the "
-                         "write, from views (for sizes whose copy would not fit in memory)")
+                         "write, from views (for sizes whose copy would not fit in memory); sink: serialised into a "
+                         "counting sink, not to disk (for sizes larger than the free disk)")
+    ap.add_argument("--reserve", action="store_true",
+                    help="slots for every stream allocated before tick 0 (Group.reserve: no growth copies)")
     ap.add_argument("--run-one", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--wal-one", default="on", help=argparse.SUPPRESS)
     ap.add_argument("--path-one", default="columns", help=argparse.SUPPRESS)
@@ -466,7 +494,7 @@ def main() -> None:
     if args.run_one:
         res = run_one(args.run_one, args.ticks or default_ticks(args.run_one), args.wal_one, args.path_one,
                       args.weight_dtype, args.history_size, args.history_dtype, args.max_streams or args.run_one,
-                      args.warmup, args.checkpoint)
+                      args.warmup, args.checkpoint, args.reserve)
         print("JSON " + json.dumps(res), flush=True)
         return
     configs = args.streams or ([1_000, 10_000] if args.quick else [1_000, 10_000, 100_000])
@@ -475,7 +503,7 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--run-one", str(s), "--wal-one", wal, "--path-one", path,
                "--weight-dtype", args.weight_dtype, "--history-size", str(args.history_size),
                "--history-dtype", args.history_dtype, "--max-streams", str(args.max_streams),
-               "--warmup", str(args.warmup), "--checkpoint", args.checkpoint] + (
+               "--warmup", str(args.warmup), "--checkpoint", args.checkpoint] + (["--reserve"] if args.reserve else []) + (
             ["--ticks", str(args.ticks)] if args.ticks else [])
         t = time.perf_counter()
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=7200)

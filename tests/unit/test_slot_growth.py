@@ -29,3 +29,15 @@ def test_every_store_of_a_group_grows_to_max_streams_and_no_further() -> None:
     assert e.n_streams == 5
     assert g.bank.capacity == g.capacity == 5
     assert g.thr.capacity == g.alerts.capacity == 64  # their own first allocation, not grown
+
+
+def test_reserve_allocates_once_and_streams_take_the_slots_in_order() -> None:
+    e = Engine(load_config_text("streams: {max_streams: 100, history_size: 64}\nmodel: {hidden: 4, window: 2}\n",
+                                source="t.yaml"))
+    e.process([Sample(StreamKey.of("m", s="0"), 1.0, ("v",), (1.0,))])
+    g = e.groups[1]
+    g.reserve(40)
+    assert g.bank.capacity == g.capacity == 40 and g.thr.capacity == g.alerts.capacity == 64  # theirs: at least 64
+    e.process([Sample(StreamKey.of("m", s=str(i)), 1.0, ("v",), (1.0,)) for i in range(1, 40)])
+    assert [e.index[StreamKey.of("m", s=str(i))][1] for i in range(40)] == list(range(40))
+    assert g.bank.capacity == 40 and g.bank.used == 40

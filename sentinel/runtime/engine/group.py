@@ -100,6 +100,13 @@ class Group:
         self.thr.ensure(self.slots.capacity)
         self.alerts.ensure(self.slots.capacity)
 
+    def reserve(self, n: int) -> None:
+        """Make room for ``n`` slots at once (a fleet of known size: no growth copies later)."""
+        if n > self.bank.capacity:
+            self.bank.restore_slots(n, sorted(set(self.bank.free_slots()) | set(range(self.bank.capacity, n)),
+                                              reverse=True))
+            self._ensure(self.bank.capacity)
+
     def add(self, key: StreamKey, fields: tuple[str, ...]) -> int:
         slot = self.bank.add()
         self._ensure(self.bank.capacity)
