@@ -56,8 +56,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 LINES_PER_POST = 5000
 SPIKES_PER_TICK = 5
-CALIB_STEPS = 96
+CALIB_STEPS = 96  # --calib-steps
+CALIB_TEMPLATE = 0  # --fast-ready: streams per make-ready chunk whose thresholds are fitted (0 = all)
 MAKE_READY_CHUNK = 50_000
+LATENCY_TICKS = 60  # --latency-ticks: at most this many paced ticks in the latency phase
 T0 = 1_700_000_000  # first tick's timestamp (s)
 
 
@@ -95,7 +97,10 @@ def bodies_of(lines: list[str]) -> list[bytes]:
     return [("\n".join(lines[j:j + LINES_PER_POST]) + "\n").encode() for j in range(0, len(lines), LINES_PER_POST)]
 
 
-def sender_main(url: str, streams: int, ticks: int, conn) -> None:  # runs in the child process
+def sender_main(url: str, streams: int, ticks: int, conn, calib_steps: int = 96, latency_ticks: int = 60
+                ) -> None:  # runs in the child process
+    global CALIB_STEPS, LATENCY_TICKS
+    CALIB_STEPS, LATENCY_TICKS = calib_steps, latency_ticks
     from aiohttp import ClientSession, TCPConnector
 
     async def post_all(s: ClientSession, bodies: list[bytes]) -> None:
@@ -127,7 +132,7 @@ def sender_main(url: str, streams: int, ticks: int, conn) -> None:  # runs in th
             del sustained
             _msg, rate = conn.recv()  # "latency", samples/s
             interval = streams / rate
-            n_ticks = max(12, min(60, int(8.0 / interval)))
+            n_ticks = min(LATENCY_TICKS, max(12, min(60, int(8.0 / interval))))
             n_ticks = min(n_ticks, streams // SPIKES_PER_TICK)
             plan, next_spike = [], 0
             for j in range(n_ticks):
@@ -185,7 +190,16 @@ def _make_ready(engine, g, sl, gen, now: float) -> int:
     xs = np.repeat(xs.astype(np.float32)[..., None], F, axis=2)
     _fe, err = g.bank.run_sequence(sl, xs)
     err = err.numpy()
-    g.thr.calibrate(sl, [e[BURN_IN:] for e in err])
+    if CALIB_TEMPLATE and n > CALIB_TEMPLATE:
+        # --fast-ready: the first CALIB_TEMPLATE streams of the chunk are calibrated, the others take their
+        # threshold state in turn (the streams differ only in phase; a per-stream SPOT fit of a million
+        # streams is minutes of Python)
+        g.thr.calibrate(sl[:CALIB_TEMPLATE], [e[BURN_IN:] for e in err[:CALIB_TEMPLATE]])
+        src = sl[np.arange(n) % CALIB_TEMPLATE]
+        for arr in g.thr.a.values():
+            arr[sl[CALIB_TEMPLATE:]] = arr[src[CALIB_TEMPLATE:]]
+    else:
+        g.thr.calibrate(sl, [e[BURN_IN:] for e in err])
     calib = err[:, BURN_IN:].mean(1)
     g.a["calib_err"][sl] = calib
     g.a["err_ewma"][sl] = calib
@@ -225,8 +239,8 @@ def group_bytes(engine) -> dict:
     return out
 
 
-def run_one(streams: int, ticks: int, wal: str = "on", path: str = "columns", weight_dtype: str = "float32",
-            history_size: int = 64, history_dtype: str = "float32", max_streams: int = 1_000_000,
+def run_one(streams: int, ticks: int, wal: str = "on", path: str = "columns", weight_dtype: str = "default",
+            history_size: int = 64, history_dtype: str = "default", max_streams: int = 1_000_000,
             warmup: int = 0, checkpoint: str = "copy", reserve: bool = False) -> dict:
     import numpy as np
     import torch
@@ -250,13 +264,13 @@ def run_one(streams: int, ticks: int, wal: str = "on", path: str = "columns", we
         "sources": [{"type": "influxdb", "name": "rx", "mode": "receiver", "fields": ["temp"],
                      "max_streams": 1_000_000, "receiver": {"max_pending_batches": 64}}],
         "streams": {"max_streams": max_streams, "history_size": history_size, "history_lookback": 0,
-                    **({"history_dtype": history_dtype} if history_dtype != "float32" else {})},
+                    **({"history_dtype": history_dtype} if history_dtype != "default" else {})},
         "train": {"min_history": 1_000_000, "retrain_interval": 0, "drift_retrain": False, "progress": False},
         "alerts": {"for": 0, "cooldown": 0},
         "state": {"dir": str(tmp / "state"), "checkpoint_interval": 86400},
         "sinks": {"outbox": {"path": str(tmp / "outbox")}, "log_alerts": False},
         "logging": {"level": "error", "format": "text"},
-        "model": {"device": "cpu", "weight_dtype": weight_dtype},
+        "model": {"device": "cpu", **({"weight_dtype": weight_dtype} if weight_dtype != "default" else {})},
     })
     import logging
 
@@ -277,8 +291,8 @@ def run_one(streams: int, ticks: int, wal: str = "on", path: str = "columns", we
     registry = CollectorRegistry()
     d = Daemon(cfg, registry=registry, inline_training=True)
     alerts: list[tuple[float, str, str]] = []
-    result: dict = {"streams": streams, "wal": wal, "path": path, "weight_dtype": weight_dtype,
-                    "history_size": history_size, "history_dtype": history_dtype, "max_streams": max_streams}
+    result: dict = {"streams": streams, "wal": wal, "path": path, "weight_dtype": cfg.model.weight_dtype,
+                    "history_size": history_size, "history_dtype": cfg.streams.history_dtype, "max_streams": max_streams}
 
     def ingested() -> float:
         return registry.get_sample_value("sentinel_samples_ingested_total", {"source": "rx"}) or 0.0
@@ -310,7 +324,8 @@ def run_one(streams: int, ticks: int, wal: str = "on", path: str = "columns", we
         ctx = mp.get_context("spawn")
         parent, child = ctx.Pipe()
         sender = ctx.Process(target=sender_main, args=(f"http://127.0.0.1:{port}/write?db=sensors&precision=ns",
-                                                       streams, ticks, child), daemon=True)
+                                                       streams, ticks, child, CALIB_STEPS, LATENCY_TICKS),
+                             daemon=True)
         sender.start()
         loop = asyncio.get_running_loop()
         recv = lambda: loop.run_in_executor(None, parent.recv)  # noqa: E731
@@ -473,9 +488,11 @@ def main() -> None:
     ap.add_argument("--path", default="columns,objects",
                     help="intake paths to run each configuration with: columns (the columnar hot path) and objects "
                          "(the landed per-line Sample path, the baseline of the same run)")
-    ap.add_argument("--weight-dtype", default="float32", help="model.weight_dtype of every configuration")
+    ap.add_argument("--weight-dtype", default="default",
+                    help="model.weight_dtype of every configuration (default: the config's default)")
     ap.add_argument("--history-size", type=int, default=64, help="streams.history_size (default 64)")
-    ap.add_argument("--history-dtype", default="float32", help="streams.history_dtype: float32 | float16")
+    ap.add_argument("--history-dtype", default="default",
+                    help="streams.history_dtype: float32 | float16 (default: the config's default)")
     ap.add_argument("--max-streams", type=int, default=1_000_000,
                     help="streams.max_streams (0 = the configuration's stream count: slots grow to exactly it)")
     ap.add_argument("--warmup", type=int, default=0,
@@ -485,12 +502,20 @@ def main() -> None:
                     help="copy: the daemon's checkpoint (snapshot copied, written beside scoring); write: only the "
                          "write, from views (for sizes whose copy would not fit in memory); sink: serialised into a "
                          "counting sink, not to disk (for sizes larger than the free disk)")
+    ap.add_argument("--calib-steps", type=int, default=96, help="samples each stream's state is run through "
+                    "when it is made ready (96)")
+    ap.add_argument("--fast-ready", action="store_true", help="fit the thresholds of 1,000 streams per 50k and "
+                    "copy them to the others (for a million streams)")
+    ap.add_argument("--latency-ticks", type=int, default=60, help="at most this many paced ticks in the latency "
+                    "phase (at a million streams each is ~25 s)")
     ap.add_argument("--reserve", action="store_true",
                     help="slots for every stream allocated before tick 0 (Group.reserve: no growth copies)")
     ap.add_argument("--run-one", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--wal-one", default="on", help=argparse.SUPPRESS)
     ap.add_argument("--path-one", default="columns", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    global CALIB_STEPS, CALIB_TEMPLATE, LATENCY_TICKS
+    CALIB_STEPS, CALIB_TEMPLATE, LATENCY_TICKS = args.calib_steps, 1000 if args.fast_ready else 0, args.latency_ticks
     if args.run_one:
         res = run_one(args.run_one, args.ticks or default_ticks(args.run_one), args.wal_one, args.path_one,
                       args.weight_dtype, args.history_size, args.history_dtype, args.max_streams or args.run_one,
@@ -503,7 +528,9 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--run-one", str(s), "--wal-one", wal, "--path-one", path,
                "--weight-dtype", args.weight_dtype, "--history-size", str(args.history_size),
                "--history-dtype", args.history_dtype, "--max-streams", str(args.max_streams),
-               "--warmup", str(args.warmup), "--checkpoint", args.checkpoint] + (["--reserve"] if args.reserve else []) + (
+               "--warmup", str(args.warmup), "--checkpoint", args.checkpoint, "--calib-steps", str(args.calib_steps),
+               "--latency-ticks", str(args.latency_ticks)] + (["--reserve"] if args.reserve else []) + (
+               ["--fast-ready"] if args.fast_ready else []) + (
             ["--ticks", str(args.ticks)] if args.ticks else [])
         t = time.perf_counter()
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=7200)
