@@ -236,3 +236,15 @@ def test_warm_up_of_many_streams_at_once_keeps_each_streams_newest_samples_in_or
         np.testing.assert_array_equal(ts[0], want[-CAP:])
         np.testing.assert_array_equal(v[0, :, 0], np.where(want == 500.0, -1.0, want + i)[-CAP:])
         assert g.a["interval"][s] == 1.0 and g.a["last_ts"][s] == want[-1]
+
+
+def test_float16_an_outlying_first_value_is_not_kept_as_the_centre() -> None:
+    g = Group(1, cfg("float16", cap=256), "cpu")
+    g.add(KEY, ("value",))
+    rng = np.random.default_rng(7)
+    v = np.concatenate(([0.0], rng.normal(1000.0, 0.01, 100))).reshape(1, -1, 1)  # a boot value, then the level
+    fill(g, 1e9 + np.arange(101), v)
+    assert abs(g.a["hist_ref"][0, 0] - 1000.0) < 0.05  # re-centred within the first few samples
+    got = g.history(np.arange(1), last=101)[1][0, :, 0]
+    err = np.abs(got - v[0, :, 0])
+    assert err[4:].max() < 0.05 * 0.01 + 2**-24 * 1000  # after the first check at 4 entries: float32-like

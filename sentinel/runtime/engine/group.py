@@ -158,7 +158,8 @@ class Group:
         ring.write(a, self.cap, slots, pos, ts, v)
         a["hist_flag"][slots, pos] = False
         a["hist_n"][slots] += 1
-        w = a["hist_n"][slots] % self.cap == 0
+        n = a["hist_n"][slots]
+        w = (n % self.cap == 0) | ((n < self.cap) & (n & (n - 1) == 0) & (n >= 2))  # a wrap; 2, 4, 8, .. before
         if w.any():
             ring.wrapped(a, self.cap, slots[w], ts[w])
         return pos

@@ -7,12 +7,13 @@ Per slot, ``cap`` entries of (timestamp, values ``[F]``, flag) in the group's pe
   a stream whose history spans more than the 49.7 days that 2^32 ms hold is re-encoded at 1 s
   (then 1000 s). When a new timestamp would not fit, the slot is rebased on its oldest entry.
 - ``hist_v`` ``[cap, F]``: float32 values, or (``streams.history_dtype: float16``) float16
-  residuals ``(v - hist_ref) * 2**-hist_exp`` per field. ``hist_ref`` (float64) is the field's
-  first value and is re-centred on the mean of the ring each time the ring wraps, so a residual
-  is at most about the span of the stream's recent history: its float16 rounding (2^-11 of it)
-  stays a small fraction of the spread that training normalises by. (The re-centring is done only
-  where the residuals' running mean has moved off the reference: ``hist_m1, hist_m2, hist_cnt``.) ``hist_exp`` (a power of
-  two per field) grows when a residual would leave float16's range.
+  residuals ``(v - hist_ref) * 2**-hist_exp`` per field. ``hist_ref`` (float64) starts as the
+  field's first value and is re-centred on the median of the ring where the residuals' running
+  mean (``hist_m1, hist_m2, hist_cnt``) has moved more than RECENTRE of their spreads off it,
+  checked at every wrap and at 2, 4, 8, ... entries before the first: a residual stays about the
+  span of the stream's recent history, so its float16 rounding (2^-11 of it) is a small fraction
+  of the spread training normalises by. ``hist_exp`` (a power of two per field) grows when a
+  residual would leave float16's range.
 - ``hist_flag`` ``[cap]`` bool (the entry fell in an alert), ``hist_n`` the entries ever written.
 
 Entry bytes at F = 1: 4 + 2 + 1 = 7 (float16 values) or 9, where they were 8 + 4 + 1 = 13.
@@ -128,7 +129,8 @@ def write(a: dict[str, np.ndarray], cap: int, slots: np.ndarray, pos: np.ndarray
 
 
 def wrapped(a: dict[str, np.ndarray], cap: int, slots: np.ndarray, ts: np.ndarray) -> None:
-    """At a wrap of ``slots``' rings (their entries are the last ``cap`` written): a ring coarsened to
+    """At a wrap of ``slots``' rings (and at each power of two of entries before the first, so a stream
+    whose first value lies far from the rest is re-centred within a few samples): a ring coarsened to
     seconds by a long gap goes back to milliseconds when its span allows; float16 residuals whose
     mean lies more than RECENTRE spreads off their reference are re-centred. Both are rare, so a
     fleet whose rings all wrap in one round pays for a few rows, not for every ring."""
@@ -147,15 +149,16 @@ def wrapped(a: dict[str, np.ndarray], cap: int, slots: np.ndarray, ts: np.ndarra
 
 
 def recentre(a: dict[str, np.ndarray], cap: int, slots: np.ndarray) -> None:
-    """Float16 values: re-centre ``slots``' residuals on the mean of their ring."""
+    """Float16 values: re-centre ``slots``' residuals on the median of their ring (an early outlier, a
+    stream's first value far from the rest, does not pull it)."""
     if not _f16(a) or len(slots) == 0:
         return
     scale = np.ldexp(1.0, a["hist_exp"][slots].astype(np.int64))[:, None, :]
     v64 = a["hist_v"][slots].astype(np.float64) * scale + a["hist_ref"][slots][:, None, :]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        mean = np.nanmean(v64, axis=1)
-    a["hist_ref"][slots] = np.where(np.isnan(mean), a["hist_ref"][slots], mean)
+        mid = np.nanmedian(v64, axis=1)
+    a["hist_ref"][slots] = np.where(np.isnan(mid), a["hist_ref"][slots], mid)
     _rows(a, slots, v64, cap)
 
 
@@ -190,8 +193,8 @@ def encode_rows(a: dict[str, np.ndarray], slots: np.ndarray, ts: np.ndarray, v: 
     v64 = np.asarray(v, dtype=np.float64)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        mean = np.nanmean(v64, axis=1) if L else np.full((len(slots), v.shape[-1]), np.nan)
-    a["hist_ref"][slots] = mean
+        mid = np.nanmedian(v64, axis=1) if L else np.full((len(slots), v.shape[-1]), np.nan)
+    a["hist_ref"][slots] = mid
     _rows(a, slots, v64, L)
     a["hist_m1"][slots] = a["hist_m2"][slots] = 0.0
     a["hist_cnt"][slots] = 0
