@@ -66,7 +66,7 @@ class StreamsConfig(Strict):
     max_streams: int = Field(100_000, ge=1, description="streams beyond this are refused and counted")
     history_size: int = Field(2048, ge=64, description="samples kept per stream for training (ring buffer)")
     history_dtype: Literal["float32", "float16"] = Field(
-        "float16", description="dtype of the history ring's values (float16: residuals from a per-stream centre, "
+        "float32", description="dtype of the history ring's values (float16: residuals from a per-stream centre, "
         "2 bytes a field instead of 4; benchmarks/README.md: quality of each); timestamps are kept to 1 ms"
     )
     max_gap_intervals: float = Field(
