@@ -155,6 +155,11 @@ class ThresholdConfig(Strict):
 
 class DetectConfig(Strict):
     threshold: ThresholdConfig = Field(default_factory=ThresholdConfig)
+    level_tail: bool = Field(
+        True, description="score the level term also on its own tail, fitted at training and without a moving "
+        "average, so a slow glide far outside the training range is not absorbed by the error threshold's "
+        "drift (needs model.level_weight > 0)"
+    )
     score_decades: float = Field(
         8.0, gt=0, description="score = -log10(tail probability)/score_decades, clipped to [0, 1]"
     )

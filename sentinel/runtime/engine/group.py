@@ -14,7 +14,7 @@ import numpy as np
 
 from ...alerts.state import AlertMachine, AlertRules
 from ...config import SentinelConfig
-from ...detect.thresholds import make_thresholds
+from ...detect.thresholds import SpotThresholds, make_thresholds
 from ...model.bank import Bank
 from ...model.cells import Dims
 from ...slots import SlotArrays, Spec
@@ -65,6 +65,10 @@ class Group:
                          weight_dtype=m.weight_dtype)
         self.bank.max_capacity = cfg.streams.max_streams
         self.thr = make_thresholds(cfg.detect.threshold)
+        th = cfg.detect.threshold
+        # the level statistic's own tail (sentinel.detect.level): SPOT, no moving average
+        self.lthr = (SpotThresholds(th.risk, th.init_quantile, 0, th.max_peaks)
+                     if cfg.detect.level_tail and m.level_weight > 0 else None)
         self.alerts = AlertMachine(AlertRules.from_config(cfg.alerts))
         self.keys: list[StreamKey | None] = []
         self.fields: list[tuple[str, ...]] = []
@@ -98,6 +102,8 @@ class Group:
         self.keys.extend([None] * grow)
         self.fields.extend([()] * grow)
         self.thr.ensure(self.slots.capacity)
+        if self.lthr is not None:
+            self.lthr.ensure(self.slots.capacity)
         self.alerts.ensure(self.slots.capacity)
 
     def reserve(self, n: int) -> None:
@@ -116,6 +122,8 @@ class Group:
         self.keys[slot] = key
         self.fields[slot] = fields
         self.thr.reset(one)
+        if self.lthr is not None:
+            self.lthr.reset(one)
         self.alerts.reset(one)
         return slot
 

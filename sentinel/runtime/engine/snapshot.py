@@ -29,7 +29,10 @@ def snapshot(engine: Engine) -> tuple[dict, dict[str, torch.Tensor]]:
         meta["dims"][str(F)] = [g.bank.dims.fields, g.bank.dims.hidden, g.bank.dims.window, g.bank.dims.cell]
         for k, t in g.bank.t.items():
             tensors[f"g{F}.bank.{k}"] = t[:C]
-        for prefix, arrays in (("a", g.a), ("thr", g.thr.snapshot()), ("alert", g.alerts.snapshot())):
+        parts = [("a", g.a), ("thr", g.thr.snapshot()), ("alert", g.alerts.snapshot())]
+        if g.lthr is not None:
+            parts.append(("lthr", g.lthr.snapshot()))
+        for prefix, arrays in parts:
             for k, arr in arrays.items():
                 tensors[f"g{F}.{prefix}.{k}"] = torch.from_numpy(np.ascontiguousarray(arr[:C]))
     return meta, tensors
@@ -62,6 +65,9 @@ def restore(engine: Engine, meta: dict, tensors: dict[str, torch.Tensor]) -> Non
         g.thr.restore({k[len(f"g{F}.thr."):]: v.numpy() for k, v in tensors.items() if k.startswith(f"g{F}.thr.")})
         g.alerts.restore({k[len(f"g{F}.alert."):]: v.numpy() for k, v in tensors.items()
                           if k.startswith(f"g{F}.alert.")})
+        if g.lthr is not None:  # absent before the level tail: not ready (the error's tail alone) until retrained
+            g.lthr.restore({k[len(f"g{F}.lthr."):]: v.numpy() for k, v in tensors.items()
+                            if k.startswith(f"g{F}.lthr.")})
         g.a["training"][:C] = False  # jobs in flight at the checkpoint are simply re-issued
         for slot, (ks, fs) in enumerate(zip(gm["keys"], gm["fields"], strict=True)):
             if ks is None:

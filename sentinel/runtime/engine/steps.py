@@ -1,5 +1,5 @@
-"""The round's named steps: validate -> gaps -> history -> expect -> model -> score -> band -> stuck -> alert
--> record.
+"""The round's named steps: validate -> gaps -> history -> expect -> level -> model -> score -> band -> stuck
+-> alert -> record.
 
 A round is one sample for each of some streams of one :class:`~.group.Group` (``slots``
 unique). Each step is a function over the group and the round's arrays, called in that
@@ -16,6 +16,7 @@ import torch
 
 from ...alerts.state import FIRING, PENDING, Transition
 from ...detect.band import Band, expected_band, scale_of
+from ...detect.level import combine, level_statistic
 from ...detect.thresholds import score_from_p
 from ...types import AlertEvent
 from .group import Group, band_offset
@@ -90,18 +91,45 @@ def model(g: Group, rs: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return e_t.numpy().astype(np.float64), fe_t.numpy(), alerting
 
 
-def score(g: Group, rs: np.ndarray, e: np.ndarray, fe: np.ndarray, alerting: np.ndarray, score_decades: float
-          ) -> tuple[np.ndarray, np.ndarray]:
-    """Thresholds: ``(score, threshold)`` of the ready streams ``rs`` from their errors ``e``; warming
-    streams score 0 and count down, and neither they nor alerting ones teach the threshold. Also
-    the per-field error shares and the error level that drift retraining watches."""
+def level(g: Group, rs: np.ndarray, v: np.ndarray, pre: tuple[np.ndarray, np.ndarray, np.ndarray]
+          ) -> tuple[np.ndarray, np.ndarray] | None:
+    """The level statistic of the ready rows and its per-field shares (:mod:`sentinel.detect.level`):
+    each sample against the baseline and scale the bank normalised it with (``pre`` from
+    :func:`expect`). None when the group has no level tail."""
+    if g.lthr is None:
+        return None
+    _pred, base, scale = pre
+    return level_statistic((v - base) / scale, level_precision(g, rs))
+
+
+def level_precision(g: Group, slots: np.ndarray) -> np.ndarray | None:
+    """The streams' precision matrices for the level statistic (None: each field alone)."""
+    if not g.bank.dims.conditional:
+        return None
+    return g.bank.t["cond"][torch.as_tensor(slots, dtype=torch.int64)].float().numpy()
+
+
+def score(g: Group, rs: np.ndarray, e: np.ndarray, fe: np.ndarray, alerting: np.ndarray, score_decades: float,
+          lv: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Thresholds: ``(score, threshold)`` of the ready streams ``rs`` from their errors ``e`` (and the
+    level statistic ``lv`` on its own tail, :func:`level`); warming streams score 0 and count down,
+    and neither they nor alerting ones teach the thresholds. Also the per-field shares (of the
+    level statistic where its tail is the rarer) and the error level that drift retraining watches."""
     a = g.a
     warming = a["rewarm"][rs] > 0
-    p, t = g.thr.update(rs, e, learn=~warming & ~alerting)
+    learn = ~warming & ~alerting
+    p, t = g.thr.update(rs, e, learn=learn)
+    tot = fe.sum(1, keepdims=True)
+    share = np.where(tot > 0, fe / np.where(tot > 0, tot, 1), 0)
+    if lv is not None and g.lthr is not None:
+        # held as fitted at training: learning its peaks would follow a glide as the moving average does
+        pl, _ = g.lthr.update(rs, lv[0], learn=np.zeros(len(rs), bool))
+        by_level = (pl < p) & (lv[0] > 0)
+        share = np.where(by_level[:, None], lv[1] / np.where(by_level, lv[0], 1.0)[:, None], share)
+        p = combine(p, pl)
     sc = np.where(warming, 0.0, score_from_p(p, score_decades))
     a["rewarm"][rs] = np.maximum(a["rewarm"][rs] - 1, 0)
-    tot = fe.sum(1, keepdims=True)
-    a["share"][rs] = np.where(tot > 0, fe / np.where(tot > 0, tot, 1), 0)
+    a["share"][rs] = share
     ew = a["err_ewma"][rs]
     a["err_ewma"][rs] = np.where(np.isnan(ew), e, 0.995 * ew + 0.005 * np.where(alerting, ew, e))
     return sc, t

@@ -13,8 +13,11 @@ import numpy as np
 import torch
 
 from ...config import SentinelConfig
+from ...detect.level import CALIBRATION_INFLATE, level_statistic
+from ...model.cells import normalise_run
 from ...model.train import TrainJob, TrainResult, TrainSettings
 from ...types import StreamKey
+from . import steps
 from .group import Group
 
 if TYPE_CHECKING:
@@ -198,6 +201,7 @@ def apply_training(engine: Engine, job: TrainJob, res: TrainResult, now: float,
         calib = calibration_errors(err, ~np.isnan(v).all(-1) & ~flags)
         g.a["max_run"][sl] = longest_runs(v)
     g.thr.calibrate(sl, calib)
+    calibrate_level(g, sl)
     g.a["threshold"][sl] = g.thr.threshold(sl)  # shown from the moment it is trained, not from its next tick
     alert_levels(engine.cfg, g, sl)
     # reference error level for drift: the larger of the in-sample error and the held-back loss
@@ -209,6 +213,23 @@ def apply_training(engine: Engine, job: TrainJob, res: TrainResult, now: float,
     engine.model_version += 1
     g.a["version"][sl] = engine.model_version
     return counts
+
+
+def calibrate_level(g: Group, sl: np.ndarray) -> None:
+    """Fit the level statistic's own tail (:mod:`sentinel.detect.level`) to the stream's history as
+    the new weights' normalisers see it (the moving baseline replayed over it, held where it
+    alerted), scaled by ``CALIBRATION_INFLATE``; alerted and missing samples are left out, as for
+    the error's tail."""
+    if g.lthr is None:
+        return
+    _ts, v, flags = g.history(sl)
+    idx = torch.as_tensor(sl, dtype=torch.int64)
+    mean, std = (g.bank.t[k][idx].float().cpu().numpy() for k in ("mean", "std"))
+    lx = normalise_run(v, mean, std, g.bank.dims, hold=flags).x
+    prec = steps.level_precision(g, sl)
+    stat, _ = level_statistic(lx, None if prec is None else prec[:, None])
+    ok = ~np.isnan(v).all(-1) & ~flags
+    g.lthr.calibrate(sl, [CALIBRATION_INFLATE * s[o] for s, o in zip(stat, ok, strict=True)])
 
 
 def alert_levels(cfg: SentinelConfig, g: Group, slots: np.ndarray) -> None:

@@ -1,0 +1,86 @@
+"""The level statistic's own tail (sentinel.detect.level): a smooth glide far outside the training
+range alerts and names its field, where the error's drifting threshold alone absorbs it."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sentinel.config import load_config_text
+from sentinel.detect.level import combine, level_statistic
+from sentinel.model.train import train
+from sentinel.runtime.engine import Engine
+from sentinel.types import Sample, StreamKey
+
+TRAIN = 320
+GLIDE = 480
+KEY = StreamKey.of("pump", site="s1")
+FIELDS = ("temp", "flow")
+
+
+def config(level_tail: bool) -> str:
+    return f"""
+streams: {{history_size: 512, max_gap_intervals: 5, rewarm_samples: 4}}
+model: {{hidden: 8, window: 4}}
+train: {{min_history: {TRAIN}, min_history_span: 0, epochs: 4, bptt: 16, segments: 2, retrain_interval: 0, drift_retrain: false}}
+detect: {{level_tail: {str(level_tail).lower()}}}
+alerts: {{for: 0, resolve_for: 0, false_alerts_per_day: null}}
+"""
+
+
+def value(i: int, rng: np.random.Generator) -> tuple[float, float]:
+    glide = 0.0 if i < TRAIN + 40 else 0.008 * (i - TRAIN - 40)  # temp: +3.5 over 440 ticks (~5 sd)
+    return (float(np.sin(2 * np.pi * i / 32) + glide + 0.1 * rng.standard_normal()),
+            float(np.cos(2 * np.pi * i / 32) + 0.1 * rng.standard_normal()))
+
+
+def run(level_tail: bool, ticks: int = TRAIN + GLIDE, e: Engine | None = None
+        ) -> tuple[list[float], list[bool], list[np.ndarray]]:
+    e = e or Engine(load_config_text(config(level_tail), source="test.yaml"))
+    rng = np.random.default_rng(7)
+    scores, firing, shares = [], [], []
+    for i in range(ticks):
+        out = e.process([Sample(KEY, float(i), FIELDS, value(i, rng))])
+        for job in e.due_training(float(i)):
+            e.apply_training(job, train(job, e.settings), float(i))
+        scores.append(float(out.score[0]))
+        firing.append(bool(out.firing[0]))
+        g = next(iter(e.groups.values()))
+        shares.append(g.a["share"][0].copy())
+    return scores, firing, shares
+
+
+def test_a_smooth_glide_far_outside_training_alerts_on_the_level_tail_and_names_its_field() -> None:
+    on_scores, on_firing, on_shares = run(True)
+    off_scores, off_firing, _ = run(False)
+    start = TRAIN + 40
+    # before the glide neither fires
+    assert not any(on_firing[TRAIN:start]) and not any(off_firing[TRAIN:start])
+    first = start + on_firing[start:].index(True)
+    assert on_shares[first].argmax() == 0  # temp drove it
+    # the error's threshold alone follows the glide: it never alerts
+    assert not any(off_firing) and max(off_scores[start:]) < 0.5 < max(on_scores[start:])
+
+
+def test_level_statistic_and_combination() -> None:
+    stat, shares = level_statistic(np.array([[3.0, 0.0], [np.nan, 1.0]]), None)
+    assert stat.tolist() == [9.0, 1.0] and shares.tolist() == [[9.0, 0.0], [0.0, 1.0]]
+    assert combine(np.array([0.5]), np.array([1e-5])).tolist() == [1e-5]
+
+
+def test_the_level_tail_is_checkpointed_and_an_older_checkpoint_restores_without_it() -> None:
+    cfg = load_config_text(config(True), source="test.yaml")
+    e = Engine(cfg)
+    run(True, TRAIN + 5, e)
+    g = next(iter(e.groups.values()))
+    assert g.lthr is not None and g.lthr.a["ready"][0] and np.isfinite(g.lthr.a["z"][0])
+    meta, tensors = e.snapshot()
+    back = Engine(cfg)
+    back.restore(meta, {k: v.clone() for k, v in tensors.items()})
+    gb = next(iter(back.groups.values()))
+    assert gb.lthr is not None
+    for k, v in g.lthr.a.items():
+        np.testing.assert_array_equal(gb.lthr.a[k][:1], v[:1], err_msg=k)
+    old = Engine(cfg)  # a checkpoint from before the level tail: the error's tail alone until retrained
+    old.restore(meta, {k: v for k, v in tensors.items() if ".lthr." not in k})
+    go = next(iter(old.groups.values()))
+    assert go.lthr is not None and not go.lthr.a["ready"][0]
