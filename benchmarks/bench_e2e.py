@@ -234,6 +234,8 @@ def group_bytes(engine) -> dict:
         for k, v in g.a.items():
             out["history" if k.startswith("hist_") else "charts" if k.startswith("ch_") else "arrays"] += v.nbytes
         out["thresholds"] += sum(v.nbytes for v in g.thr.a.values())
+        if getattr(g, "lthr", None) is not None:  # the level statistic's own tail (detect.level_tail)
+            out["thresholds"] += sum(v.nbytes for v in g.lthr.a.values())
         out["alerts"] += sum(v.nbytes for v in g.alerts.a.values())
         out["capacity"] += g.bank.capacity
     return out

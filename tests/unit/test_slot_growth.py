@@ -29,6 +29,7 @@ def test_every_store_of_a_group_grows_to_max_streams_and_no_further() -> None:
     assert e.n_streams == 5
     assert g.bank.capacity == g.capacity == 5
     assert g.thr.capacity == g.alerts.capacity == 64  # their own first allocation, not grown
+    assert g.lthr is None or g.lthr.limit == 5
 
 
 def test_reserve_allocates_once_and_streams_take_the_slots_in_order() -> None:

@@ -88,6 +88,8 @@ class Group:
         self.slots = SlotArrays(spec, 0)
         # every per-slot store grows as the bank does, to at most max_streams slots
         self.slots.limit = self.thr.limit = self.alerts.limit = cfg.streams.max_streams
+        if self.lthr is not None:
+            self.lthr.limit = cfg.streams.max_streams
         self.a = self.slots.a
         self._ensure(1)
 
