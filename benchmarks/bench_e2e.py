@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import json
 import math
 import multiprocessing as mp
@@ -56,7 +57,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 LINES_PER_POST = 5000
 SPIKES_PER_TICK = 5
-CALIB_STEPS = 96
+CALIB_STEPS = 96  # --calib-steps
+CALIB_TEMPLATE = 0  # --fast-ready: streams per make-ready chunk whose thresholds are fitted (0 = all)
+MAKE_READY_CHUNK = 50_000
+LATENCY_TICKS = 60  # --latency-ticks: at most this many paced ticks in the latency phase
 T0 = 1_700_000_000  # first tick's timestamp (s)
 
 
@@ -94,7 +98,10 @@ def bodies_of(lines: list[str]) -> list[bytes]:
     return [("\n".join(lines[j:j + LINES_PER_POST]) + "\n").encode() for j in range(0, len(lines), LINES_PER_POST)]
 
 
-def sender_main(url: str, streams: int, ticks: int, conn) -> None:  # runs in the child process
+def sender_main(url: str, streams: int, ticks: int, conn, calib_steps: int = 96, latency_ticks: int = 60
+                ) -> None:  # runs in the child process
+    global CALIB_STEPS, LATENCY_TICKS
+    CALIB_STEPS, LATENCY_TICKS = calib_steps, latency_ticks
     from aiohttp import ClientSession, TCPConnector
 
     async def post_all(s: ClientSession, bodies: list[bytes]) -> None:
@@ -126,7 +133,7 @@ def sender_main(url: str, streams: int, ticks: int, conn) -> None:  # runs in th
             del sustained
             _msg, rate = conn.recv()  # "latency", samples/s
             interval = streams / rate
-            n_ticks = max(12, min(60, int(8.0 / interval)))
+            n_ticks = min(LATENCY_TICKS, max(12, min(60, int(8.0 / interval))))
             n_ticks = min(n_ticks, streams // SPIKES_PER_TICK)
             plan, next_spike = [], 0
             for j in range(n_ticks):
@@ -157,35 +164,14 @@ def make_ready(engine, now: float, seed: int = 0) -> int:
     import numpy as np
     import torch
 
-    from sentinel.runtime.engine import BURN_IN
-
     gen = torch.Generator().manual_seed(seed)
     done = 0
     for g in engine.groups.values():
         C = g.capacity
-        sl = np.flatnonzero(g.a["alive"][:C] & ~g.a["ready"][:C])
-        if len(sl) == 0:
-            continue
-        n, F = len(sl), g.F
-        params = {k: torch.randn((n, *g.bank.t[k].shape[1:]), generator=gen) * 0.2 for k in ("W", "b", "D", "d")}
-        g.bank.load(sl, params, torch.full((n, F), 10.0), torch.ones(n, F))
-        g.bank.reset_state(sl)
-        streams = np.array([int(str(g.keys[s]).split("pump=p")[1].split(",")[0]) for s in sl])[:, None]
-        ks = np.arange(CALIB_STEPS)[None, :]  # signal indices 0..CALIB_STEPS-1 precede tick 0's
-        xs = (10.0 + np.sin(2 * np.pi * (ks + streams % 20) / 20.0) + 0.05 * np.sin(ks * 1.7 + streams))
-        xs = np.repeat(xs.astype(np.float32)[..., None], F, axis=2)
-        _fe, err = g.bank.run_sequence(sl, xs)
-        err = err.numpy()
-        g.thr.calibrate(sl, [e[BURN_IN:] for e in err])
-        calib = err[:, BURN_IN:].mean(1)
-        g.a["calib_err"][sl] = calib
-        g.a["err_ewma"][sl] = calib
-        g.a["ready"][sl] = True
-        g.a["rewarm"][sl] = 0
-        g.a["trained_at"][sl] = now
-        engine.model_version += 1
-        g.a["version"][sl] = engine.model_version
-        done += n
+        todo = np.flatnonzero(g.a["alive"][:C] & ~g.a["ready"][:C])
+        # in chunks: a million streams' float32 weights at once would be 17 GB of temporaries
+        for i in range(0, len(todo), MAKE_READY_CHUNK):
+            done += _make_ready(engine, g, todo[i:i + MAKE_READY_CHUNK], gen, now)
     return done
 
 
@@ -220,8 +206,76 @@ def bare_step_rate(engine, rounds: int = 5) -> float:
     return len(slots) / best
 
 
-def run_one(streams: int, ticks: int, wal: str = "on", path: str = "columns", weight_dtype: str = "float32",
-            ingest_workers: int = 0) -> dict:
+def _make_ready(engine, g, sl, gen, now: float) -> int:
+    import numpy as np
+    import torch
+
+    from sentinel.runtime.engine import BURN_IN
+
+    n, F = len(sl), g.F
+    params = {k: torch.randn((n, *g.bank.t[k].shape[1:]), generator=gen) * 0.2 for k in ("W", "b", "D", "d")}
+    g.bank.load(sl, params, torch.full((n, F), 10.0), torch.ones(n, F))
+    g.bank.reset_state(sl)
+    streams = np.array([int(str(g.keys[s]).split("pump=p")[1].split(",")[0]) for s in sl])[:, None]
+    ks = np.arange(CALIB_STEPS)[None, :]  # signal indices 0..CALIB_STEPS-1 precede tick 0's
+    xs = (10.0 + np.sin(2 * np.pi * (ks + streams % 20) / 20.0) + 0.05 * np.sin(ks * 1.7 + streams))
+    xs = np.repeat(xs.astype(np.float32)[..., None], F, axis=2)
+    _fe, err = g.bank.run_sequence(sl, xs)
+    err = err.numpy()
+    if CALIB_TEMPLATE and n > CALIB_TEMPLATE:
+        # --fast-ready: the first CALIB_TEMPLATE streams of the chunk are calibrated, the others take their
+        # threshold state in turn (the streams differ only in phase; a per-stream SPOT fit of a million
+        # streams is minutes of Python)
+        g.thr.calibrate(sl[:CALIB_TEMPLATE], [e[BURN_IN:] for e in err[:CALIB_TEMPLATE]])
+        src = sl[np.arange(n) % CALIB_TEMPLATE]
+        for arr in g.thr.a.values():
+            arr[sl[CALIB_TEMPLATE:]] = arr[src[CALIB_TEMPLATE:]]
+    else:
+        g.thr.calibrate(sl, [e[BURN_IN:] for e in err])
+    calib = err[:, BURN_IN:].mean(1)
+    g.a["calib_err"][sl] = calib
+    g.a["err_ewma"][sl] = calib
+    g.a["ready"][sl] = True
+    g.a["rewarm"][sl] = 0
+    g.a["trained_at"][sl] = now
+    engine.model_version += 1
+    g.a["version"][sl] = engine.model_version
+    return n
+
+
+def warm_up(engine, streams: int, samples: int) -> int:
+    """History warm-up as from a source's history query: ``samples`` per stream merged into every warming
+    stream's ring (``Engine.load_history``), in chunks of streams. Returns the samples taken."""
+    from sentinel.types import Sample, StreamKey
+
+    taken = 0
+    for lo in range(0, streams, 10_000):
+        batch = []
+        for i in range(lo, min(streams, lo + 10_000)):
+            key = StreamKey.of("pump", site=f"s{i % 16}", pump=f"p{i}")
+            batch.extend(Sample(key, float(T0 - samples + k), ("temp",), (signal_value(i, k),)) for k in range(samples))
+        taken += engine.load_history(batch, create=False)
+    return taken
+
+
+def group_bytes(engine) -> dict:
+    """Resident bytes of every per-slot store, per live stream (the arrays as allocated, capacity included)."""
+    out = {"bank": 0, "arrays": 0, "history": 0, "charts": 0, "thresholds": 0, "alerts": 0, "capacity": 0}
+    for g in engine.groups.values():
+        out["bank"] += sum(t.numel() * t.element_size() for t in g.bank.t.values())
+        for k, v in g.a.items():
+            out["history" if k.startswith("hist_") else "charts" if k.startswith("ch_") else "arrays"] += v.nbytes
+        out["thresholds"] += sum(v.nbytes for v in g.thr.a.values())
+        if getattr(g, "lthr", None) is not None:  # the level statistic's own tail (detect.level_tail)
+            out["thresholds"] += sum(v.nbytes for v in g.lthr.a.values())
+        out["alerts"] += sum(v.nbytes for v in g.alerts.a.values())
+        out["capacity"] += g.bank.capacity
+    return out
+
+
+def run_one(streams: int, ticks: int, wal: str = "on", path: str = "columns", weight_dtype: str = "default",
+            history_size: int = 64, history_dtype: str = "default", max_streams: int = 1_000_000,
+            warmup: int = 0, checkpoint: str = "copy", reserve: bool = False, ingest_workers: int = 0) -> dict:
     import numpy as np
     import torch
     from prometheus_client import CollectorRegistry
@@ -243,13 +297,14 @@ def run_one(streams: int, ticks: int, wal: str = "on", path: str = "columns", we
                    "wal": {"enabled": wal == "on", "dir": str(tmp / "wal"), "max_bytes": 1 << 34}},
         "sources": [{"type": "influxdb", "name": "rx", "mode": "receiver", "fields": ["temp"],
                      "max_streams": 1_000_000, "receiver": {"max_pending_batches": 64}}],
-        "streams": {"max_streams": 1_000_000, "history_size": 64, "history_lookback": 0},
+        "streams": {"max_streams": max_streams, "history_size": history_size, "history_lookback": 0,
+                    **({"history_dtype": history_dtype} if history_dtype != "default" else {})},
         "train": {"min_history": 1_000_000, "retrain_interval": 0, "drift_retrain": False, "progress": False},
         "alerts": {"for": 0, "cooldown": 0},
         "state": {"dir": str(tmp / "state"), "checkpoint_interval": 86400},
         "sinks": {"outbox": {"path": str(tmp / "outbox")}, "log_alerts": False},
         "logging": {"level": "error", "format": "text"},
-        "model": {"device": "cpu", "weight_dtype": weight_dtype},
+        "model": {"device": "cpu", **({"weight_dtype": weight_dtype} if weight_dtype != "default" else {})},
     })
     import logging
 
@@ -270,7 +325,8 @@ def run_one(streams: int, ticks: int, wal: str = "on", path: str = "columns", we
     registry = CollectorRegistry()
     d = Daemon(cfg, registry=registry, inline_training=True)
     alerts: list[tuple[float, str, str]] = []
-    result: dict = {"streams": streams, "wal": wal, "path": path, "weight_dtype": weight_dtype,
+    result: dict = {"streams": streams, "wal": wal, "path": path, "weight_dtype": cfg.model.weight_dtype,
+                    "history_size": history_size, "history_dtype": cfg.streams.history_dtype, "max_streams": max_streams,
                     "ingest_workers": ingest_workers}
 
     def ingested() -> float:
@@ -298,17 +354,27 @@ def run_one(streams: int, ticks: int, wal: str = "on", path: str = "columns", we
         d.notifier.submit = submit  # type: ignore[method-assign]
         await asyncio.sleep(0.5)
         rss0 = rss_bytes()
+        if reserve:
+            await d.thread.call(lambda: d.engine._group(1).reserve(streams))
         ctx = mp.get_context("spawn")
         parent, child = ctx.Pipe()
         sender = ctx.Process(target=sender_main, args=(f"http://127.0.0.1:{port}/write?db=sensors&precision=ns",
-                                                       streams, ticks, child), daemon=True)
+                                                       streams, ticks, child, CALIB_STEPS, LATENCY_TICKS),
+                             daemon=True)
         sender.start()
         loop = asyncio.get_running_loop()
         recv = lambda: loop.run_in_executor(None, parent.recv)  # noqa: E731
         try:
-            msg, _ = await asyncio.wait_for(recv(), 600)
+            t_created = time.monotonic()
+            msg, _ = await asyncio.wait_for(recv(), 1200)
             assert msg == "created"
-            await wait_ingested(streams, 120)
+            await wait_ingested(streams, 600)
+            result["created_s"] = round(time.monotonic() - t_created, 2)
+            if warmup:
+                t = time.perf_counter()
+                taken = await d.thread.call(warm_up, d.engine, streams, warmup)
+                result["warmup_s"] = round(time.perf_counter() - t, 2)
+                result["warmup_samples"] = taken
             t = time.perf_counter()
             ready = await d.thread.call(make_ready, d.engine, time.time())
             result["make_ready_s"] = round(time.perf_counter() - t, 2)
@@ -366,7 +432,9 @@ def run_one(streams: int, ticks: int, wal: str = "on", path: str = "columns", we
                 max_alert_ms=round(float(lat_ms.max()), 1) if len(lat) else None,
                 rss_base=rss0, rss_ready=rss1, rss_after=rss2,
                 rss_bytes_per_stream=round((rss2 - rss0) / streams),
-                bank_bytes_per_stream=sum(d.engine.groups[1].bank.bytes_per_stream().values()),
+                bank_slot_bytes=sum(d.engine.groups[1].bank.bytes_per_stream().values()),
+                **{f"{k}_bytes_per_stream" if k != "capacity" else "slot_capacity":
+                   (round(v / streams) if k != "capacity" else v) for k, v in group_bytes(d.engine).items()},
             )
             # one Prometheus scrape of everything (per-stream series for every stream)
             import urllib.request
@@ -388,22 +456,63 @@ def run_one(streams: int, ticks: int, wal: str = "on", path: str = "columns", we
                     probe[0] = max(probe[0], time.perf_counter() - t)
                     await asyncio.sleep(0.002)
 
-            prober = asyncio.create_task(probe_loop())
-            t = time.perf_counter()
-            await d.checkpoint()
-            result["checkpoint_s"] = round(time.perf_counter() - t, 3)
-            copying[0] = False
-            await prober
-            result["checkpoint_probe_max_s"] = round(probe[0], 4)
-            last = d.checkpointer.last
-            result.update(checkpoint_pause_s=round(last.max_step_s, 4), checkpoint_steps=last.steps,
-                          checkpoint_copy_s=round(last.copy_s, 3), checkpoint_write_s=round(last.write_s, 3))
+            pause = [0.0]  # write and sink: the engine.snapshot() call on the engine thread
+            if checkpoint == "copy":
+                prober = asyncio.create_task(probe_loop())
+                t = time.perf_counter()
+                await d.checkpoint()
+                result["checkpoint_s"] = round(time.perf_counter() - t, 3)
+                copying[0] = False
+                await prober
+                result["checkpoint_probe_max_s"] = round(probe[0], 4)
+                last = d.checkpointer.last
+                result.update(checkpoint_pause_s=round(last.max_step_s, 4), checkpoint_steps=last.steps,
+                              checkpoint_copy_s=round(last.copy_s, 3), checkpoint_write_s=round(last.write_s, 3))
+            elif checkpoint == "sink":
+                # serialised as the checkpoint file would be, into a counting sink (a checkpoint of a million
+                # streams is larger than this machine's free disk)
+                class Sink(io.RawIOBase):
+                    n = 0
+
+                    def writable(self):
+                        return True
+
+                    def write(self, b):
+                        Sink.n += len(b)
+                        return len(b)
+
+                def write_sink():
+                    t0 = time.perf_counter()
+                    meta, tensors = d.engine.snapshot()
+                    pause[0] = time.perf_counter() - t0
+                    torch.save({"meta": json.dumps(meta), "tensors": tensors}, Sink())
+
+                t = time.perf_counter()
+                await d.thread.call(write_sink)
+                result["checkpoint_bytes"] = Sink.n
+            elif checkpoint == "write":
+                # the write alone, from views of the engine's arrays (nothing scores meanwhile): the landed
+                # checkpointer's copy of every tensor would need the engine's memory twice over
+                def write_views():
+                    t0 = time.perf_counter()
+                    meta, tensors = d.engine.snapshot()
+                    meta.update(cursors={}, saved_at=time.time())
+                    pause[0] = time.perf_counter() - t0
+                    return d.checkpointer.write(meta, tensors)
+
+                t = time.perf_counter()
+                await d.thread.call(write_views)
+            if checkpoint != "copy":
+                result["checkpoint_s"] = round(time.perf_counter() - t, 3)
+                result["checkpoint_pause_s"] = round(pause[0], 3)
+            result["checkpoint_mode"] = checkpoint
             result["rss_peak"] = peak_rss()
-            # the same run's one-go snapshot (the checkpoint before issue 10): the engine thread stops while
-            # every array is cloned
-            t = time.perf_counter()
-            await d.thread.call(lambda: d.checkpointer.snapshot(d.engine, {}) and None)
-            result["checkpoint_oneshot_pause_s"] = round(time.perf_counter() - t, 3)
+            if checkpoint == "copy":  # (write/sink: sizes where a second copy of the state would not fit)
+                # the same run's one-go snapshot (the checkpoint before issue 10): the engine thread stops
+                # while every array is cloned
+                t = time.perf_counter()
+                await d.thread.call(lambda: d.checkpointer.snapshot(d.engine, {}) and None)
+                result["checkpoint_oneshot_pause_s"] = round(time.perf_counter() - t, 3)
             # the bare scoring step of the same bank, same process, daemon idle (the target's yardstick)
             result["step_ticks_per_s"] = round(await d.thread.call(bare_step_rate, d.engine))
         finally:
@@ -437,7 +546,28 @@ def main() -> None:
     ap.add_argument("--path", default="columns,objects",
                     help="intake paths to run each configuration with: columns (the columnar hot path) and objects "
                          "(the landed per-line Sample path, the baseline of the same run)")
-    ap.add_argument("--weight-dtype", default="float32", help="model.weight_dtype of every configuration")
+    ap.add_argument("--weight-dtype", default="default",
+                    help="model.weight_dtype of every configuration (default: the config's default)")
+    ap.add_argument("--history-size", type=int, default=64, help="streams.history_size (default 64)")
+    ap.add_argument("--history-dtype", default="default",
+                    help="streams.history_dtype: float32 | float16 (default: the config's default)")
+    ap.add_argument("--max-streams", type=int, default=1_000_000,
+                    help="streams.max_streams (0 = the configuration's stream count: slots grow to exactly it)")
+    ap.add_argument("--warmup", type=int, default=0,
+                    help="history warm-up: samples per stream loaded through Engine.load_history before "
+                         "the streams are made ready, timed (0 = none)")
+    ap.add_argument("--checkpoint", default="copy", choices=("copy", "write", "sink"),
+                    help="copy: the daemon's checkpoint (snapshot copied, written beside scoring); write: only the "
+                         "write, from views (for sizes whose copy would not fit in memory); sink: serialised into a "
+                         "counting sink, not to disk (for sizes larger than the free disk)")
+    ap.add_argument("--calib-steps", type=int, default=96, help="samples each stream's state is run through "
+                    "when it is made ready (96)")
+    ap.add_argument("--fast-ready", action="store_true", help="fit the thresholds of 1,000 streams per 50k and "
+                    "copy them to the others (for a million streams)")
+    ap.add_argument("--latency-ticks", type=int, default=60, help="at most this many paced ticks in the latency "
+                    "phase (at a million streams each is ~25 s)")
+    ap.add_argument("--reserve", action="store_true",
+                    help="slots for every stream allocated before tick 0 (Group.reserve: no growth copies)")
     ap.add_argument("--ingest-workers", default="0",
                     help="server.ingest_workers settings to run each configuration with (0: parse in the daemon)")
     ap.add_argument("--ingest-workers-one", type=int, default=0, help=argparse.SUPPRESS)
@@ -445,9 +575,12 @@ def main() -> None:
     ap.add_argument("--wal-one", default="on", help=argparse.SUPPRESS)
     ap.add_argument("--path-one", default="columns", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    global CALIB_STEPS, CALIB_TEMPLATE, LATENCY_TICKS
+    CALIB_STEPS, CALIB_TEMPLATE, LATENCY_TICKS = args.calib_steps, 1000 if args.fast_ready else 0, args.latency_ticks
     if args.run_one:
         res = run_one(args.run_one, args.ticks or default_ticks(args.run_one), args.wal_one, args.path_one,
-                      args.weight_dtype, args.ingest_workers_one)
+                      args.weight_dtype, args.history_size, args.history_dtype, args.max_streams or args.run_one,
+                      args.warmup, args.checkpoint, args.reserve, args.ingest_workers_one)
         print("JSON " + json.dumps(res), flush=True)
         return
     configs = args.streams or ([1_000, 10_000] if args.quick else [1_000, 10_000, 100_000])
@@ -455,10 +588,14 @@ def main() -> None:
     for s, wal, path, iw in ((s, w, p, i) for s in configs for w in args.wal.split(",") for p in args.path.split(",")
                              for i in args.ingest_workers.split(",")):
         cmd = [sys.executable, __file__, "--run-one", str(s), "--wal-one", wal, "--path-one", path,
-               "--weight-dtype", args.weight_dtype, "--ingest-workers-one", iw] + (
+               "--weight-dtype", args.weight_dtype, "--history-size", str(args.history_size),
+               "--history-dtype", args.history_dtype, "--max-streams", str(args.max_streams),
+               "--warmup", str(args.warmup), "--checkpoint", args.checkpoint, "--calib-steps", str(args.calib_steps),
+               "--latency-ticks", str(args.latency_ticks), "--ingest-workers-one", iw] + (
+               ["--reserve"] if args.reserve else []) + (["--fast-ready"] if args.fast_ready else []) + (
             ["--ticks", str(args.ticks)] if args.ticks else [])
         t = time.perf_counter()
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=3000)
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=7200)
         line = next((ln for ln in p.stdout.splitlines() if ln.startswith("JSON ")), None)
         if p.returncode != 0 or line is None:
             print(f"streams={s}: failed ({p.returncode})\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}", file=sys.stderr)
@@ -486,6 +623,12 @@ def main() -> None:
               f"checkpoint_steps={r.get('checkpoint_steps')} checkpoint_probe_max_s={r.get('checkpoint_probe_max_s')} "
               f"checkpoint_oneshot_pause_s={r.get('checkpoint_oneshot_pause_s')} "
               f"make_ready_s={r['make_ready_s']} rss_peak={r['rss_peak']} scrape_s={r['scrape_s']} p50_alert_ms={r['p50_alert_ms']} "
+              f"history_size={r['history_size']} history_dtype={r['history_dtype']} slot_capacity={r['slot_capacity']} "
+              f"created_s={r['created_s']} warmup_s={r.get('warmup_s')} warmup_samples={r.get('warmup_samples')} "
+              f"checkpoint_mode={r['checkpoint_mode']} "
+              + " ".join(f"{k}={r[k]}" for k in ("bank_bytes_per_stream", "history_bytes_per_stream",
+                                                  "charts_bytes_per_stream", "arrays_bytes_per_stream",
+                                                  "thresholds_bytes_per_stream", "alerts_bytes_per_stream")) + " "
               f"p99_alert_ms={r['p99_alert_ms']} rss_bytes_per_stream={r['rss_bytes_per_stream']} "
               f"latency_rate={r['latency_rate']} alerts={r['alerts']} missed_alerts={r['missed_alerts']} "
               f"false_alerts={r['false_alerts']} step_ticks_per_s={r['step_ticks_per_s']} "

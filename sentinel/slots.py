@@ -3,7 +3,7 @@
 A stream occupies the same slot index in the model bank, its thresholds, its alert
 state and its history; each of those keeps its numbers in numpy arrays indexed by
 slot. :class:`SlotArrays` is that storage once: arrays declared by name with a
-trailing shape, dtype and fill value, grown together (capacity doubles), reset per
+trailing shape, dtype and fill value, grown together (:func:`grown`), reset per
 slot, and copied out and back for checkpoints.
 """
 
@@ -15,8 +15,22 @@ Spec = dict[str, tuple[tuple[int, ...], type, float]]
 """name -> (trailing shape, dtype, fill value of a fresh or reset slot)"""
 
 
+SMALL = 4096  # capacities below this double; above, they grow by a quarter
+
+
+def grown(capacity: int, need: int, limit: int | None = None) -> int:
+    """The capacity to grow ``capacity`` to so that it holds ``need`` slots: doubling while small, then
+    by a quarter (doubling left 131,072 slots resident for 100k streams, 1.31x; a quarter at most
+    1.25x, and a growth's old and new copies side by side 2.25x instead of 3x), never past ``limit``
+    (``streams.max_streams``) unless ``need`` is."""
+    new = max(need, capacity * 2 if capacity < SMALL else capacity + capacity // 4)
+    return new if limit is None else max(need, min(new, limit))
+
+
 class SlotArrays:
     """``a[name]`` is an array of shape ``[capacity, *trailing]`` for every name in ``spec``."""
+
+    limit: int | None = None  # the most slots growth makes room for (see grown)
 
     def __init__(self, spec: Spec, capacity: int = 64):
         self.spec = spec
@@ -25,10 +39,10 @@ class SlotArrays:
         self.ensure(capacity)
 
     def ensure(self, capacity: int) -> None:
-        """Make room for ``capacity`` slots (at least doubling); existing values are kept."""
+        """Make room for ``capacity`` slots (growing as :func:`grown` says); existing values are kept."""
         if capacity <= self.capacity:
             return
-        new = max(capacity, 2 * self.capacity)
+        new = grown(self.capacity, capacity, self.limit)
         for name, (shape, dtype, fill) in self.spec.items():
             arr: np.ndarray = np.full((new, *shape), fill, dtype=dtype)
             if self.capacity:

@@ -85,7 +85,8 @@ def apply_published(engine: Any, data: bytes, now: float) -> int:
             continue
         job = make_job(engine.cfg, F, g, np.asarray(slots, dtype=np.int64))
         idx = torch.tensor(rows, dtype=torch.long)
-        p = {k: tensors[f"g{F}.{k}"].index_select(0, idx).numpy() for k in PARAMS}
+        # float32 at the read: a model published from a bank of bfloat16 weights has no numpy dtype
+        p = {k: tensors[f"g{F}.{k}"].index_select(0, idx).float().numpy() for k in PARAMS}
         nan = np.full(len(rows), np.nan)
         res = TrainResult(params={k: p[k] for k in ("W", "b", "D", "d")}, mean=p["mean"], std=p["std"],
                           val_loss=tensors[f"g{F}.val_loss"].index_select(0, idx).numpy()

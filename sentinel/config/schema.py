@@ -68,6 +68,10 @@ class ServerConfig(Strict):
 class StreamsConfig(Strict):
     max_streams: int = Field(100_000, ge=1, description="streams beyond this are refused and counted")
     history_size: int = Field(2048, ge=64, description="samples kept per stream for training (ring buffer)")
+    history_dtype: Literal["float32", "float16"] = Field(
+        "float32", description="dtype of the history ring's values (float16: residuals from a per-stream centre, "
+        "2 bytes a field instead of 4; benchmarks/README.md: quality of each); timestamps are kept to 1 ms"
+    )
     max_gap_intervals: float = Field(
         20.0, gt=1, description="a gap longer than this many typical intervals resets the hidden state"
     )
@@ -116,7 +120,7 @@ class ModelConfig(Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     score_threads: int = Field(1, ge=1, description="torch threads for scoring (training gets the rest)")
     weight_dtype: Literal["float32", "bfloat16", "float16"] = Field(
-        "float32", description="dtype the scoring bank stores each stream's recurrent weights in (the bytes every "
+        "bfloat16", description="dtype the scoring bank stores each stream's recurrent weights in (the bytes every "
         "tick reads); the step sums in float32 (benchmarks/README.md: speed and quality of each)"
     )
 

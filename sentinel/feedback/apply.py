@@ -18,8 +18,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from .record import MAX_KEEP, Feedback
 
 
@@ -31,11 +29,8 @@ def apply_feedback(engine: Any, fb: Feedback) -> dict[str, Any]:
         raise KeyError(fb.stream)
     g, slot = engine.groups[loc[0]], loc[1]
     a = g.a
-    n = int(min(a["hist_n"][slot], g.cap))
-    ts = a["hist_ts"][slot]
-    in_win = np.isfinite(ts) & (ts >= fb.start) & (ts <= fb.end)
-    if n < g.cap:  # ring entries never written are NaN: isfinite leaves them out
-        in_win[n:] = False
+    ts = g.times(slot)  # ring entries never written are NaN: the comparisons leave them out
+    in_win = (ts >= fb.start) & (ts <= fb.end)
     samples = int(in_win.sum())
     retrain = False
     in_flight = bool(a["training"][slot])  # a job made before the feedback: it clears the request on return

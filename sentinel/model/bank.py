@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..slots import grown
 from .cells import SPREAD_CLIP, Dims, cell_step, decode, level_input, tick_errors, tick_errors_dense
 
 STD_FLOOR = 1e-6
@@ -46,6 +47,7 @@ class Bank:
         self.dtype = dtype
         self.weight_dtype = WEIGHT_DTYPES[weight_dtype] if isinstance(weight_dtype, str) else weight_dtype
         self.capacity = 0
+        self.max_capacity: int | None = None  # growth stops here (streams.max_streams): slots.grown
         self._free: list[int] = []
         self.t: dict[str, Tensor] = {}
         self._dirty = np.zeros(0, dtype=np.int64)  # ticks until a slot's window holds no NaN
@@ -80,9 +82,9 @@ class Bank:
         self.capacity = new_cap
 
     def add(self) -> int:
-        """Take a free slot (its state reset); grows the stacked tensors by doubling when full."""
+        """Take a free slot (its state reset); grows the stacked tensors when full (:func:`~sentinel.slots.grown`)."""
         if not self._free:
-            self._grow(self.capacity * 2)
+            self._grow(grown(self.capacity, self.capacity + 1, self.max_capacity))
         slot = self._free.pop()
         self.reset_state(np.array([slot]))
         return slot

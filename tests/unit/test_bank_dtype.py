@@ -42,7 +42,7 @@ def test_reduced_weights_are_stored_reduced_and_score_close_to_float32(dtype: st
     assert rel < (0.05 if dtype == "bfloat16" else 0.01)
 
 
-def test_the_config_knob_reaches_the_bank_and_float32_is_the_default() -> None:
-    e = Engine(load_config_text("model: {weight_dtype: bfloat16}\n", source="t.yaml"))
-    assert e._group(1).bank.t["W"].dtype == torch.bfloat16
-    assert Engine(load_config_text("{}\n", source="t.yaml"))._group(1).bank.t["W"].dtype == torch.float32
+def test_the_config_knob_reaches_the_bank_and_bfloat16_is_the_default() -> None:
+    e = Engine(load_config_text("model: {weight_dtype: float32}\n", source="t.yaml"))
+    assert e._group(1).bank.t["W"].dtype == torch.float32
+    assert Engine(load_config_text("{}\n", source="t.yaml"))._group(1).bank.t["W"].dtype == torch.bfloat16

@@ -134,7 +134,7 @@ def state(e: Engine) -> dict:
     snap = {}
     for F, g in e.groups.items():
         snap.update({f"{F}.{k}": v.copy() for k, v in g.a.items()})
-        snap.update({f"{F}.bank.{k}": v.numpy().copy() for k, v in g.bank.t.items()})
+        snap.update({f"{F}.bank.{k}": v.float().numpy().copy() for k, v in g.bank.t.items()})  # bf16 W: exact
     return snap
 
 

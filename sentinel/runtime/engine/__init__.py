@@ -14,6 +14,8 @@ One job per file::
 
     group.py     Group: every per-slot store of the streams with F fields (bank, thresholds,
                  alert machine, per-slot arrays, history ring)
+    ring.py      the history ring's compact layout (uint32 ms offsets, float32 or float16 values)
+    backfill.py  load_history: a source's history merged into warming streams, batched
     steps.py     the round's named steps: validate, gaps, history, model, score, stuck, alert, record
     training.py  due_training, make_job, apply_training, calibration_errors, alert levels
     snapshot.py  snapshot / restore

@@ -20,7 +20,7 @@ from ...metrics import StreamColumns
 from ...model.train import TrainJob, TrainResult
 from ...types import AlertEvent, Sample, StreamKey
 from ..views import ChartSeries, StreamView
-from . import columnar, export, steps, training
+from . import backfill, columnar, export, steps, training
 from . import snapshot as _snapshot
 from .group import Group
 from .training import alert_levels, train_settings
@@ -234,51 +234,7 @@ class Engine:
         holds are skipped and the newest ``history_size`` samples are kept, in time order.
         Streams that are ready or training are left alone. Returns the samples taken.
         """
-        by_key: dict[StreamKey, list[Sample]] = {}
-        for smp in samples:
-            by_key.setdefault(smp.key, []).append(smp)
-        taken = 0
-        for key, ss in by_key.items():
-            loc = self.index.get(key) or (self._resolve(ss[0]) if create else None)
-            if loc is None:
-                continue
-            g, slot = self.groups[loc[0]], loc[1]
-            a = g.a
-            if a["ready"][slot] or a["training"][slot]:
-                continue
-            n = int(min(a["hist_n"][slot], g.cap))
-            if n:
-                h_ts, h_v, h_fl = g.history(np.array([slot]), last=n)
-                ts_old, v_old, fl_old = h_ts[0], h_v[0], h_fl[0]
-            else:
-                ts_old, v_old, fl_old = np.zeros(0), np.zeros((0, g.F), np.float32), np.zeros(0, bool)
-            held = set(ts_old.tolist())
-            new: dict[float, tuple[float, ...]] = {}
-            for smp in ss:
-                v = smp.values
-                if (smp.ts not in held and len(v) == g.F and any(x == x for x in v)
-                        and not any(x == _INF or x == -_INF for x in v)):
-                    new[smp.ts] = v
-            if not new:
-                continue
-            t_new = np.fromiter(new, dtype=np.float64, count=len(new))
-            v_new = np.array(list(new.values()), dtype=np.float32).reshape(-1, g.F)
-            ts = np.concatenate((t_new, ts_old))
-            order = np.argsort(ts, kind="stable")[-g.cap :]
-            vals = np.concatenate((v_new, v_old))[order]
-            fl = np.concatenate((np.zeros(len(t_new), bool), fl_old))[order]
-            ts = ts[order]
-            L = len(ts)
-            a["hist_ts"][slot, :L], a["hist_v"][slot, :L], a["hist_flag"][slot, :L] = ts, vals, fl
-            a["hist_n"][slot] = L
-            a["since_train"][slot] = L
-            for k in ("ch_score", "ch_thr", "ch_err", "ch_exp", "ch_lo", "ch_hi"):
-                a[k][slot] = np.nan
-            if L > 1:
-                a["interval"][slot] = float(np.median(np.diff(ts)))
-            a["last_ts"][slot] = max(float(a["last_ts"][slot]), float(ts[-1]))
-            taken += len(t_new)
-        return taken
+        return backfill.load_history(self, samples, create)
 
     # -- training (see .training) -------------------------------------------------
     def due_training(self, now: float, *, clocks: Mapping[StreamKey, float] | None = None,
@@ -334,10 +290,11 @@ class Engine:
         n = min(total, g.chart)
         ts, v, _fl = g.history(np.array([slot]), last=n)
         cp = (total - n + np.arange(n)) % g.chart
+        exp = g.a["ch_exp"][slot, cp]  # the band's bounds are kept as float16 offsets from it
         return ChartSeries(g.fields[slot], ts[0].tolist(), v[0].tolist(), g.a["ch_score"][slot, cp].tolist(),
                            g.a["ch_thr"][slot, cp].tolist(), g.a["ch_err"][slot, cp].tolist(),
-                           g.a["ch_state"][slot, cp].tolist(), g.a["ch_exp"][slot, cp].tolist(),
-                           g.a["ch_lo"][slot, cp].tolist(), g.a["ch_hi"][slot, cp].tolist())
+                           g.a["ch_state"][slot, cp].tolist(), exp.tolist(),
+                           (exp - g.a["ch_lo"][slot, cp]).tolist(), (exp + g.a["ch_hi"][slot, cp]).tolist())
 
     def state_counts(self) -> dict[str, int]:
         counts = {"warming": 0, "ready": 0, "ok": 0, "pending": 0, "firing": 0}

@@ -60,16 +60,12 @@ def restore(engine: Engine, meta: dict, tensors: dict[str, torch.Tensor]) -> Non
         C = int(gm["capacity"])
         g.bank.restore_slots(C, gm["free"])
         g._ensure(C)
-        hist = tensors[f"g{F}.a.hist_ts"]
-        if hist.shape[1] != g.cap:
-            raise ValueError(f"checkpoint history_size {hist.shape[1]} differs from the config's {g.cap}")
         for k in g.bank.t:
             if k == "cond" and f"g{F}.bank.{k}" not in tensors:
                 continue  # written before the multivariate level term: the identity (fields alone)
             g.bank.t[k][:C] = tensors[f"g{F}.bank.{k}"].to(g.bank.device)
-        for k in g.a:
-            if f"g{F}.a.{k}" in tensors:  # else an array newer than the checkpoint (the band's): its default
-                g.a[k][:C] = tensors[f"g{F}.a.{k}"].numpy()
+        p = f"g{F}.a."  # the group converts an older history ring's layout (Group.restore_arrays)
+        g.restore_arrays(C, {k[len(p):]: v.numpy() for k, v in tensors.items() if k.startswith(p)})
         g.thr.restore({k[len(f"g{F}.thr."):]: v.numpy() for k, v in tensors.items() if k.startswith(f"g{F}.thr.")})
         g.alerts.restore({k[len(f"g{F}.alert."):]: v.numpy() for k, v in tensors.items()
                           if k.startswith(f"g{F}.alert.")})

@@ -19,7 +19,7 @@ from ...detect.band import Band, expected_band, scale_of
 from ...detect.level import combine, level_statistic
 from ...detect.thresholds import score_from_p
 from ...types import AlertEvent
-from .group import Group
+from .group import Group, band_offset
 
 STUCK_MIN = 8  # identical values in a row before a field can count as stuck
 RELEARN_TICKS = 512  # fewest ticks an alert must last before its level can be learned as normal
@@ -74,13 +74,8 @@ def gaps(g: Group, slots: np.ndarray, ts: np.ndarray, max_gap_intervals: float, 
 
 def append_history(g: Group, slots: np.ndarray, ts: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Write the samples into the history ring (not flagged yet); returns their ring positions."""
-    a = g.a
-    pos = a["hist_n"][slots] % g.cap
-    a["hist_ts"][slots, pos] = ts
-    a["hist_v"][slots, pos] = v
-    a["hist_flag"][slots, pos] = False
-    a["hist_n"][slots] += 1
-    a["since_train"][slots] += 1
+    pos = g.append(slots, ts, v)
+    g.a["since_train"][slots] += 1
     return pos
 
 
@@ -210,8 +205,8 @@ def record(g: Group, slots: np.ndarray, score: np.ndarray, err: np.ndarray, thr:
     a["score"][slots], a["error"][slots], a["threshold"][slots] = score, err, thr
     cpos = (a["hist_n"][slots] - 1) % g.chart
     a["ch_score"][slots, cpos] = score
-    a["ch_thr"][slots, cpos] = thr
-    a["ch_err"][slots, cpos] = err
+    a["ch_thr"][slots, cpos] = band_offset(thr)
+    a["ch_err"][slots, cpos] = band_offset(err)
     a["ch_state"][slots, cpos] = st
 
 
@@ -225,7 +220,8 @@ def record_band(g: Group, slots: np.ndarray, r: np.ndarray, b: Band | None) -> N
         exp[r], lo[r], hi[r] = b.expected, b.lower, b.upper
     a["exp"][slots], a["lo"][slots], a["hi"][slots] = exp, lo, hi
     cpos = (a["hist_n"][slots] - 1) % g.chart
-    a["ch_exp"][slots, cpos], a["ch_lo"][slots, cpos], a["ch_hi"][slots, cpos] = exp, lo, hi
+    a["ch_exp"][slots, cpos] = exp
+    a["ch_lo"][slots, cpos], a["ch_hi"][slots, cpos] = band_offset(exp - lo), band_offset(hi - exp)
 
 
 def event(g: Group, tr: Transition, score: float, err: float, thr: float, enter: float, severity: str

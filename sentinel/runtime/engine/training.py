@@ -109,7 +109,7 @@ def due_training(engine: Engine, now: float, *, clocks: Mapping[StreamKey, float
         # trained on a few hours cannot know the rest of the day and alarms on it. A full
         # history buffer is enough when the buffer spans less than that.
         n = a["hist_n"][:C]
-        oldest = a["hist_ts"][np.arange(C), np.where(n >= g.cap, n % g.cap, 0)]
+        oldest = g.oldest(C)
         span_ok = (n >= g.cap) | (a["last_ts"][:C] - oldest >= t.min_history_span)
         first = base & ~a["ready"][:C] & (((n >= t.min_history) & span_ok) | (forced & (n >= 16)))
         retrain = np.zeros(C, bool)
