@@ -153,17 +153,23 @@ def test_a_checkpoint_taken_while_streams_tick_restores_and_replays_to_the_unint
         assert_same(lr.a, g.lthr.a)
 
 
-def test_a_fence_passes_once_the_stream_scores_and_a_classic_checkpoint_has_none() -> None:
-    live = engine()
-    t = warm(live)
-    snap = FuzzySnapshot(live)
-    live.process(tick(t, ONE))  # scored after the start, before the copy
+def finish_and_restore(snap: FuzzySnapshot) -> Engine:
+    """Copy the rest of ``snap``'s chunks, release it and restore its checkpoint into a fresh engine."""
     while not snap.step():
         pass
     meta, tensors = snap.result()
     snap.release()
     restored = engine()
     restored.restore(meta, {k: v.clone() for k, v in tensors.items()})
+    return restored
+
+
+def test_a_fence_passes_once_the_stream_scores_and_a_classic_checkpoint_has_none() -> None:
+    live = engine()
+    t = warm(live)
+    snap = FuzzySnapshot(live)
+    live.process(tick(t, ONE))  # scored after the start, before the copy
+    restored = finish_and_restore(snap)
     old = [Sample(ONE[0], float(t), ("value",), (1.0,))]
     assert restored.process(old).rejected == [SKIPPED]  # held by the checkpoint
     assert restored.process(tick(t + 1, [ONE[0]])).rejected == [None]
@@ -259,12 +265,7 @@ def test_the_tick_counts_a_skipped_sample_neither_ingested_nor_rejected() -> Non
         live.process(tick(i, ONE[:2]))
     snap = FuzzySnapshot(live)
     live.process(tick(3, ONE[:2]))  # in the checkpoint, and in the log after its position
-    while not snap.step():
-        pass
-    meta, tensors = snap.result()
-    snap.release()
-    restored = engine()
-    restored.restore(meta, {k: v.clone() for k, v in tensors.items()})
+    restored = finish_and_restore(snap)
     registry = CollectorRegistry()
     t = Tick(restored, Metrics(registry), shard=Shard(None), notifier=None, clock=lambda: 100.0)
     stale = Sample(ONE[0], 1.0, ("value",), (0.0,))  # older than the start: a real rejection
