@@ -57,7 +57,7 @@ def level_shares(lx: np.ndarray, prec: np.ndarray | None) -> np.ndarray:
     own = x * x
     if prec is None:
         return own
-    share = x * np.einsum("...ij,...j->...i", np.asarray(prec, dtype=np.float64), x)
+    share = x * (np.asarray(prec, dtype=np.float64) @ x[..., None])[..., 0]
     return np.maximum(own, share)
 
 
