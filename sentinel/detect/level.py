@@ -40,6 +40,12 @@ TAILS = 1.0
 #: alarms went 2 -> 5 and the public NAB to 86.3; at 4 SKAB gained nothing.)
 CALIBRATION_INFLATE = 3.0
 
+#: The least scale of the level tail, in the statistic's units (squared normalised distances). A
+#: field that never moved in training (a status flag, a quantised sensor that held its value) fits a
+#: tail of no width, and the smallest later change would score as impossible; with this floor a level
+#: must move by several of its normalisation units before the level tail alone can alert.
+SIGMA_FLOOR = 1.0
+
 
 def level_shares(lx: np.ndarray, prec: np.ndarray | None) -> np.ndarray:
     """Per field ``max(x_j^2, x_j (P x)_j)`` of normalised samples ``lx`` ``[..., F]`` (NaN = missing:

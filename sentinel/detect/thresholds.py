@@ -49,8 +49,9 @@ class SpotThresholds(_Slots):
     """SPOT (``depth=0``) or DSPOT (``depth>0``) per slot."""
 
     def __init__(self, risk: float = 1e-4, init_quantile: float = 0.98, depth: int = 32, max_peaks: int = 256,
-                 capacity: int = 64):
+                 capacity: int = 64, sigma_floor: float = 1e-12):
         self.risk, self.init_quantile, self.depth, self.max_peaks = risk, init_quantile, depth, max_peaks
+        self.sigma_floor = sigma_floor  # the least scale the fitted tail may have, in the value's units
         super().__init__(capacity)
 
     def _arrays(self) -> Spec:
@@ -101,7 +102,7 @@ class SpotThresholds(_Slots):
         sigma = np.where(few | ~np.isfinite(sig) | (sig <= 0), np.maximum(b0, 1e-12), sig)
         gamma = np.where(few | ~np.isfinite(sig) | (sig <= 0), 0.0, gamma)
         self.a["gamma"][idx] = gamma
-        self.a["sigma"][idx] = np.maximum(sigma, 1e-12)
+        self.a["sigma"][idx] = np.maximum(sigma, max(self.sigma_floor, 1e-12))
         self.a["z"][idx] = self._quantile(idx)
 
     # -- public ----------------------------------------------------------------

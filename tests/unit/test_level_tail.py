@@ -84,3 +84,19 @@ def test_the_level_tail_is_checkpointed_and_an_older_checkpoint_restores_without
     old.restore(meta, {k: v for k, v in tensors.items() if ".lthr." not in k})
     go = next(iter(old.groups.values()))
     assert go.lthr is not None and not go.lthr.a["ready"][0]
+
+
+def test_a_field_that_never_moved_in_training_does_not_make_the_next_small_change_impossible() -> None:
+    from sentinel.detect.level import SIGMA_FLOOR
+    from sentinel.detect.thresholds import SpotThresholds
+
+    slots = np.array([0])
+    flat = [np.zeros(400)]  # a status flag held all training: its level statistic is 0 throughout
+    bare, floored = SpotThresholds(1e-4, 0.98, 0, capacity=1), SpotThresholds(1e-4, 0.98, 0, capacity=1,
+                                                                             sigma_floor=SIGMA_FLOOR)
+    bare.calibrate(slots, flat)
+    floored.calibrate(slots, flat)
+    small, large = np.array([1.0]), np.array([40.0])  # one normalisation unit squared; a real move
+    assert bare.tail_probability(slots, small)[0] < 1e-100  # without the floor: "impossible"
+    assert floored.tail_probability(slots, small)[0] > 1e-4  # rarer than the risk only further out
+    assert floored.tail_probability(slots, large)[0] < 1e-12

@@ -14,6 +14,7 @@ import numpy as np
 
 from ...alerts.state import AlertMachine, AlertRules
 from ...config import SentinelConfig
+from ...detect import level
 from ...detect.thresholds import SpotThresholds, make_thresholds
 from ...model.bank import Bank
 from ...model.cells import Dims
@@ -67,7 +68,7 @@ class Group:
         self.thr = make_thresholds(cfg.detect.threshold)
         th = cfg.detect.threshold
         # the level statistic's own tail (sentinel.detect.level): SPOT, no moving average
-        self.lthr = (SpotThresholds(th.risk, th.init_quantile, 0, th.max_peaks)
+        self.lthr = (SpotThresholds(th.risk, th.init_quantile, 0, th.max_peaks, sigma_floor=level.SIGMA_FLOOR)
                      if cfg.detect.level_tail and m.level_weight > 0 else None)
         self.alerts = AlertMachine(AlertRules.from_config(cfg.alerts))
         self.keys: list[StreamKey | None] = []
