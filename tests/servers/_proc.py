@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -101,3 +102,38 @@ def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout=5)
+
+
+class LoggedServer:
+    """What the server wrappers (dataclasses with ``proc``, ``_log``, ``workdir`` and ``log_path``)
+    share: the process writes to its log file, :meth:`launch` waits until it is ready, :meth:`stop`
+    ends it (safe to call twice)."""
+
+    proc: subprocess.Popen[bytes] | None
+    _log: Any
+    workdir: Path
+    log_path: Path
+
+    def log_tail(self, n: int = 4000) -> str:
+        return file_tail(self.log_path, n)
+
+    def launch(self, cmd: list[str], ready: Callable[[], bool], what: str, timeout: float) -> str | None:
+        """Start ``cmd`` in the work dir and wait until it runs and ``ready()``; None, or (it did not
+        get ready: stopped again) the tail of its log."""
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed by stop()
+        self.proc = proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, cwd=self.workdir)
+        try:
+            wait_until(lambda: proc.poll() is None and ready(), timeout=timeout, what=what)
+        except TimeoutError:
+            tail = self.log_tail()
+            self.stop()
+            return tail
+        return None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+            self.proc = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._proc import file_tail, free_port, http_ok, require_binary, stop_process, wait_until
+from ._proc import LoggedServer, free_port, http_ok, require_binary
 
 CONFIG = """\
 reporting-disabled = true
@@ -88,7 +88,7 @@ bind-address = "127.0.0.1:{rpc_port}"
 
 
 @dataclass
-class InfluxServer:
+class InfluxServer(LoggedServer):
     """A running (or stopped) influxd: base URL, work dir, and a tiny HTTP client."""
 
     url: str
@@ -103,23 +103,10 @@ class InfluxServer:
     def start(self, timeout: float = 60.0) -> None:
         if self.proc is not None and self.proc.poll() is None:
             return
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed by stop()
-        self.proc = subprocess.Popen([self.binary, "-config", str(self.config_path)],
-                                     stdout=self._log, stderr=subprocess.STDOUT, cwd=self.workdir)
-        try:
-            wait_until(lambda: self.proc.poll() is None and http_ok(f"{self.url}/ping"), timeout=timeout,
-                       what="influxd /ping")
-        except TimeoutError:
-            tail = self.log_tail()
-            self.stop()
-            raise RuntimeError(f"influxd did not start:\n{tail}") from None
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        tail = self.launch([self.binary, "-config", str(self.config_path)], lambda: http_ok(f"{self.url}/ping"),
+                           "influxd /ping", timeout)
+        if tail is not None:
+            raise RuntimeError(f"influxd did not start:\n{tail}")
 
     def query(self, q: str, db: str | None = None) -> list[dict[str, Any]]:
         """POST /query (epoch=ns); returns ``results``; raises on a statement error."""
@@ -145,9 +132,6 @@ class InfluxServer:
         res = self.query(f'SELECT count("{fld}") FROM "{measurement}"', db)
         series = res[0].get("series") or []
         return int(series[0]["values"][0][1]) if series else 0
-
-    def log_tail(self, n: int = 4000) -> str:
-        return file_tail(self.log_path, n)
 
 
 def start_influxd(timeout: float = 60.0) -> InfluxServer:

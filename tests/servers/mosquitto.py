@@ -21,11 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._proc import file_tail, free_port, port_open, require_binary, stop_process, wait_until
+from ._proc import LoggedServer, free_port, port_open, require_binary
 
 
 @dataclass
-class MosquittoServer:
+class MosquittoServer(LoggedServer):
+    """A mosquitto broker; ``stop`` sends SIGTERM, so it saves its persistence file."""
+
     port: int
     workdir: Path
     binary: str
@@ -48,30 +50,11 @@ class MosquittoServer:
     def log_path(self) -> Path:
         return self.workdir / "mosquitto.log"
 
-    def log_tail(self, n: int = 4000) -> str:
-        return file_tail(self.log_path, n)
-
     def start(self, timeout: float = 30.0) -> None:
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed by stop()
-        self.proc = subprocess.Popen([self.binary, "-c", str(self.workdir / "mosquitto.conf")],
-                                     stdout=self._log, stderr=subprocess.STDOUT, cwd=self.workdir)
-        proc = self.proc
-        try:
-            wait_until(lambda: proc.poll() is None and port_open(self.port), timeout=timeout,
-                       what="mosquitto listening")
-        except TimeoutError:
-            tail = self.log_tail()
-            self.stop()
-            raise RuntimeError(f"mosquitto did not start:\n{tail}") from None
-
-    def stop(self) -> None:
-        """SIGTERM (mosquitto saves its persistence file) and wait; safe to call twice."""
-        if self.proc is not None:
-            stop_process(self.proc)
-            self.proc = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        tail = self.launch([self.binary, "-c", str(self.workdir / "mosquitto.conf")], lambda: port_open(self.port),
+                           "mosquitto listening", timeout)
+        if tail is not None:
+            raise RuntimeError(f"mosquitto did not start:\n{tail}")
 
     def restart(self) -> None:
         self.stop()

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._proc import file_tail, free_port, port_open, require_binary, stop_process, unavailable, wait_until
+from ._proc import LoggedServer, free_port, port_open, require_binary, unavailable
 
 
 @dataclass
-class NatsNode:
+class NatsNode(LoggedServer):
     port: int
     workdir: Path
     binary: str
@@ -41,9 +41,6 @@ class NatsNode:
     def log_path(self) -> Path:
         return self.workdir / f"{self.name}.log"
 
-    def log_tail(self, n: int = 4000) -> str:
-        return file_tail(self.log_path, n)
-
     def command(self) -> list[str]:
         cmd = [self.binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.workdir / self.name),
                "-n", self.name]
@@ -53,15 +50,8 @@ class NatsNode:
         return cmd
 
     def start(self, timeout: float = 20.0) -> None:
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed by stop()
-        self.proc = subprocess.Popen(self.command(), stdout=self._log, stderr=subprocess.STDOUT, cwd=self.workdir)
-        proc = self.proc
-        try:
-            wait_until(lambda: proc.poll() is None and port_open(self.port), timeout=timeout,
-                       what=f"nats-server {self.name} listening")
-        except TimeoutError:
-            tail = self.log_tail()
-            self.stop()
+        tail = self.launch(self.command(), lambda: port_open(self.port), f"nats-server {self.name} listening", timeout)
+        if tail is not None:
             unavailable(f"nats-server did not start:\n{tail}")
 
     def kill(self) -> None:
@@ -70,14 +60,6 @@ class NatsNode:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(timeout=10)
         self.proc = None
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc)
-            self.proc = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
 
 
 @contextlib.contextmanager
