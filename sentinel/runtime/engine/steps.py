@@ -134,8 +134,9 @@ def score(g: Group, rs: np.ndarray, e: np.ndarray, fe: np.ndarray, alerting: np.
     tot = fe.sum(1, keepdims=True)
     share = np.where(tot > 0, fe / np.where(tot > 0, tot, 1), 0)
     if lv is not None and g.lthr is not None:
-        # held as fitted at training: learning its peaks would follow a glide as the moving average does
-        pl, _ = g.lthr.update(rs, lv[0], learn=np.zeros(len(rs), bool))
+        # read, never taught: held as fitted at training (learning its peaks would follow a glide as
+        # the moving average does)
+        pl = g.lthr.tail_probability(rs, lv[0])
         by_level = (pl < p) & (lv[0] > 0)
         share = np.where(by_level[:, None], lv[1] / np.where(by_level, lv[0], 1.0)[:, None], share)
         p = combine(p, pl)

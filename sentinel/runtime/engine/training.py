@@ -194,14 +194,16 @@ def apply_training(engine: Engine, job: TrainJob, res: TrainResult, now: float,
             ok = ~np.isnan(vn).all(-1) & ~fl
             calib = [np.concatenate((c, en.numpy()[i][ok[i]])) for i, c in enumerate(calib)]
         g.a["max_run"][sl] = longest_runs(np.where(job.loss_mask[rows][..., None], job.values[rows], np.nan))
+        hist = None
     else:  # no state from the trainer, or the history moved on past the job: replay all of it here
         g.bank.reset_state(sl)
         _ts, v, flags = g.history(sl)
         err = g.bank.run_sequence(sl, v, flags)[1].numpy()
         calib = calibration_errors(err, ~np.isnan(v).all(-1) & ~flags)
         g.a["max_run"][sl] = longest_runs(np.where(flags[..., None], np.nan, v))
+        hist = (v, flags)
     g.thr.calibrate(sl, calib)
-    calibrate_level(g, sl)
+    calibrate_level(g, sl, hist)
     g.a["threshold"][sl] = g.thr.threshold(sl)  # shown from the moment it is trained, not from its next tick
     alert_levels(engine.cfg, g, sl)
     # reference error level for drift: the larger of the in-sample error and the held-back loss
@@ -215,14 +217,14 @@ def apply_training(engine: Engine, job: TrainJob, res: TrainResult, now: float,
     return counts
 
 
-def calibrate_level(g: Group, sl: np.ndarray) -> None:
+def calibrate_level(g: Group, sl: np.ndarray, hist: tuple[np.ndarray, np.ndarray] | None = None) -> None:
     """Fit the level statistic's own tail (:mod:`sentinel.detect.level`) to the stream's history as
     the new weights' normalisers see it (the moving baseline replayed over it, held where it
     alerted), scaled by ``CALIBRATION_INFLATE``; alerted and missing samples are left out, as for
-    the error's tail."""
+    the error's tail. ``hist``: the ``(values, flags)`` of :meth:`Group.history` when already read."""
     if g.lthr is None:
         return
-    _ts, v, flags = g.history(sl)
+    v, flags = hist if hist is not None else g.history(sl)[1:]
     idx = torch.as_tensor(sl, dtype=torch.int64)
     mean, std = (g.bank.t[k][idx].float().cpu().numpy() for k in ("mean", "std"))
     lx = normalise_run(v, mean, std, g.bank.dims, hold=flags).x
