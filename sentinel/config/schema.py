@@ -163,6 +163,12 @@ class DetectConfig(Strict):
         "average, so a slow glide far outside the training range is not absorbed by the error threshold's "
         "drift (needs model.level_weight > 0)"
     )
+    level_halflife: float = Field(
+        16.0, ge=0, description="ticks: the level tail also reads a moving average of each field's normalised "
+        "samples with this half-life against one 16 times slower (held while alerting), scaled to their "
+        "difference's spread in training, so a moderate shift that persists adds up to a rare level while a "
+        "slower drift cancels (0 = each sample alone)"
+    )
     score_decades: float = Field(
         8.0, gt=0, description="score = -log10(tail probability)/score_decades, clipped to [0, 1]"
     )

@@ -24,7 +24,7 @@ component               live / restart / refused
                         next refit), ``score_decades`` live; ``method``,
                         ``depth``, ``max_peaks`` refused (the fitted state has
                         their shape); ``init_quantile``, ``decay``,
-                        ``level_tail`` at restart
+                        ``level_tail``, ``level_halflife`` at restart
 ``alerts``              live (rules of every stream; severity of new alerts)
 ``metrics``             live
 ``logging``             ``level`` live; ``format`` at restart

@@ -100,3 +100,37 @@ def test_a_field_that_never_moved_in_training_does_not_make_the_next_small_chang
     assert bare.tail_probability(slots, small)[0] < 1e-100  # without the floor: "impossible"
     assert floored.tail_probability(slots, small)[0] > 1e-4  # rarer than the risk only further out
     assert floored.tail_probability(slots, large)[0] < 1e-12
+
+
+def sustained_run(halflife: float, shift: float, drift: float = 0.0, ticks: int = TRAIN + 400
+                  ) -> tuple[list[bool], list[np.ndarray]]:
+    """Two white-noise fields; from TRAIN + 40 on, ``flow`` moves by ``shift`` noise widths at once, or
+    glides by ``drift`` widths per tick."""
+    cfg = config(True).replace("detect: {level_tail: true}", f"detect: {{level_tail: true, level_halflife: {halflife}}}")
+    e = Engine(load_config_text(cfg, source="test.yaml"))
+    rng = np.random.default_rng(3)
+    firing, shares = [], []
+    for i in range(ticks):
+        k = max(0, i - TRAIN - 40)
+        off = (shift if k else 0.0) + drift * k
+        out = e.process([Sample(KEY, float(i), FIELDS, (float(rng.standard_normal()), float(rng.standard_normal() + off)))])
+        for job in e.due_training(float(i)):
+            e.apply_training(job, train(job, e.settings), float(i))
+        firing.append(bool(out.firing[0]))
+        shares.append(next(iter(e.groups.values())).a["share"][0].copy())
+    return firing, shares
+
+
+def test_a_moderate_shift_that_persists_adds_up_on_the_sustained_level_and_names_its_field() -> None:
+    start = TRAIN + 40
+    on, on_shares = sustained_run(16.0, 2.0)
+    off, _ = sustained_run(0.0, 2.0)
+    assert not any(on[TRAIN:start])
+    assert sum(on[start:]) > 300  # found within its first hundred ticks, and held
+    assert on_shares[start + on[start:].index(True)].argmax() == 1  # flow drove it
+    assert sum(off[start:]) < 50  # each sample alone: two noise widths are common
+
+
+def test_a_drift_slower_than_the_slow_average_cancels_out() -> None:
+    firing, _ = sustained_run(16.0, 0.0, drift=0.002)  # 0.8 noise widths over 400 ticks
+    assert not any(firing[TRAIN:])

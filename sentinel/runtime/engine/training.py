@@ -13,7 +13,13 @@ import numpy as np
 import torch
 
 from ...config import SentinelConfig
-from ...detect.level import CALIBRATION_INFLATE, level_statistic
+from ...detect.level import (
+    CALIBRATION_INFLATE,
+    average_gain,
+    average_run,
+    level_statistic,
+    sustained_statistic,
+)
 from ...model.cells import normalise_run
 from ...model.train import TrainJob, TrainResult, TrainSettings
 from ...types import StreamKey
@@ -229,8 +235,13 @@ def calibrate_level(g: Group, sl: np.ndarray, hist: tuple[np.ndarray, np.ndarray
     mean, std = (g.bank.t[k][idx].float().cpu().numpy() for k in ("mean", "std"))
     lx = normalise_run(v, mean, std, g.bank.dims, hold=flags).x
     prec = steps.level_precision(g, sl)
-    stat, _ = level_statistic(lx, None if prec is None else prec[:, None])
     ok = ~np.isnan(v).all(-1) & ~flags
+    stat = level_statistic(lx, None if prec is None else prec[:, None])[0]
+    if g.level_alpha > 0:
+        diff, fast, slow = average_run(lx, g.level_alpha, flags)
+        gain = average_gain(diff, ok, g.level_alpha)
+        g.a["lgain"][sl], g.a["lavg"][sl], g.a["lslow"][sl] = gain, fast, slow
+        stat = np.maximum(stat, sustained_statistic(diff * gain[:, None])[0])
     g.lthr.calibrate(sl, [CALIBRATION_INFLATE * s[o] for s, o in zip(stat, ok, strict=True)])
 
 
