@@ -147,7 +147,7 @@ def sustained_statistic(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     (:func:`average_run`, :func:`average_gain`), each field alone. A sample three noise widths off is
     common; a hundred ticks averaging three widths off are not, and the difference's own spread in
     training says how rare its level is. The level tail reads the larger of this and the sample's
-statistic (:func:`larger`).
+    statistic (:func:`larger`).
 
     >>> sustained_statistic(np.array([[3.0, np.nan]]))[0].tolist()
     [9.0]
