@@ -131,7 +131,7 @@ def average_gain(avg: np.ndarray, ok: np.ndarray, alpha: float) -> np.ndarray:
 
     >>> a = average_alpha(8.0)
     >>> rng = np.random.default_rng(0)
-    >>> run = average_run(rng.standard_normal((1, 4000, 1)), a)
+    >>> run = average_run(rng.standard_normal((1, 4000, 1)), a)[0]
     >>> g = average_gain(run, np.ones((1, 4000), bool), a)
     >>> bool(abs(g[0, 0] * np.sqrt(a / (2 - a)) - 1) < 0.15)  # white noise: about the theoretical gain
     True
