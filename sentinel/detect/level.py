@@ -106,6 +106,14 @@ def advance_average(avg: np.ndarray, lx: np.ndarray, alpha: float) -> np.ndarray
     return np.where(np.isnan(lx), avg, avg + alpha * (x - avg))
 
 
+def advance_averages(fast: np.ndarray, slow: np.ndarray, lx: np.ndarray, alpha: float,
+                     hold: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """One tick of the fast and the slow (``alpha / SLOW_RATIO``) moving averages ``[n, F]`` of
+    :func:`advance_average`; the slow one stays where ``hold`` ``[n]`` (the stream alerts)."""
+    ns = advance_average(slow, lx, alpha / SLOW_RATIO)
+    return advance_average(fast, lx, alpha), ns if hold is None else np.where(hold[:, None], slow, ns)
+
+
 def average_run(lx: np.ndarray, alpha: float, hold: np.ndarray | None = None
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The fast and slow moving averages of :func:`advance_average` along a run ``lx`` ``[n, L, F]``
@@ -113,12 +121,9 @@ def average_run(lx: np.ndarray, alpha: float, hold: np.ndarray | None = None
     [n, F])``, the difference after each tick and both averages after the last."""
     n, L, F = lx.shape
     fast, slow = np.zeros((n, F)), np.zeros((n, F))
-    sa = alpha / SLOW_RATIO
     out = np.empty((n, L, F))
     for t in range(L):
-        fast = advance_average(fast, lx[:, t], alpha)
-        ns = advance_average(slow, lx[:, t], sa)
-        slow = ns if hold is None else np.where(hold[:, t, None], slow, ns)
+        fast, slow = advance_averages(fast, slow, lx[:, t], alpha, None if hold is None else hold[:, t])
         out[:, t] = fast - slow
     return out, fast, slow
 

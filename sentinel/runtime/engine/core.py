@@ -338,8 +338,8 @@ class Engine:
         for g in self.groups.values():
             g.alerts.rules = rules
             g.thr.risk = cfg.detect.threshold.risk
-            for tail in g.level_tails().values():
-                tail.risk = cfg.detect.threshold.risk
+            if g.lthr is not None:
+                g.lthr.risk = cfg.detect.threshold.risk
             ready = np.flatnonzero(g.a["alive"][: g.capacity] & g.a["ready"][: g.capacity])
             if cfg.alerts.false_alerts_per_day is None:  # back to the rules' own levels
                 g.alerts.set_levels(ready, np.full(len(ready), np.nan))

@@ -48,7 +48,8 @@ def _arrays(g: Group) -> dict[str, Any]:
     names :func:`.snapshot.snapshot` gives them, less the weights (a test holds the two to the same names)."""
     out: dict[str, Any] = {f"bank.{k}": t for k, t in g.bank.t.items() if k not in WEIGHTS}
     stores = [("a", g.a), ("thr", g.thr.a), ("alert", g.alerts.a)]
-    stores += [(k, tail.a) for k, tail in g.level_tails().items()]  # the level statistics' (detect.level)
+    if g.lthr is not None:  # the level statistic's own tail (sentinel.detect.level)
+        stores.append(("lthr", g.lthr.a))
     for prefix, arrays in stores:
         out.update({f"{prefix}.{k}": arr for k, arr in arrays.items()})
     return out

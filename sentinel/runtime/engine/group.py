@@ -66,10 +66,12 @@ class Group:
                          weight_dtype=m.weight_dtype)
         self.bank.max_capacity = cfg.streams.max_streams
         self.thr = make_thresholds(cfg.detect.threshold)
-        # the level statistic's own tail (sentinel.detect.level), and the pace of its sustained part
-        on = cfg.detect.level_tail and m.level_weight > 0
-        self.lthr = self._held_tail(cfg) if on else None
-        self.level_alpha = level.average_alpha(cfg.detect.level_halflife) if on else 0.0
+        th = cfg.detect.threshold
+        # the level statistic's own tail (sentinel.detect.level): SPOT, no moving average; and the pace of
+        # its sustained part
+        self.lthr = (SpotThresholds(th.risk, th.init_quantile, 0, th.max_peaks, sigma_floor=level.SIGMA_FLOOR)
+                     if cfg.detect.level_tail and m.level_weight > 0 else None)
+        self.level_alpha = level.average_alpha(cfg.detect.level_halflife) if self.lthr is not None else 0.0
         self.alerts = AlertMachine(AlertRules.from_config(cfg.alerts))
         self.keys: list[StreamKey | None] = []
         self.fields: list[tuple[str, ...]] = []
@@ -94,20 +96,10 @@ class Group:
         self.slots = SlotArrays(spec, 0)
         # every per-slot store grows as the bank does, to at most max_streams slots
         self.slots.limit = self.thr.limit = self.alerts.limit = cfg.streams.max_streams
-        for tail in self.level_tails().values():
-            tail.limit = cfg.streams.max_streams
+        if self.lthr is not None:
+            self.lthr.limit = cfg.streams.max_streams
         self.a = self.slots.a
         self._ensure(1)
-
-    @staticmethod
-    def _held_tail(cfg: SentinelConfig) -> SpotThresholds:
-        """A level statistic's own tail (sentinel.detect.level): SPOT, no moving average."""
-        th = cfg.detect.threshold
-        return SpotThresholds(th.risk, th.init_quantile, 0, th.max_peaks, sigma_floor=level.SIGMA_FLOOR)
-
-    def level_tails(self) -> dict[str, SpotThresholds]:
-        """The level statistic's held tail by checkpoint prefix (``lthr``; none when the config turns it off)."""
-        return {} if self.lthr is None else {"lthr": self.lthr}
 
     @property
     def capacity(self) -> int:
@@ -120,8 +112,8 @@ class Group:
         self.keys.extend([None] * grow)
         self.fields.extend([()] * grow)
         self.thr.ensure(self.slots.capacity)
-        for tail in self.level_tails().values():
-            tail.ensure(self.slots.capacity)
+        if self.lthr is not None:
+            self.lthr.ensure(self.slots.capacity)
         self.alerts.ensure(self.slots.capacity)
 
     def reserve(self, n: int) -> None:
@@ -140,8 +132,8 @@ class Group:
         self.keys[slot] = key
         self.fields[slot] = fields
         self.thr.reset(one)
-        for tail in self.level_tails().values():
-            tail.reset(one)
+        if self.lthr is not None:
+            self.lthr.reset(one)
         self.alerts.reset(one)
         return slot
 

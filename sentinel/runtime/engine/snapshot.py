@@ -34,7 +34,8 @@ def snapshot(engine: Engine) -> tuple[dict, dict[str, torch.Tensor]]:
         for k, t in g.bank.t.items():
             tensors[f"g{F}.bank.{k}"] = t[:C]
         parts = [("a", g.a), ("thr", g.thr.snapshot()), ("alert", g.alerts.snapshot())]
-        parts += [(k, tail.snapshot()) for k, tail in g.level_tails().items()]
+        if g.lthr is not None:
+            parts.append(("lthr", g.lthr.snapshot()))
         for prefix, arrays in parts:
             for k, arr in arrays.items():
                 tensors[f"g{F}.{prefix}.{k}"] = torch.from_numpy(np.ascontiguousarray(arr[:C]))
@@ -68,9 +69,9 @@ def restore(engine: Engine, meta: dict, tensors: dict[str, torch.Tensor]) -> Non
         g.thr.restore({k[len(f"g{F}.thr."):]: v.numpy() for k, v in tensors.items() if k.startswith(f"g{F}.thr.")})
         g.alerts.restore({k[len(f"g{F}.alert."):]: v.numpy() for k, v in tensors.items()
                           if k.startswith(f"g{F}.alert.")})
-        for name, tail in g.level_tails().items():  # absent before it: not ready (the others alone) until retrained
-            tail.restore({k[len(f"g{F}.{name}."):]: v.numpy() for k, v in tensors.items()
-                          if k.startswith(f"g{F}.{name}.")})
+        if g.lthr is not None:  # absent before the level tail: not ready (the error's tail alone) until retrained
+            g.lthr.restore({k[len(f"g{F}.lthr."):]: v.numpy() for k, v in tensors.items()
+                            if k.startswith(f"g{F}.lthr.")})
         g.a["training"][:C] = False  # jobs in flight at the checkpoint are simply re-issued
         fence = tensors.get(f"g{F}.fence.last_ts")  # a fuzzy checkpoint's (.fuzzy); absent in a classic one
         if fence is not None:

@@ -10,14 +10,13 @@ run alone on a group.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from ...alerts.state import FIRING, PENDING, Transition
 from ...detect.band import Band, expected_band, scale_of
-from ...detect.level import SLOW_RATIO, advance_average, combine, larger, level_statistic, sustained_statistic
+from ...detect.level import advance_averages, combine, larger, level_statistic, sustained_statistic
 from ...detect.thresholds import score_from_p
 from ...types import AlertEvent
 from .group import Group, band_offset
@@ -107,23 +106,21 @@ def model(g: Group, rs: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 
 def level(g: Group, rs: np.ndarray, v: np.ndarray, pre: tuple[np.ndarray, np.ndarray, np.ndarray],
-          alerting: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The level statistic of the ready rows and its per-field shares (:mod:`sentinel.detect.level`), one
-    per tail of :meth:`Group.level_tails`: each sample against the baseline and scale the bank normalised it
-    with (``pre`` from :func:`expect`) or, where larger, the sustained level (the fast moving average of
-    those against the slow one, which holds while ``alerting``)."""
+          alerting: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The level statistic of the ready rows and its per-field shares (:mod:`sentinel.detect.level`):
+    each sample against the baseline and scale the bank normalised it with (``pre`` from
+    :func:`expect`) or, where larger, the sustained level (the fast moving average of those against
+    the slow one, which holds while ``alerting``). None when the group has no level tail."""
     if g.lthr is None:
-        return []
+        return None
     _pred, base, scale = pre
     lx = (v - base) / scale
     stat, shares = level_statistic(lx, level_precision(g, rs))
     if g.level_alpha > 0:
-        avg = advance_average(g.a["lavg"][rs], lx, g.level_alpha)
-        slow = g.a["lslow"][rs]
-        g.a["lavg"][rs] = avg
-        g.a["lslow"][rs] = np.where(alerting[:, None], slow, advance_average(slow, lx, g.level_alpha / SLOW_RATIO))
-        stat, shares = larger(stat, shares, *sustained_statistic((avg - slow) * g.a["lgain"][rs]))
-    return [(stat, shares)]
+        fast, slow = advance_averages(g.a["lavg"][rs], g.a["lslow"][rs], lx, g.level_alpha, alerting)
+        g.a["lavg"][rs], g.a["lslow"][rs] = fast, slow
+        stat, shares = larger(stat, shares, *sustained_statistic((fast - slow) * g.a["lgain"][rs]))
+    return stat, shares
 
 
 def level_precision(g: Group, slots: np.ndarray) -> np.ndarray | None:
@@ -134,23 +131,23 @@ def level_precision(g: Group, slots: np.ndarray) -> np.ndarray | None:
 
 
 def score(g: Group, rs: np.ndarray, e: np.ndarray, fe: np.ndarray, alerting: np.ndarray, score_decades: float,
-          lv: Sequence[tuple[np.ndarray, np.ndarray]] = ()) -> tuple[np.ndarray, np.ndarray]:
+          lv: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Thresholds: ``(score, threshold)`` of the ready streams ``rs`` from their errors ``e`` (and the
-    level statistics ``lv`` each on its own tail, :func:`level`); warming streams score 0 and count down,
+    level statistic ``lv`` on its own tail, :func:`level`); warming streams score 0 and count down,
     and neither they nor alerting ones teach the thresholds. Also the per-field shares (of the
-    statistic whose tail is the rarest) and the error level that drift retraining watches."""
+    level statistic where its tail is the rarer) and the error level that drift retraining watches."""
     a = g.a
     warming = a["rewarm"][rs] > 0
     learn = ~warming & ~alerting
     p, t = g.thr.update(rs, e, learn=learn)
     tot = fe.sum(1, keepdims=True)
     share = np.where(tot > 0, fe / np.where(tot > 0, tot, 1), 0)
-    for (stat, shares), tail in zip(lv, g.level_tails().values(), strict=True):
+    if lv is not None and g.lthr is not None:
         # read, never taught: held as fitted at training (learning its peaks would follow a glide as
         # the moving average does)
-        pl = tail.tail_probability(rs, stat)
-        by_level = (pl < p) & (stat > 0)
-        share = np.where(by_level[:, None], shares / np.where(by_level, stat, 1.0)[:, None], share)
+        pl = g.lthr.tail_probability(rs, lv[0])
+        by_level = (pl < p) & (lv[0] > 0)
+        share = np.where(by_level[:, None], lv[1] / np.where(by_level, lv[0], 1.0)[:, None], share)
         p = combine(p, pl)
     sc = np.where(warming, 0.0, score_from_p(p, score_decades))
     a["rewarm"][rs] = np.maximum(a["rewarm"][rs] - 1, 0)
