@@ -2,9 +2,9 @@
 
 States (:class:`~sentinel.types.AlertState`)::
 
-    OK --score>=enter--> PENDING --held `for`--> FIRING --below exit for `resolve_for`--> RESOLVED
+    OK --score>=enter--> PENDING --held `for` (and a per-stream floor)--> FIRING --below exit for `resolve_for`--> RESOLVED
     PENDING --score<exit--> OK
-    RESOLVED --score>=enter within `cooldown`--> FIRING (the same alert re-opened: a flap)
+    RESOLVED --score>=enter within `cooldown` (held the per-stream ticks)--> FIRING (the same alert re-opened: a flap)
     RESOLVED --`cooldown` over--> OK
 
 Hysteresis: a stream enters at ``enter`` and leaves at ``exit`` (<= enter).
@@ -70,6 +70,7 @@ class AlertMachine(SlotArrays):
         "enter": (np.float64, np.nan),
         "exit": (np.float64, np.nan),
         "resolve_s": (np.float64, 0.0),       # per-stream floor on resolve_for (e.g. some ticks of its cadence)
+        "for_s": (np.float64, 0.0),           # per-stream floor on `for` (e.g. a tick or two of its cadence)
     }
 
     def __init__(self, rules: AlertRules, capacity: int = 64):
@@ -79,6 +80,11 @@ class AlertMachine(SlotArrays):
     def set_resolve_floor(self, slots: np.ndarray, seconds: np.ndarray) -> None:
         """Per-stream least time below exit before a firing alert resolves (the rules' own if larger)."""
         self.a["resolve_s"][slots] = np.nan_to_num(np.asarray(seconds, dtype=np.float64), nan=0.0)
+
+    def set_for_floor(self, slots: np.ndarray, seconds: np.ndarray) -> None:
+        """Per-stream least time pending (score at or above exit since the crossing) before firing (the
+        rules' ``for`` if larger)."""
+        self.a["for_s"][slots] = np.nan_to_num(np.asarray(seconds, dtype=np.float64), nan=0.0)
 
     def set_levels(self, slots: np.ndarray, enter: np.ndarray) -> None:
         """Per-stream enter levels (exit keeps the rules' hysteresis below each); NaN = the rules' own."""
@@ -107,11 +113,18 @@ class AlertMachine(SlotArrays):
         below = score < np.where(np.isnan(exit_), r.exit, exit_)
         out: list[Transition] = []
 
-        # RESOLVED: cooldown over -> OK; a new crossing within it re-opens the same alert.
+        ticks = a["for_s"][slots]  # the per-stream floor: a tick or two of the stream's cadence
+        # RESOLVED: cooldown over -> OK; a new crossing within it re-opens the same alert without the
+        # rules' `for`, once it has held those ticks (`since`: when the crossing began, NaN: none).
         res = st == RESOLVED
         over = res & (now - a["resolved_at"][slots] >= r.cooldown_s)
         st[over] = OK
-        reopen = res & ~over & above
+        live = res & ~over
+        since = a["since"][slots]
+        since = np.where(live & above & np.isnan(since), now, since)
+        since = np.where(live & below, np.nan, since)
+        a["since"][slots] = since
+        reopen = live & ~below & ~np.isnan(since) & (now - since >= ticks)
         st[reopen] = FIRING
         # OK -> PENDING
         go_pending = (st == OK) & above
@@ -121,7 +134,7 @@ class AlertMachine(SlotArrays):
         pend = st == PENDING
         back = pend & below
         st[back] = OK
-        fire = pend & ~below & (now - a["since"][slots] >= r.for_s)
+        fire = pend & ~below & (now - a["since"][slots] >= np.maximum(r.for_s, ticks))
         st[fire] = FIRING
         a["starts_at"][slots[fire]] = now[fire]
         a["below_since"][slots[fire | reopen]] = np.nan
@@ -136,6 +149,7 @@ class AlertMachine(SlotArrays):
         st[resolve] = RESOLVED
         rs = slots[resolve]
         a["resolved_at"][rs] = now[resolve]
+        a["since"][rs] = np.nan
         age = np.nan_to_num(now[resolve] - a["flaps_at"][rs], nan=0.0)
         a["flaps"][rs] = a["flaps"][rs] * np.exp(-np.maximum(age, 0) / r.flap_window_s) + 1.0
         a["flaps_at"][rs] = now[resolve]

@@ -188,6 +188,15 @@ class AlertsConfig(Strict):
         10.0, ge=0, description="also at least this many of the stream's own ticks below exit before resolving, so "
         "an alert that dips for a tick or two stays one alert at any cadence"
     )
+    for_ticks: int = Field(
+        2, ge=0, description="also this many of the stream's own ticks after the crossing, each at or above exit, "
+        "before a pending alert fires, as long as they span at most for_ticks_within: a one-tick blip on a 1 Hz "
+        "sensor is not an incident, one on an hourly series may be"
+    )
+    for_ticks_within: Duration = Field(
+        30.0, description="the most time for_ticks may add: a stream with fewer of its ticks in this span waits "
+        "for as many as fit (none on a series slower than this)"
+    )
     cooldown: Duration = Field(300.0, description="after a resolve, a new crossing re-opens it (counted as a flap)")
     flap_window: Duration = Field(3600.0)
     flap_max: int = Field(4, ge=1, description="resolves within flap_window after which resolving needs flap_hold")

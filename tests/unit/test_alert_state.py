@@ -206,3 +206,30 @@ def test_per_stream_resolve_floor_keeps_a_short_dip_inside_one_alert() -> None:
     assert one(m, 6, 0.9, 0) == [] and state(m, 0) == FIRING  # the dip of slot 0 stayed inside the alert
     assert one(m, 9, 0.1, 0) == [] and one(m, 30, 0.1, 0) == []
     assert one(m, 39, 0.1, 0) == [("resolved", 39.0, 0.0)]  # 30 s below exit
+
+
+def test_per_stream_for_floor_drops_a_one_tick_blip_and_fires_a_held_crossing() -> None:
+    """set_for_floor (alerts.for_ticks of the stream's cadence, training.for_floor): a crossing that
+    falls below exit at the next tick never fires; one that stays at or above exit fires once the
+    floor has passed; a stream without a floor fires at once."""
+    m = AlertMachine(AlertRules(enter=0.5, exit=0.4, for_s=0, resolve_for_s=0, cooldown_s=0), capacity=2)
+    m.set_for_floor(np.array([0]), np.array([1.5]))  # two ticks of a 1 s stream, less half a tick
+    assert one(m, 0, 0.99, 0) == [] and state(m, 0) == PENDING  # even a very rare tick waits
+    assert one(m, 0, 0.99, 1) == [("firing", 0.0, 0.0)]
+    assert one(m, 1, 0.1, 0) == [] and state(m, 0) == OK  # the blip is gone: no alert
+    assert one(m, 10, 0.6, 0) == [] and one(m, 11, 0.45, 0) == [] and state(m, 0) == PENDING
+    assert one(m, 12, 0.45, 0) == [("firing", 12.0, 12.0)]  # held at or above exit for the floor
+    assert int(m.a["fired"][0]) == 1
+
+
+def test_reopen_within_cooldown_waits_the_per_stream_floor_but_not_the_rules_for() -> None:
+    m = AlertMachine(AlertRules(enter=0.5, exit=0.4, for_s=30, resolve_for_s=0, cooldown_s=600))
+    m.set_for_floor(np.array([0]), np.array([1.5]))
+    one(m, 0, 0.9)
+    assert one(m, 30, 0.9) == [("firing", 30.0, 30.0)]
+    assert one(m, 40, 0.1) == [("resolved", 40.0, 30.0)]
+    assert one(m, 50, 0.9) == [] and state(m) == RESOLVED  # a one-tick blip after the resolve ...
+    assert one(m, 51, 0.1) == [] and state(m) == RESOLVED  # ... re-opens nothing
+    assert one(m, 60, 0.9) == [] and one(m, 61, 0.5) == []
+    assert one(m, 62, 0.5) == [("firing", 62.0, 30.0)]  # held two ticks: the same alert re-opened
+    assert int(m.a["fired"][0]) == 1

@@ -90,7 +90,7 @@ def _cfg(**model) -> SentinelConfig:
         "model": {"hidden": 8, "window": 4, **model},
         "train": {"min_history": 256, "min_history_span": 0, "epochs": 15, "retrain_interval": 0,
                   "drift_retrain": False},
-        "alerts": {"for": 0, "false_alerts_per_day": None},
+        "alerts": {"for": 0, "for_ticks": 0, "false_alerts_per_day": None},
     })
 
 

@@ -27,7 +27,7 @@ def cfg() -> SentinelConfig:
         "model": {"hidden": 16, "window": 8},
         "train": {"min_history": 400, "min_history_span": 0, "epochs": 15, "retrain_interval": 0,
                   "drift_retrain": False},
-        "alerts": {"for": 0, "false_alerts_per_day": None, "relearn_after": 0, "flap_max": 100},
+        "alerts": {"for": 0, "for_ticks": 0, "false_alerts_per_day": None, "relearn_after": 0, "flap_max": 100},
     })
 
 

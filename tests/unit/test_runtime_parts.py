@@ -27,7 +27,7 @@ streams: {history_size: 64, max_streams: 8}
 model: {hidden: 8, window: 4}
 train: {min_history: 32, min_history_span: 0, epochs: 2, bptt: 16, segments: 2, retrain_interval: 0, drift_retrain: false}
 detect: {threshold: {method: spot}}
-alerts: {for: 0, resolve_for: 0, enter: 0.9, exit: 0.7}
+alerts: {for: 0, for_ticks: 0, resolve_for: 0, enter: 0.9, exit: 0.7}
 """
 A, B = StreamKey.of("pump", p="a"), StreamKey.of("pump", p="b")
 

@@ -245,11 +245,25 @@ def calibrate_level(g: Group, sl: np.ndarray, hist: tuple[np.ndarray, np.ndarray
     g.lthr.calibrate(sl, [CALIBRATION_INFLATE * s[o] for s, o in zip(stat, ok, strict=True)])
 
 
+def for_floor(ticks: int, within: float, interval: np.ndarray) -> np.ndarray:
+    """Seconds a crossing must stay pending: ``ticks`` of each stream's cadence, or as many as fit in
+    ``within`` (none for a stream slower than that, or of unknown cadence), less half a tick so
+    jitter in the cadence does not cost one more.
+
+    >>> for_floor(2, 60.0, np.array([1.0, 40.0, 300.0, 0.0])).tolist()
+    [1.5, 20.0, 0.0, 0.0]
+    """
+    iv = np.where(interval > 0, interval, np.inf)
+    n = np.minimum(ticks, np.floor(within / iv))
+    return np.where(n >= 1, (n - 0.5) * np.where(np.isfinite(iv), iv, 0.0), 0.0)
+
+
 def alert_levels(cfg: SentinelConfig, g: Group, slots: np.ndarray) -> None:
-    """Per-stream enter level from ``alerts.false_alerts_per_day``, and the resolve floor of
-    ``alerts.resolve_for_ticks``, both from the stream's measured cadence."""
+    """Per-stream enter level from ``alerts.false_alerts_per_day``, and the floors of
+    ``alerts.resolve_for_ticks`` and ``alerts.for_ticks``, all from the stream's measured cadence."""
     iv = g.a["interval"][slots]
     g.alerts.set_resolve_floor(slots, cfg.alerts.resolve_for_ticks * np.where(iv > 0, iv, 0.0))
+    g.alerts.set_for_floor(slots, for_floor(cfg.alerts.for_ticks, cfg.alerts.for_ticks_within, iv))
     budget = cfg.alerts.false_alerts_per_day
     if budget is None:
         return
