@@ -36,7 +36,9 @@ def run(coro_fn, cfg: InfluxDBReceiverConfig | None = None, sink: Sink | None = 
     async def main():
         app = web.Application()
         app.add_routes(rec.routes())
-        async with TestClient(TestServer(app)) as client:
+        server = TestServer(app)
+        await server.start_server(auto_decompress=False)  # as sentinel.server.serve
+        async with TestClient(server) as client:
             return await coro_fn(client)
 
     return asyncio.run(main()), sink
