@@ -14,7 +14,9 @@ libraries) can point at Sentinel instead. Behaviour follows InfluxDB's:
   lines of the same body are kept; the answer is then 400 with an InfluxDB-style
   ``{"error": "partial write: unable to parse '<line>': <reason> ..."}`` body.
 * When the runtime cannot take more data in time the answer is 503 with
-  ``Retry-After`` (Telegraf retries; nothing was kept).
+  ``Retry-After`` (Telegraf retries; nothing was scored. With a write-ahead log the body
+  is already logged: a restart before a checkpoint covers it scores it then, and the
+  retried copy is rejected by its streams as a duplicate: at least once, never lost).
 * With a write-ahead log (``log``), a body with samples is appended to it before it is
   handed on, and the answer waits until the record is durable: a 2xx means it survives
   a ``kill -9``. Records are written and handed on in one order (a lock), so the log's
