@@ -184,7 +184,7 @@ def train_cmd(config_path: str, publish: bool) -> None:
             click.echo(f"train: job {i + 1}/{n_jobs} epoch {epoch}/{epochs} val_loss={val:.4f}", err=True)
         return say
 
-    for i, counts in enumerate(scheduler.run_once_sync(now, progress)):
+    for i, counts in enumerate(scheduler.run_once_sync(now, progress if cfg.train.progress else None)):
         click.echo(f"train: job {i + 1}: {counts}", err=True)
     meta, tensors = engine.snapshot()
     meta["cursors"] = cursors

@@ -144,7 +144,8 @@ class TrainConfig(Strict):
     batch_streams: int = Field(4096, ge=1, description="streams trained together in one batch")
     threads: int = Field(1, ge=1, description="torch threads for background training on CPU")
     seed: int = 0
-    progress: bool = True
+    progress: bool = Field(True, description="log each training job at info level (false: at debug); "
+                           "`sentinel train` also prints every epoch")
 
 
 class ThresholdConfig(Strict):

@@ -50,11 +50,16 @@ class TrainingScheduler:
         self.call = call
         self.inflight = 0  # jobs handed out and not yet applied (or failed)
 
+    def _level(self) -> int:
+        """``train.progress``: each job is logged at info level, else at debug (read at each job: live)."""
+        return logging.INFO if self.engine.cfg.train.progress else logging.DEBUG
+
     def due(self, now: float) -> list[TrainJob]:
         jobs = self.engine.due_training(now)
         for job in jobs:
-            log.info("training started", extra={"streams": len(job.seeds), "device": self.device,
-                                                "retrain": bool(job.has_champion is not None and job.has_champion.any())})
+            retrain = bool(job.has_champion is not None and job.has_champion.any())
+            log.log(self._level(), "training started",
+                    extra={"streams": len(job.seeds), "device": self.device, "retrain": retrain})
         return jobs
 
     def finish(self, job: TrainJob, res: TrainResult, now: float, seconds: float) -> dict[str, int]:
@@ -65,9 +70,9 @@ class TrainingScheduler:
             for r, c in counts.items():
                 self.metrics.retrain.labels(r).inc(c)
             self.metrics.model_version.set(self.engine.model_version)
-        log.info("training done", extra={"streams": len(job.seeds), "accepted": counts["success"],
-                                         "rejected": counts["rejected"], "epochs": res.epochs,
-                                         "seconds": round(seconds, 2), "model_version": self.engine.model_version})
+        log.log(self._level(), "training done",
+                extra={"streams": len(job.seeds), "accepted": counts["success"], "rejected": counts["rejected"],
+                       "epochs": res.epochs, "seconds": round(seconds, 2), "model_version": self.engine.model_version})
         return counts
 
     def fail(self, job: TrainJob) -> None:

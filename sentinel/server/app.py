@@ -340,7 +340,10 @@ async def serve(
     host, port = parse_listen(listen)
     tls = ReloadableTLS(web_config.tls) if web_config is not None and web_config.tls is not None else None
     ctx = tls.context if tls is not None else None
-    runner = web.AppRunner(app, access_log=access_log, handle_signals=False, shutdown_timeout=shutdown_timeout)
+    # auto_decompress=False: the receiver inflates gzip bodies itself, checking that the stream is whole
+    # (sentinel.sources.receiver.gunzip); no other route takes a compressed body
+    runner = web.AppRunner(app, access_log=access_log, handle_signals=False, shutdown_timeout=shutdown_timeout,
+                           auto_decompress=False)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port, ssl_context=ctx)

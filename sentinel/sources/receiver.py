@@ -14,7 +14,9 @@ libraries) can point at Sentinel instead. Behaviour follows InfluxDB's:
   lines of the same body are kept; the answer is then 400 with an InfluxDB-style
   ``{"error": "partial write: unable to parse '<line>': <reason> ..."}`` body.
 * When the runtime cannot take more data in time the answer is 503 with
-  ``Retry-After`` (Telegraf retries; nothing was kept).
+  ``Retry-After`` (Telegraf retries; nothing was scored. With a write-ahead log the body
+  is already logged: a restart before a checkpoint covers it scores it then, and the
+  retried copy is rejected by its streams as a duplicate: at least once, never lost).
 * With a write-ahead log (``log``), a body with samples is appended to it before it is
   handed on, and the answer waits until the record is durable: a 2xx means it survives
   a ``kill -9``. Records are written and handed on in one order (a lock), so the log's
@@ -94,6 +96,35 @@ def pooled_outcome(selector: StreamSelector, parsed: Parsed) -> ParseOutcome | N
     cols = parsed.columns(bulk)
     return ParseOutcome(cols if cols is not None else [], dict(parsed.rejected), [], parsed.lines,
                         parsed.max_ts_ns if cols is not None else -1)
+
+
+def gunzip(raw: bytes, limit: int) -> bytes | web.Response:
+    """Inflate a gzip body (every member) to at most ``limit`` bytes, or the 400/413 answer.
+
+    >>> import gzip
+    >>> gunzip(gzip.compress(b"m v=1\\n") + gzip.compress(b"m v=2\\n"), 100)
+    b'm v=1\\nm v=2\\n'
+    >>> [gunzip(b, 100).status for b in (gzip.compress(b"m v=1\\n")[:-12], b"m v=1", gzip.compress(b"x" * 200))]
+    [400, 400, 413]
+    """
+    out: list[bytes] = []
+    total, rest = 0, raw
+    while rest:
+        if rest[:2] != b"\x1f\x8b":
+            return _error(400, "invalid gzip body: not gzip" if not out else "invalid gzip body: data after its end")
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            data = d.decompress(rest, limit + 1 - total)  # >= 1: 0 would mean no limit
+        except zlib.error as e:
+            return _error(400, f"invalid gzip body: {e}")
+        total += len(data)
+        if total > limit or d.unconsumed_tail:
+            return _error(413, "http: request body too large")
+        if not d.eof:
+            return _error(400, "invalid gzip body: truncated")
+        out.append(data)
+        rest = d.unused_data
+    return b"".join(out)
 
 
 class LineProtocolReceiver:
@@ -176,13 +207,18 @@ class LineProtocolReceiver:
     async def _read_body(self, request: web.Request) -> bytes | web.Response:
         """The body, decompressed, at most ``max_body_bytes`` (413 beyond, 400 for bad gzip).
 
-        aiohttp's server decompresses ``Content-Encoding: gzip`` itself by default, so the
-        limit is enforced while reading; a server built with ``auto_decompress=False``
-        hands over the gzip stream, which is then inflated here with the same limit.
+        The server is built with ``auto_decompress=False`` (:func:`sentinel.server.serve`): aiohttp's
+        own inflater does not check that a gzip stream ended, so a truncated body read as the lines
+        before the cut, and the rest was lost behind a 204 (D12). Here the gzip stream is inflated with
+        the same limit; a body that is not gzip, is cut short or has bytes after its last member is 400;
+        concatenated members are read whole; another ``Content-Encoding`` is 415 (InfluxDB's answer).
         """
         limit = self.cfg.max_body_bytes
-        gz = request.headers.get("Content-Encoding", "").lower() == "gzip"
-        if not gz and request.content_length is not None and request.content_length > limit:
+        enc = request.headers.get("Content-Encoding", "").strip().lower()
+        if enc not in ("", "identity", "gzip"):
+            return _error(415, f"unsupported Content-Encoding {enc!r}: send gzip or none")
+        gz = enc == "gzip"
+        if request.content_length is not None and request.content_length > limit:
             return _error(413, "http: request body too large")
         chunks, size = [], 0
         try:
@@ -197,20 +233,7 @@ class LineProtocolReceiver:
         except (RequestPayloadError, aiohttp.ClientPayloadError, HttpProcessingError, zlib.error, ValueError) as e:
             return _error(400, f"invalid request body: {e}")
         raw = b"".join(chunks)
-        if gz and raw[:2] == b"\x1f\x8b":
-            d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-            try:
-                data = d.decompress(raw, limit + 1)
-            except zlib.error as e:
-                return _error(400, f"invalid gzip body: {e}")
-            if len(data) > limit or d.unconsumed_tail:
-                return _error(413, "http: request body too large")
-            if not d.eof:
-                return _error(400, "invalid gzip body: truncated")
-            return data
-        if gz and not raw and (request.content_length or 0) > 0:  # aiohttp inflated garbage to nothing (D12)
-            return _error(400, "invalid gzip body: no data")
-        return raw
+        return gunzip(raw, limit) if gz and raw else raw
 
     # ---------------------------------------------------------------- handlers
     async def handle_v1(self, request: web.Request) -> web.StreamResponse:

@@ -104,3 +104,31 @@ def test_checkpoint_records_the_wal_position_it_covers(tmp_path: Path) -> None:
     assert ckpt.load(save(tmp_path, 2)).wal_position is None
     bad = ckpt.save(tmp_path, {ckpt.WAL_KEY: "nonsense"}, {})
     assert ckpt.load(bad).wal_position is None
+
+
+@pytest.mark.parametrize(("before", "after", "named"), [
+    ("spot", "dspot", "detect.threshold.method 'spot' (the config has 'dspot')"),  # loaded silently before
+    ("spot", "quantile", "detect.threshold.method 'spot' (the config has 'quantile')"),  # a bare KeyError 't'
+    ("dspot", "dspot, depth: 16", "detect.threshold.depth 32 (the config has 16)"),
+])
+def test_a_checkpoint_fitted_under_other_threshold_settings_is_refused_naming_the_key(
+        before: str, after: str, named: str) -> None:
+    """D6/D7: a threshold-method change at a restart (a reload refuses it) loaded SPOT state as DSPOT
+    without a word (a tail fitted on raw errors read as one on drift-removed errors), or failed as
+    "does not fit (KeyError: 't')"; now the checkpoint is refused naming the key."""
+    from sentinel.config import load_config_text
+    from sentinel.runtime.engine import Engine
+    from tests.unit.test_engine import CONFIG, MIN_HISTORY, A, B, feed
+
+    e = Engine(load_config_text(CONFIG.replace("method: spot", f"method: {before}")))
+    feed(e, [A, B], 0, MIN_HISTORY + 4)
+    meta, tensors = e.snapshot()
+    same = Engine(load_config_text(CONFIG.replace("method: spot", f"method: {before}")))
+    same.restore(meta, tensors)
+    assert same.state_counts()["ready"] == 2
+    other = Engine(load_config_text(CONFIG.replace("method: spot", f"method: {after}")))
+    with pytest.raises(ValueError, match="its thresholds were fitted with") as err:
+        other.restore(meta, tensors)
+    assert named in str(err.value)
+    old = {k: v for k, v in meta.items() if k != "threshold"}  # written before the settings were recorded
+    Engine(load_config_text(CONFIG.replace("method: spot", f"method: {before}"))).restore(old, tensors)

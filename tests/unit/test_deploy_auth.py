@@ -70,3 +70,31 @@ def test_kubernetes_runs_with_the_web_config_secret_and_unauthenticated_https_pr
     assert ep["scheme"] == "https" and ep["basicAuth"]["username"] == {"name": secret_name, "key": "username"}
     assert {"username", "password"} <= set(data)
     assert sts["spec"]["template"]["metadata"]["annotations"]["prometheus.io/scheme"] == "https"
+
+
+def shipped_configs() -> list[tuple[str, str]]:
+    """``(name, text)`` of every Sentinel config shipped under deploy/: plain files and ConfigMaps' sentinel.yaml."""
+    out = []
+    for path in sorted(DEPLOY.rglob("*.yaml")):
+        rel = str(path.relative_to(DEPLOY))
+        for d in docs(path):
+            if isinstance(d, dict) and d.get("kind") == "ConfigMap" and "sentinel.yaml" in d.get("data", {}):
+                out.append((f"{rel}:sentinel.yaml", d["data"]["sentinel.yaml"]))
+            elif isinstance(d, dict) and "server" in d and "sources" in d and "kind" not in d:
+                out.append((rel, path.read_text()))
+    return out
+
+
+def test_every_shipped_config_that_binds_all_interfaces_says_why_and_leaves_the_probes_open() -> None:
+    """D11: the compose TimescaleDB alternative and the NATS cluster ConfigMap bound 0.0.0.0 silently, with
+    probes that a web config would have closed (they were added after the first set of configs)."""
+    configs = shipped_configs()
+    assert {"docker/sentinel.yaml", "compose/timescaledb.yaml", "kubernetes/with-nats/configmap.yaml:sentinel.yaml",
+            "kubernetes/configmap.yaml:sentinel.yaml"} <= {n for n, _ in configs}
+    for name, text in configs:
+        cfg = load_config_text(text, source=name, env=ENV)
+        if cfg.server.listen.startswith("127.0.0.1:"):
+            continue
+        file_text = (DEPLOY / name.split(":")[0]).read_text()
+        assert cfg.server.open_probes is True, f"{name}: probes send no credentials"
+        assert "web-config.example.yml" in file_text and "loopback" in file_text, f"{name} says why and how to guard it"

@@ -129,3 +129,68 @@ def test_the_source_takes_its_bounds_from_the_streams_section() -> None:
                            "sources: [{type: influxdb, mode: receiver}]", source="c.yaml", env={})
     s = selection_from(cfg.sources[0], cfg.streams)  # type: ignore[arg-type]
     assert (s.max_fields, s.max_future_ns, s.max_tag_value_length, s.max_age_ns) == (8, 60 * 10**9, 99, 0)
+
+
+GZ_LINES = b"".join(b"m,t=a%d v=%d 17000000%02d\n" % (i, i, i % 100) for i in range(200))
+
+
+def test_d12_a_cut_short_gzip_body_is_400_not_the_lines_before_the_cut() -> None:
+    """D12: aiohttp's inflater does not check that a gzip stream ended: half a body was read as the
+    lines before the cut (the last one cut too) and answered 204, the rest lost."""
+    import gzip
+
+    from tests.unit.test_receiver import run
+
+    good = gzip.compress(GZ_LINES)
+    bodies = {"half": good[: len(good) // 2], "no trailer": good[:-8], "junk after": good + b"junk",
+              "two members": good + gzip.compress(b"m,t=z v=1 1700000000\n"), "plain": GZ_LINES}
+
+    async def go(c):
+        out = {}
+        for name, data in bodies.items():
+            r = await c.post("/write?db=s&precision=s", data=data, headers={"Content-Encoding": "gzip"})
+            out[name] = (r.status, await r.text())
+        r = await c.post("/write?db=s&precision=s", data=GZ_LINES, headers={"Content-Encoding": "br"})
+        out["br"] = (r.status, await r.text())
+        return out
+
+    got, sink = run(go)
+    assert {k: s for k, (s, _) in got.items()} == {"half": 400, "no trailer": 400, "junk after": 400,
+                                                    "two members": 204, "plain": 400, "br": 415}, got
+    assert "truncated" in got["half"][1] and "data after its end" in got["junk after"][1]
+    (p,) = sink.got  # only the whole two-member body was handed on, all of it
+    assert len(p.outcome.samples) == 201
+
+
+def test_d12_the_real_server_hands_the_receiver_the_gzip_stream_itself() -> None:
+    """``sentinel.server.serve`` (the daemon's server) must not inflate bodies itself (see above)."""
+    import asyncio
+    import gzip
+
+    import aiohttp
+    from aiohttp import web
+
+    from sentinel.config.source_influxdb import InfluxDBReceiverConfig
+    from sentinel.server import serve
+    from sentinel.sources.receiver import LineProtocolReceiver
+    from tests.unit.test_receiver import Sink
+
+    async def main() -> tuple[int, int, int]:
+        sink = Sink()
+        rec = LineProtocolReceiver(InfluxDBReceiverConfig(), StreamSelector(Selection()), sink, clock=lambda: 1000.0)
+        app = web.Application()
+        app.add_routes(rec.routes())
+        handle = await serve(app, "127.0.0.1:0")
+        good = gzip.compress(GZ_LINES)
+        try:
+            async with aiohttp.ClientSession() as s:
+                url = f"{handle.url}/write?db=s&precision=s"
+                async with s.post(url, data=good[: len(good) // 2], headers={"Content-Encoding": "gzip"}) as r:
+                    cut = r.status
+                async with s.post(url, data=good, headers={"Content-Encoding": "gzip"}) as r:
+                    whole = r.status
+        finally:
+            await handle.close()
+        return cut, whole, sum(len(p.outcome.samples) for p in sink.got)
+
+    assert asyncio.run(main()) == (400, 204, 200)

@@ -223,3 +223,57 @@ def test_invalid_utf8_lines_are_rejected_not_replaced() -> None:
     out, rej = run(d, "x", f"pump,site=\xff v=1 {ns}\npump v=2 {ns}".encode("latin-1"))
     assert [s.values for s in out] == [(2.0,)] and rej == {"invalid_utf8": 1}
     assert all("\ufffd" not in str(s.key) for s in out)
+
+
+def test_a_full_write_ahead_log_acknowledges_nothing_and_keeps_the_messages(tmp_path) -> None:
+    """Issue 11: the MQTT source PUBACKs a QoS 1 message only once it is in the write-ahead log. With
+    the log full the batch is not emitted nor acknowledged (the broker keeps it) and waits in the
+    source; once the log has room it goes out whole, then the PUBACK."""
+    import asyncio
+
+    from sentinel.sources.mqtt.client import Message
+    from sentinel.sources.mqtt.source import MQTTSource
+    from sentinel.state.ingestlog import IngestLog
+    from sentinel.state.wal import WalPosition
+
+    cfg = MQTTSourceConfig.model_validate({"name": "mq", "url": "mqtt://127.0.0.1:1", "topics": ["s/#"]})
+    src = MQTTSource(cfg, metrics=None, clock=lambda: 1_700_000_100.0)
+    log = IngestLog(tmp_path / "wal", fsync="off", segment_bytes=4096, max_bytes=8192, keep=1)
+    src.receiver.log, src.receiver.retry_after = log, 0.0
+
+    class Conn:
+        def __init__(self) -> None:
+            self.acked: list[int] = []
+
+        def ack(self, msgs: list[Message]) -> None:
+            self.acked += [m.mid for m in msgs]
+
+    conn, emitted = Conn(), []
+
+    async def emit(b) -> None:
+        emitted.append(b)
+
+    async def main() -> list[tuple[int, int, int]]:
+        steps = []
+        for i in range(12):  # ~1 KB a batch: the log is full after a few
+            src._pending.extend(Message(f"s/{i}", b"m v=1 %d" % (1_700_000_000 + j) + b" " * 90, 10 * i + j, 1,
+                                        1_700_000_050.0) for j in range(10))
+            await src._emit_pending(emit, conn)  # type: ignore[arg-type]
+            steps.append((len(conn.acked), len(emitted), len(src._pending)))
+        log.scored(log.wal.position)
+        log.checkpointed(log.covered)  # a checkpoint covers all: the log has room again
+        while src._pending:
+            await src._emit_pending(emit, conn)  # type: ignore[arg-type]
+        return steps
+
+    try:
+        steps = asyncio.run(main())
+    finally:
+        log.close()
+    full = next(i for i, (a, _e, _p) in enumerate(steps) if a < 10 * (i + 1))
+    assert 0 < full < 11, steps
+    for i, (acked, n_emitted, pending) in enumerate(steps[full:], full):  # full: nothing more out, nothing acked
+        assert (acked, n_emitted, pending) == (10 * full, full, 10 * (i + 1 - full)), steps
+    assert sorted(conn.acked) == list(range(120)) and len({m for m in conn.acked}) == 120
+    assert sum(len(b.samples) for b in emitted) == 120
+    assert all(isinstance(b.wal_position, WalPosition) for b in emitted)  # each batch emitted was logged

@@ -36,7 +36,9 @@ def run(coro_fn, cfg: InfluxDBReceiverConfig | None = None, sink: Sink | None = 
     async def main():
         app = web.Application()
         app.add_routes(rec.routes())
-        async with TestClient(TestServer(app)) as client:
+        server = TestServer(app)
+        await server.start_server(auto_decompress=False)  # as sentinel.server.serve
+        async with TestClient(server) as client:
             return await coro_fn(client)
 
     return asyncio.run(main()), sink
@@ -139,3 +141,32 @@ def test_random_bodies_never_crash_the_receiver(body: bytes) -> None:
     assert status in (204, 400)
     for p in sink.got:
         assert p.outcome.lines >= len(p.outcome.errors)
+
+
+def test_a_full_write_ahead_log_answers_503_with_retry_after_and_hands_nothing_on(tmp_path) -> None:
+    """A full log refuses the write (Telegraf retries it) instead of acknowledging what it cannot keep;
+    once a checkpoint lets the log drop what it covers, the same write is acknowledged."""
+    from sentinel.state.ingestlog import IngestLog
+
+    log = IngestLog(tmp_path / "wal", fsync="off", segment_bytes=4096, max_bytes=8192, keep=1)
+    body = b"".join(b"m,t=%d v=1 %d\n" % (i, 1_700_000_000 + i) for i in range(40))  # ~1 KB a record
+
+    async def go(c):
+        got = []
+        for _ in range(12):
+            r = await c.post("/write?db=s&precision=s", data=body)
+            got.append((r.status, r.headers.get("Retry-After")))
+        log.scored(log.wal.position)
+        log.checkpointed(log.covered)  # the one kept checkpoint covers everything written: old segments go
+        r = await c.post("/write?db=s&precision=s", data=body)
+        return got, r.status
+
+    try:
+        (got, after), sink = run(go, log=log, retry_after=7.0)
+    finally:
+        log.close()
+    ok = [s for s, _ in got if s == 204]
+    full = [(s, ra) for s, ra in got if s != 204]
+    assert ok and full and set(full) == {(503, "7")}, got
+    assert got.index(full[0]) == len(ok)  # once full, full until truncated
+    assert (len(sink.got), after) == (len(ok) + 1, 204), (got, after)  # nothing of a refused write was handed on

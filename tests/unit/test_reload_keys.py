@@ -144,3 +144,49 @@ def test_train_epochs_and_lr_reach_the_next_training_job() -> None:
     out = reload_all(d.reloaders(), old, load_config_text("train: {epochs: 3, lr: 0.002}"))
     assert out.ok and sorted(out.change.applied) == ["train.epochs", "train.lr"], out.message
     assert (d.engine.settings.epochs, d.engine.settings.lr) == (3, 0.002)
+
+
+@pytest.mark.parametrize("budget", ["null", "0.1"])
+def test_alerts_resolve_for_ticks_reaches_the_running_streams(budget: str) -> None:
+    """D6: without ``alerts.false_alerts_per_day`` a reloaded ``resolve_for_ticks`` was reported applied and
+    left every running stream's resolve floor as it was (only streams trained later got it)."""
+    from tests.unit.test_engine import CONFIG, MIN_HISTORY, A, B, feed
+
+    text = CONFIG.replace("resolve_for_ticks: 0}", f"resolve_for_ticks: 0, false_alerts_per_day: {budget}}}")
+    old = load_config_text(text)
+    d = Daemon(old)
+    feed(d.engine, [A, B], 0, MIN_HISTORY + 8)  # one sample a second: a floor of 5 ticks is 5 s
+    (g,) = d.engine.groups.values()
+    assert list(g.alerts.a["resolve_s"][:2]) == [0.0, 0.0]
+    out = reload_all(d.reloaders(), old, load_config_text(text.replace("resolve_for_ticks: 0,",
+                                                                       "resolve_for_ticks: 5,")))
+    assert out.ok and out.change.applied == ["alerts.resolve_for_ticks"], out.message
+    assert list(g.alerts.a["resolve_s"][:2]) == [5.0, 5.0]
+
+
+def test_train_progress_sets_the_level_of_the_training_log_and_applies_at_reload(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """D6: ``train.progress`` was read nowhere, yet a reload reported it applied."""
+    import logging
+
+    from sentinel.runtime.scheduler import TrainingScheduler
+    from sentinel.types import Sample
+    from tests.unit.test_engine import CONFIG, MIN_HISTORY, A, B, value
+
+    old = load_config_text(CONFIG)
+    d = Daemon(old)
+    sched = TrainingScheduler(d.engine)
+
+    def first_training(key: object) -> list[int]:
+        for i in range(MIN_HISTORY):
+            d.engine.process([Sample(key, float(i), ("value",), value(key, i, 1))])  # type: ignore[arg-type]
+        caplog.clear()
+        with caplog.at_level(logging.DEBUG, logger="sentinel"):
+            assert sched.run_once_sync(float(MIN_HISTORY)) == [{"success": 1, "rejected": 0}]
+        return [r.levelno for r in caplog.records if r.getMessage() in ("training started", "training done")]
+
+    assert first_training(A) == [logging.INFO, logging.INFO]
+    out = reload_all(d.reloaders(), old, load_config_text(CONFIG.replace("drift_retrain: false",
+                                                                         "drift_retrain: false, progress: false")))
+    assert out.ok and out.change.applied == ["train.progress"], out.message
+    assert first_training(B) == [logging.DEBUG, logging.DEBUG]

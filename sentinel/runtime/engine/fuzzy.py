@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from .snapshot import threshold_meta
+
 if TYPE_CHECKING:
     from .core import Engine
     from .group import Group
@@ -82,7 +84,8 @@ class FuzzySnapshot:
     def __init__(self, engine: Engine, chunk_bytes: int = CHUNK_BYTES):
         self.engine = engine
         self.meta: dict = {"model_version": engine.model_version, "rejected": dict(engine.rejected),
-                           "feedback": [dict(d) for d in engine.feedback], "groups": {}, "dims": {}}
+                           "feedback": [dict(d) for d in engine.feedback], "groups": {}, "dims": {},
+                           "threshold": threshold_meta(engine.cfg)}
         self.tensors: dict[str, torch.Tensor] = {}
         self._keys: dict[int, tuple[list, list]] = {}
         self._plan: list[tuple[int, int, int]] = []  # (F, lo, hi) per step, in order

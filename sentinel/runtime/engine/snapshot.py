@@ -14,13 +14,43 @@ import torch
 from ...types import StreamKey
 
 if TYPE_CHECKING:
+    from ...config import SentinelConfig
     from .core import Engine
+
+
+def threshold_meta(cfg: SentinelConfig) -> dict:
+    """The threshold settings the fitted state has the shape and meaning of (recorded in every checkpoint).
+
+    >>> from sentinel.config import load_config_text
+    >>> threshold_meta(load_config_text("detect: {threshold: {method: spot}}"))
+    {'method': 'spot', 'depth': 0, 'max_peaks': 256}
+    """
+    th = cfg.detect.threshold
+    spot = th.method in ("spot", "dspot")
+    return {"method": th.method, "depth": th.depth if th.method == "dspot" else 0,
+            "max_peaks": th.max_peaks if spot else 0}
+
+
+def check_thresholds(meta: dict, cfg: SentinelConfig) -> None:
+    """Raise ValueError naming the keys when a checkpoint's thresholds were fitted under other settings.
+
+    Loading them anyway was silent (SPOT state read as DSPOT: a tail fitted on raw errors used on
+    drift-removed ones) or a bare KeyError; a reload refuses the same change. Checkpoints written
+    before this was recorded are not checked.
+    """
+    got, want = meta.get("threshold"), threshold_meta(cfg)
+    if not isinstance(got, dict):
+        return
+    diff = [f"detect.threshold.{k} {got.get(k)!r} (the config has {v!r})" for k, v in want.items() if got.get(k) != v]
+    if diff:
+        raise ValueError("its thresholds were fitted with " + ", ".join(diff) + ": keep the checkpoint's "
+                         "settings, or start without its state to change them")
 
 
 def snapshot(engine: Engine) -> tuple[dict, dict[str, torch.Tensor]]:
     """Everything needed to resume: ``(meta as plain data, tensors)``."""
     meta: dict = {"model_version": engine.model_version, "rejected": dict(engine.rejected), "groups": {},
-                  "dims": {}, "feedback": list(engine.feedback)}
+                  "dims": {}, "feedback": list(engine.feedback), "threshold": threshold_meta(engine.cfg)}
     tensors: dict[str, torch.Tensor] = {}
     for F, g in engine.groups.items():
         C = g.bank.capacity
@@ -44,6 +74,7 @@ def snapshot(engine: Engine) -> tuple[dict, dict[str, torch.Tensor]]:
 
 def restore(engine: Engine, meta: dict, tensors: dict[str, torch.Tensor]) -> None:
     """Load a snapshot into this (fresh) engine. Raises ValueError when it does not fit the config."""
+    check_thresholds(meta, engine.cfg)
     engine.model_version = int(meta.get("model_version", 0))
     engine.feedback = [dict(d) for d in meta.get("feedback", []) if isinstance(d, dict)]  # absent before issue 14
     for r, v in meta.get("rejected", {}).items():

@@ -273,3 +273,12 @@ def alert_levels(cfg: SentinelConfig, g: Group, slots: np.ndarray) -> None:
     # fit most (measured: hourly public series, 13 false alarms instead of 2).
     enter = np.clip(-np.log10(p) / cfg.detect.score_decades, cfg.alerts.enter, 0.95)
     g.alerts.set_levels(slots, enter)
+
+
+def resolve_floors(engine: Engine) -> None:
+    """Every trained stream's resolve floor from ``alerts.resolve_for_ticks`` (a reload of ``alerts``
+    applies it to the running streams, whether or not ``alerts.false_alerts_per_day`` is set)."""
+    for g in engine.groups.values():
+        ready = np.flatnonzero(g.a["alive"][: g.capacity] & g.a["ready"][: g.capacity])
+        iv = g.a["interval"][ready]
+        g.alerts.set_resolve_floor(ready, engine.cfg.alerts.resolve_for_ticks * np.where(iv > 0, iv, 0.0))
