@@ -269,6 +269,47 @@ def overview() -> dict[str, Any]:
             .with_target(q("sum by (sink) (increase(sentinel_outbox_dropped_total[1h])) or on() vector(0)",
                            "{{sink}}"))
         )
+        # --role router|scorer on NATS JetStream (README "Scaling out"); a --role all instance exports
+        # none of these, hence the fallbacks.
+        .with_row(db.Row("Cluster (NATS JetStream)"))
+        .with_panel(
+            ts("Partitions owned", "Partitions each scorer owns; a step is a handover (scale out/in, a restart).", w=8)
+            .with_target(q("sum by (instance) (sentinel_partitions_owned) or on() vector(0)", "{{instance}}"))
+        )
+        .with_panel(
+            ts("Partition lag", "Messages of a partition not yet fetched by its scorer: the 10 most behind, "
+               "and all partitions together. Exact seconds per partition: GET /api/v1/cluster.", w=8)
+            .with_target(q("topk(10, max by (partition) (sentinel_partition_lag_messages)) or on() vector(0)",
+                           "p{{partition}}"))
+            .with_target(q("sum(sentinel_partition_lag_messages) or on() vector(0)", "all", ref="B"))
+        )
+        .with_panel(
+            ts("Published model version", "Model version of the partitions' published models "
+               "(sentinel train --publish): lowest and highest across partitions; they meet once every "
+               "scorer picked the announced version up.", w=8)
+            .with_target(q("min(sentinel_partition_model_version) or on() vector(0)", "min"))
+            .with_target(q("max(sentinel_partition_model_version) or on() vector(0)", "max", ref="B"))
+        )
+        .with_panel(
+            ts("Router publish rate", "Samples published to JetStream per second, by router; publish errors "
+               "(bodies answered 5xx, retried by the agent).", unit="ops", w=8)
+            .with_target(q("sum by (instance) (rate(sentinel_router_published_total[$__rate_interval])) "
+                           "or on() vector(0)", "{{instance}}"))
+            .with_target(q("sum(rate(sentinel_router_publish_errors_total[$__rate_interval])) or on() vector(0)",
+                           "errors", ref="B"))
+        )
+        .with_panel(
+            ts("Poller lease", "1 on the router that holds the pollers' lease (reads the databases); it moves "
+               "when that router dies.", w=8)
+            .with_target(q("max by (instance) (sentinel_poller_lease_held) or on() vector(0)", "{{instance}}"))
+        )
+        .with_panel(
+            ts("Partition checkpoint", "Time to write one partition's checkpoint to the object store (p99).",
+               unit="s", w=8)
+            .with_target(q("histogram_quantile(0.99, sum by (le) "
+                           "(rate(sentinel_partition_checkpoint_seconds_bucket[$__rate_interval]))) or on() vector(0)",
+                           "p99"))
+        )
     )
     return finish(to_dict(d))
 

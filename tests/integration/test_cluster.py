@@ -53,9 +53,27 @@ LAST_TS = float(T0 + END - 1)
 
 
 class Reference:
-    def __init__(self, scores: dict[str, dict[float, float]], events: set):
+    def __init__(self, scores: dict[str, dict[float, float]], events: set, final: dict[str, dict] | None = None):
         self.scores = scores
         self.events = events
+        self.final = final or {}
+
+
+def final_state(rows: list[dict]) -> dict[str, dict]:
+    """Per stream, what ``/api/v1/streams`` says of it at the end: state, alerts, score, threshold."""
+    return {r["stream"]: {k: r[k] for k in ("state", "alerts_total", "last_ts", "score", "threshold", "error")}
+            for r in rows}
+
+
+def assert_same_final_state(got: list[dict], ref: Reference) -> None:
+    g = final_state(got)
+    assert set(g) == set(ref.final)
+    for stream, want in ref.final.items():
+        have = g[stream]
+        for k in ("state", "alerts_total", "last_ts"):
+            assert have[k] == want[k], f"{stream}: {k} {have[k]!r} != {want[k]!r}"
+        for k in ("score", "threshold", "error"):
+            assert have[k] == pytest.approx(want[k], rel=1e-4, abs=1e-5), f"{stream}: {k}"
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +92,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Reference]:
         wait_until(lambda: sum(1 for e in hook.events() if e[2] == "firing") >= len(SPIKES), timeout=30,
                    what="reference alerts delivered")
         time.sleep(1.0)  # a resolved one may follow
-        ref = Reference(histories([p]), hook.events())
+        ref = Reference(histories([p]), hook.events(), final_state(p.streams()))
         assert len(ref.scores) == STREAMS
     finally:
         p.close()
@@ -135,6 +153,7 @@ def test_router_and_two_scorers_score_like_one_process(reference: Reference, nat
         per = [len(p.streams()) for p in c.procs]
         assert all(0 < n < STREAMS for n in per), per  # both scorers own some streams
         assert_same_scores(histories(c.procs), reference)
+        assert_same_final_state(all_streams(c.procs), reference)
         wait_until(lambda: c.hook.events() >= reference.events, timeout=30, what="every reference alert delivered")
         assert c.hook.events() == reference.events
         assert sum(p.metric("sentinel_partitions_owned") for p in c.procs) == PARTITIONS
@@ -200,6 +219,7 @@ def test_a_scorer_killed_and_restarted_loses_no_alert_and_ends_in_the_reference_
         assert not [r for r in again.streams() if r["state"] == "warming"]  # resumed warm
         wait_last(c.procs, LAST_TS)
         assert_same_scores(histories(c.procs), reference)
+        assert_same_final_state(all_streams(c.procs), reference)  # alert states, counts, thresholds too
         wait_until(lambda: c.hook.events() >= reference.events, timeout=30,
                    what="every reference alert delivered at least once")
     finally:

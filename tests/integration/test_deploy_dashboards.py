@@ -27,6 +27,7 @@ import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
 from sentinel.band_metrics import BandCollector
+from sentinel.cluster.metrics import RouterMetrics, ScorerMetrics
 from sentinel.metrics import Metrics, StreamRow
 from sentinel.runtime.views import StreamView
 from sentinel.types import StreamKey
@@ -148,6 +149,13 @@ class ContractExporter:
         self.scrapes = 0
         self.m.add_stream_collector(self._rows)
         self.registry.register(BandCollector(self._views, lambda: "all"))
+        # the cluster roles' metrics (the overview's "Cluster" row), as a router and a scorer export them
+        self.router = RouterMetrics(self.registry)
+        self.scorer = ScorerMetrics(self.registry)
+        self.scorer.own([0, 1, 2])
+        self.scorer.lag.labels("1").set(7)
+        self.scorer.model_version.labels("0").set(2)
+        self.router.lease_held.set(1)
         self.m.model_version.set(3)
         self.m.checkpoint_last_success.set(time.time())
         for state, n in (("warming", 1), ("ready", 0), ("ok", 1), ("pending", 1), ("firing", 1)):
@@ -202,6 +210,9 @@ class ContractExporter:
             m.outbox_dropped.labels(sink="alertmanager").inc()
             m.queue_dropped.labels(queue="ingest").inc()
             m.alert_transitions.labels(status="firing").inc()
+            self.router.published.inc(30)
+            self.router.publish_errors.inc()
+            self.scorer.checkpoint_seconds.observe(0.05)
             return generate_latest(self.registry)
 
     def __enter__(self) -> ContractExporter:

@@ -50,3 +50,41 @@ def test_roles_ordinals_and_the_shared_config() -> None:
     assert scorer_index(cfg, "laptop") == 0
     kz = yaml.safe_load((D / "kustomization.yaml").read_text())
     assert all((D / r).exists() for r in kz["resources"])
+
+
+def test_the_compose_override_runs_the_roles_on_nats() -> None:
+    """deploy/compose.nats.yaml over compose.yaml: NATS with JetStream, the router as "sentinel", two
+    scorers with StatefulSet-like hostnames, the trainer on a profile, Prometheus scraping all three."""
+    deploy = D.parents[1]
+    (base,) = [d for d in yaml.safe_load_all((deploy / "compose.yaml").read_text()) if d]
+    (over,) = [d for d in yaml.safe_load_all((deploy / "compose.nats.yaml").read_text()) if d]
+    s = over["services"]
+    assert "--jetstream" in s["nats"]["command"] and "nats-data" in over["volumes"]
+    assert s["sentinel"]["command"][-2:] == ["--role", "router"] and "sentinel" in base["services"]
+    scorers = {k: v for k, v in s.items() if k.startswith("sentinel-scorer-")}
+    assert sorted(scorers) == ["sentinel-scorer-0", "sentinel-scorer-1"]
+    cfg = load_config_text((deploy / "compose" / "cluster.yaml").read_text(), source="compose/cluster.yaml",
+                           env={"SENTINEL_WEBHOOK_HMAC": "x"})
+    assert cfg.cluster.servers == ["nats://nats:4222"] and cfg.cluster.replicas == 1
+    assert cfg.cluster.scorers == len(scorers) and cfg.sources and cfg.state.dir == "/var/lib/sentinel/state"
+    for name, svc in scorers.items():
+        assert svc["command"][-2:] == ["--role", "scorer"] and svc["depends_on"]["nats"]
+        assert scorer_index(cfg.model_copy(update={"cluster": cfg.cluster.model_copy(update={"index": None})}),
+                            svc["hostname"]) == int(name.rsplit("-", 1)[1])
+    assert s["trainer"]["profiles"] == ["train"] and s["trainer"]["command"][:2] == ["train", "--publish"]
+    for name, svc in s.items():
+        for vol in svc.get("volumes", []):
+            src = vol.split(":")[0]
+            if src.startswith("."):
+                assert (deploy / src).exists(), f"{name}: mounted {src} does not exist"
+            else:
+                assert src in over["volumes"] or src in base["volumes"], f"{name}: volume {src} not declared"
+        assert all(p.startswith("127.0.0.1:") for p in svc.get("ports", [])), name
+    mounted = {v.split(":")[1]: v.split(":")[0] for svc in (s["sentinel"], *scorers.values(), s["trainer"])
+               for v in svc["volumes"] if v.startswith(".")}
+    assert mounted == {"/etc/sentinel/sentinel.yaml": "./compose/cluster.yaml"}
+    (prom,) = [d for d in yaml.safe_load_all((deploy / "prometheus" / "prometheus-nats.yml").read_text()) if d]
+    job = {j["job_name"]: j for j in prom["scrape_configs"]}["sentinel"]
+    targets = {t for sc in job["static_configs"] for t in sc["targets"]}
+    assert targets == {"sentinel:9680", *(f"{k}:9680" for k in scorers)}
+    assert s["prometheus"]["volumes"] == ["./prometheus/prometheus-nats.yml:/etc/prometheus/prometheus.yml:ro"]

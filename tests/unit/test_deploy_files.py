@@ -38,6 +38,10 @@ CONTRACT_METRICS = {
     "sentinel_config_last_reload_successful", "sentinel_queue_dropped_total", "sentinel_queue_depth",
     "sentinel_alert_transitions_total", "sentinel_source_up", "sentinel_expected_value", "sentinel_expected_lower",
     "sentinel_expected_upper", "sentinel_feedback_total",
+    # --role router|scorer (issue 13; sentinel/cluster/metrics.py)
+    "sentinel_partitions_owned", "sentinel_partition_lag_messages", "sentinel_partition_model_version",
+    "sentinel_partition_checkpoint_seconds", "sentinel_router_published_total", "sentinel_router_publish_errors_total",
+    "sentinel_poller_lease_held",
 }
 _METRIC_REF = re.compile(r"\b(sentinel_[a-z_]+?)(?:_bucket|_sum|_count)?\b(?![:(])")
 
@@ -107,6 +111,31 @@ def test_overview_covers_the_issue_list() -> None:
                  "Rejected samples", "Scoring latency", "Retraining", "Model version", "Outbox depth"):
         assert want in titles
     assert all(p["datasource"]["uid"] == "${datasource}" for p in all_panels(dash) if p["type"] != "row")
+
+
+def test_overview_has_the_cluster_row_on_the_cluster_metrics() -> None:
+    """Issue 13: a Grafana row for the partitions owned, their lag and the published model versions."""
+    dash = dashboards()["sentinel-overview.json"]
+    rows = [p for p in dash["panels"] if p["type"] == "row"]
+    assert rows[-1]["title"] == "Cluster (NATS JetStream)"
+    after = dash["panels"][dash["panels"].index(rows[-1]) + 1:]
+    titles = [p["title"] for p in after]
+    assert titles == ["Partitions owned", "Partition lag", "Published model version", "Router publish rate",
+                      "Poller lease", "Partition checkpoint"]
+    exprs = " ".join(t["expr"] for p in after for t in p["targets"])
+    from prometheus_client import CollectorRegistry
+
+    from sentinel.cluster.metrics import RouterMetrics, ScorerMetrics  # the names the roles export
+
+    reg = CollectorRegistry()
+    RouterMetrics(reg), ScorerMetrics(reg)
+    exported = {s.name for fam in reg.collect() for s in fam.samples} | {
+        fam.name for fam in reg.collect()}
+    for metric in ("sentinel_partitions_owned", "sentinel_partition_lag_messages", "sentinel_partition_model_version",
+                   "sentinel_router_published_total", "sentinel_router_publish_errors_total",
+                   "sentinel_poller_lease_held", "sentinel_partition_checkpoint_seconds_bucket"):
+        assert metric in exprs, metric
+        assert metric in exported or metric.removesuffix("_total") in exported, metric
 
 
 def test_stream_dashboard_selects_one_stream_and_uses_all_three_sources() -> None:
