@@ -25,11 +25,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import bench_e2e  # noqa: E402
-from sentinel.columns import Columns, SeriesTable  # noqa: E402
-from sentinel.config import SentinelConfig  # noqa: E402
-from sentinel.runtime.engine import Engine  # noqa: E402
-from sentinel.types import StreamKey  # noqa: E402
+from benchmarks import bench_e2e
+from sentinel.columns import Columns, SeriesTable
+from sentinel.config import SentinelConfig
+from sentinel.runtime.engine import Engine
+from sentinel.types import StreamKey
 
 
 def main() -> None:
