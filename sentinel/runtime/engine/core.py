@@ -208,7 +208,7 @@ class Engine:
             rs, vr, rix = (slots, v, ix) if every else (slots[r], v[r], None)
             pre = steps.expect(g, rs)
             e, fe, alerting = steps.model(g, rs, vr)
-            lv = steps.level(g, rs, vr, pre, alerting)
+            lv = steps.level(g, rs, vr, pre, alerting, rix)
             sc, th = steps.score(g, rs, e, fe, alerting, cfg.detect.score_decades, lv, rix)
             if every:
                 score, thr, err = sc, np.asarray(th, np.float64), e

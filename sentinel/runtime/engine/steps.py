@@ -128,7 +128,7 @@ def model(g: Group, rs: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 
 def level(g: Group, rs: np.ndarray, v: np.ndarray, pre: tuple[np.ndarray, np.ndarray, np.ndarray],
-          alerting: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+          alerting: np.ndarray, ix: Index | None = None) -> tuple[np.ndarray, np.ndarray] | None:
     """The level statistic of the ready rows and its per-field shares (:mod:`sentinel.detect.level`):
     each sample against the baseline and scale the bank normalised it with (``pre`` from
     :func:`expect`) or, where larger, the sustained level (the fast moving average of those against
@@ -139,9 +139,10 @@ def level(g: Group, rs: np.ndarray, v: np.ndarray, pre: tuple[np.ndarray, np.nda
     lx = (v - base) / scale
     stat, shares = level_statistic(lx, level_precision(g, rs))
     if g.level_alpha > 0:
-        fast, slow = advance_averages(g.a["lavg"][rs], g.a["lslow"][rs], lx, g.level_alpha, alerting)
-        g.a["lavg"][rs], g.a["lslow"][rs] = fast, slow
-        stat, shares = larger(stat, shares, *sustained_statistic((fast - slow) * g.a["lgain"][rs]))
+        ix = rs if ix is None else ix  # (advance_averages returns new arrays: the views it reads stay as read)
+        fast, slow = advance_averages(g.a["lavg"][ix], g.a["lslow"][ix], lx, g.level_alpha, alerting)
+        g.a["lavg"][ix], g.a["lslow"][ix] = fast, slow
+        stat, shares = larger(stat, shares, *sustained_statistic((fast - slow) * g.a["lgain"][ix]))
     return stat, shares
 
 
