@@ -110,7 +110,7 @@ def rounds(engine: Engine, cols: Columns, rejected: list[str | None]
     if len(idx) == 0:
         return []
     f0 = int(F[0])
-    one_group = bool((F == f0).all())
+    one_group = bool((f0 == F).all())
     if one_group and (len(slot) < 2 or bool((slot[1:] > slot[:-1]).all())):
         # one group, each stream once and in slot order (the usual tick of a fleet): one round as it is
         return [(f0, idx, slot, cols.ts[idx], V[idx, :f0])]
