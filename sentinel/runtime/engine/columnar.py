@@ -113,6 +113,8 @@ def rounds(engine: Engine, cols: Columns, rejected: list[str | None]
     one_group = bool((f0 == F).all())
     if one_group and (len(slot) < 2 or bool((slot[1:] > slot[:-1]).all())):
         # one group, each stream once and in slot order (the usual tick of a fleet): one round as it is
+        if keep is None:  # every sample: copies of the columns, no gathers
+            return [(f0, idx, slot, cols.ts.copy(), np.array(V[:, :f0]))]
         return [(f0, idx, slot, cols.ts[idx], V[idx, :f0])]
     # round = how many earlier samples of the same stream this batch holds
     code = F * (1 << 40) + slot

@@ -221,10 +221,11 @@ class Engine:
         cpos = steps.chart_pos(g, ix)
         steps.record(g, slots, score, err, thr, st, ix, cpos)
         steps.record_band(g, slots, r, bnd, ix, cpos)
-        out.score[idx], out.error[idx], out.threshold[idx] = score, err, thr
-        out.firing[idx] = st == FIRING
-        out.state[idx] = st
-        out.ready[idx] = ready
+        oix = steps.span(idx)  # the batch's rows, as a slice when the round holds all of them in order
+        out.score[oix], out.error[oix], out.threshold[oix] = score, err, thr
+        out.firing[oix] = st == FIRING
+        out.state[oix] = st
+        out.ready[oix] = ready
         if transitions:
             for tr in transitions:
                 j = int(np.searchsorted(slots, tr.slot))  # validate left the slots sorted
