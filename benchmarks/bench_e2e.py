@@ -22,9 +22,9 @@ sequentially on one keep-alive connection, so a stream's samples arrive in order
    samples / (first POST start .. the moment ``sentinel_samples_ingested_total`` reaches
    the total, i.e. all scored, thresholded, alert state advanced and visible to /metrics).
 4. *Latency*: ticks paced at ``min(100k, 0.7 x sustained)`` samples/s; each tick spikes 5
-   fresh streams. Latency = ``Notifier.submit`` receiving the firing event (a wrapper
-   installed on the daemon's notifier, daemon code untouched) minus the start of that
-   tick's first POST (CLOCK_MONOTONIC is system-wide, so the two processes agree).
+   fresh streams. Latency = ``Notifier.submit`` receiving the stream's first firing event after
+   that tick (a wrapper installed on the daemon's notifier, daemon code untouched) minus the
+   start of that tick's first POST (CLOCK_MONOTONIC is system-wide, so the two processes agree).
 
 Memory: (RSS after the sustained phase - RSS of the started daemon with no streams) / streams.
 
