@@ -102,14 +102,28 @@ class AlertMachine(SlotArrays):
         return a["flaps"][slots] * np.exp(-np.maximum(age, 0) / r.flap_window_s) >= r.flap_max - 0.5
 
     def advance(self, slots: np.ndarray, now: np.ndarray, score: np.ndarray) -> list[Transition]:
-        """Apply one tick (``now`` and ``score`` per slot; slots unique) and return the transitions."""
+        """Apply one tick (``now`` and ``score`` per slot; slots unique) and return the transitions.
+
+        Only the streams whose state can change are stepped: an OK stream below its enter level
+        stays OK with nothing to update, and most streams are that on most ticks."""
         slots = np.asarray(slots, dtype=np.int64)
         now = np.broadcast_to(np.asarray(now, dtype=np.float64), slots.shape)
         score = np.nan_to_num(np.asarray(score, dtype=np.float64), nan=0.0)
+        a = self.a
+        st = a["state"][slots]
+        enter = a["enter"][slots]
+        above = score >= np.where(np.isnan(enter), self.rules.enter, enter)
+        live = above | (st != OK)
+        if not live.any():
+            return []
+        if not live.all():
+            slots, now, score, st, above = slots[live], now[live], score[live], st[live], above[live]
+        return self._step(slots, now, score, st.copy(), above)
+
+    def _step(self, slots: np.ndarray, now: np.ndarray, score: np.ndarray, st: np.ndarray, above: np.ndarray
+              ) -> list[Transition]:
         a, r = self.a, self.rules
-        st = a["state"][slots].copy()
-        enter, exit_ = a["enter"][slots], a["exit"][slots]
-        above = score >= np.where(np.isnan(enter), r.enter, enter)
+        exit_ = a["exit"][slots]
         below = score < np.where(np.isnan(exit_), r.exit, exit_)
         out: list[Transition] = []
 

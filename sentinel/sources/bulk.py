@@ -27,6 +27,25 @@ from .fastpath import _fast_fields
 _NO_BULK = ('"', "\\", "\r", "\n\n")
 
 
+def _digit_ints(digits: str, n: int, width: int) -> np.ndarray | None:
+    """``n`` decimal numbers of ``width`` ASCII digits each, concatenated in ``digits``, as int64 (what
+    ``int()`` of each gives); None when one is beyond int64.
+
+    >>> _digit_ints("0012" "9000" "0100", 3, 4).tolist()
+    [12, 9000, 100]
+    >>> _digit_ints("9223372036854775807", 1, 19).tolist(), _digit_ints("9223372036854775808", 1, 19)
+    ([9223372036854775807], None)
+    """
+    d = np.frombuffer(digits.encode("ascii"), np.uint8).reshape(n, width) - np.uint8(48)
+    v = np.zeros(n, np.uint64)  # 19 digits fit in uint64 (< 1.8e19), none overflows on the way
+    ten = np.uint64(10)
+    for j in range(width):
+        v = v * ten + d[:, j]
+    if width >= 19 and int(v.max()) > _I64_MAX:
+        return None
+    return v.astype(np.int64)
+
+
 class _Grow:
     """A growable int64 column (per series id)."""
 
@@ -150,10 +169,16 @@ class Bulk:
                 return None
             t = np.array(t_py, np.int64)
         else:
-            try:
-                t = np.fromiter(map(int, tss), np.int64, n)
-            except OverflowError:
-                return None
+            if len(lens) == 1:  # every timestamp of one length (the usual body): digits as a matrix
+                t64 = _digit_ints(digits, n, lens.pop())
+                if t64 is None:
+                    return None  # beyond int64, as int() then fromiter's OverflowError
+                t = t64
+            else:
+                try:
+                    t = np.fromiter(map(int, tss), np.int64, n)
+                except OverflowError:
+                    return None
             if mult != 1:
                 if int(t.max()) > _I64_MAX // mult:
                     return None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -80,6 +81,24 @@ def test_columnar_parse_agrees_with_the_per_line_path(sel: Selection, bodies: li
         now = NOW_NS if precision == "s" else 1_700_000_030
         assert outcome(fast.parse_body(b, precision, now)) == outcome(slow.parse_body(b, precision, now))
         assert fast.stream_count == slow.stream_count
+
+
+@pytest.mark.parametrize("stamps", [
+    ["1700000000000000001", "1700000000000000002", "1700000000000000003"],  # one width: the digit matrix
+    ["0001700000000000001", "1700000000000000002", "0000000000000000000"],  # leading zeros, zero
+    ["9223372036854775807", "1700000000000000002", "1700000000000000003"],  # int64's largest
+    ["9223372036854775808", "1700000000000000002", "1700000000000000003"],  # beyond int64
+    ["9999999999999999999", "1700000000000000002", "1700000000000000003"],  # the largest 19 digits
+    ["1700000000000000001", "170000000000000002", "17000000000000000003"],  # widths differ
+])
+def test_nanosecond_stamps_of_one_width_parse_as_the_per_line_path(stamps: list[str]) -> None:
+    sel = Selection(measurements=frozenset({"m"}), max_future_ns=10**19)
+    fast, slow = StreamSelector(sel), per_line(sel)
+    body = "\n".join(f"m,a={i} x={i}.5 {t}" for i, t in enumerate(stamps))
+    for _ in range(2):  # the second pass: every head known, so the columnar path is tried
+        for precision in ("ns", "us"):
+            now = 1_700_000_000 * 10**9
+            assert outcome(fast.parse_body(body, precision, now)) == outcome(slow.parse_body(body, precision, now))
 
 
 def test_a_familiar_body_takes_the_columnar_path_and_reads_as_the_same_samples() -> None:

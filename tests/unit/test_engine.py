@@ -326,3 +326,16 @@ def test_a_sustained_shift_is_relearned_as_the_new_normal() -> None:
     assert events[1].note.startswith("baseline shifted: the level held for ") and "relearned" in events[1].note
     assert alert_annotations(events[1])["note"] == events[1].note
     assert not g.a["shifted"][slot]  # said once
+
+
+def test_state_counts_while_a_group_grows() -> None:
+    """The gauge loop reads the counts from another thread: a group caught half-grown (its per-slot
+    arrays replaced, its alert machine's not yet) still counts its streams, and does not raise."""
+    e = engine()
+    feed(e, [A, B], 0, 3, F=1)
+    before = e.state_counts()
+    g = e.groups[1]
+    g.slots.limit = 1024
+    g.slots.ensure(4 * len(g.alerts.a["state"]))  # what Group._ensure does first; the alert machine grows after
+    assert len(g.a["alive"]) > len(g.alerts.a["state"])
+    assert e.state_counts() == before == {"warming": 2, "ready": 0, "ok": 0, "pending": 0, "firing": 0}

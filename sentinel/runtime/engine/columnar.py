@@ -81,9 +81,10 @@ def rounds(engine: Engine, cols: Columns, rejected: list[str | None]
     sid = cols.sid
     st = c.status[sid]
     new = st == _NEW
-    if new.any() and not _look_up(engine, cols, c, np.unique(sid[new])):
-        return None
-    st = c.status[sid]
+    if new.any():
+        if not _look_up(engine, cols, c, np.unique(sid[new])):
+            return None
+        st = c.status[sid]
     if (st == _PERMUTED).any():
         return None
     n = len(sid)
@@ -108,6 +109,13 @@ def rounds(engine: Engine, cols: Columns, rejected: list[str | None]
     idx = np.arange(n) if keep is None else keep
     if len(idx) == 0:
         return []
+    f0 = int(F[0])
+    one_group = bool((f0 == F).all())
+    if one_group and (len(slot) < 2 or bool((slot[1:] > slot[:-1]).all())):
+        # one group, each stream once and in slot order (the usual tick of a fleet): one round as it is
+        if keep is None:  # every sample: copies of the columns, no gathers
+            return [(f0, idx, slot, cols.ts.copy(), np.array(V[:, :f0]))]
+        return [(f0, idx, slot, cols.ts[idx], V[idx, :f0])]
     # round = how many earlier samples of the same stream this batch holds
     code = F * (1 << 40) + slot
     order = np.argsort(code, kind="stable")
@@ -120,10 +128,8 @@ def rounds(engine: Engine, cols: Columns, rejected: list[str | None]
         rnd = np.empty(len(idx), np.int64)
         rnd[order] = pos - np.maximum.accumulate(np.where(first, pos, 0))
     out = []
-    Fs = np.unique(F)
-    if len(Fs) == 1 and not rnd.any():
-        f = int(Fs[0])
-        out.append((f, idx, slot, cols.ts[idx], V[idx, :f]))
+    if one_group and not rnd.any():
+        out.append((f0, idx, slot, cols.ts[idx], V[idx, :f0]))
         return out
     # buckets (F, round) in round order, ties by first appearance, each in arrival order
     m = int(F.max()) + 1

@@ -194,30 +194,38 @@ class Engine:
         idx, slots, ts, v = steps.validate(g, idx, slots, ts, v, out.rejected, self.fences.get(g.F))
         if len(slots) == 0:
             return
-        ready = steps.gaps(g, slots, ts, cfg.streams.max_gap_intervals, cfg.streams.rewarm_samples)
-        pos = steps.append_history(g, slots, ts, v)
-        score = np.zeros(len(slots))
-        err = np.full(len(slots), np.nan)
-        thr = np.full(len(slots), np.nan)
+        ix = steps.span(slots, is_sorted=True)  # validate left the slots sorted
+        ready = steps.gaps(g, slots, ts, cfg.streams.max_gap_intervals, cfg.streams.rewarm_samples, ix)
+        pos = steps.append_history(g, slots, ts, v, ix)
+        n = len(slots)
         r = np.flatnonzero(ready)
+        every = len(r) == n  # every stream ready (the usual tick): its rows as they are, no gathers
+        score = np.zeros(n)
+        err = np.full(n, np.nan)
+        thr = np.full(n, np.nan)
         bnd = None
         if len(r):
-            rs = slots[r]
+            rs, vr, rix = (slots, v, ix) if every else (slots[r], v[r], None)
             pre = steps.expect(g, rs)
-            e, fe, alerting = steps.model(g, rs, v[r])
-            lv = steps.level(g, rs, v[r], pre, alerting)
-            score[r], thr[r] = steps.score(g, rs, e, fe, alerting, cfg.detect.score_decades, lv)
-            err[r] = e
-            bnd = steps.band(g, pre, v[r], fe, thr[r])
-            out.bands.append((idx[r], bnd))
-        steps.stuck(g, slots, v, r, score)
+            e, fe, alerting = steps.model(g, rs, vr)
+            lv = steps.level(g, rs, vr, pre, alerting, rix)
+            sc, th = steps.score(g, rs, e, fe, alerting, cfg.detect.score_decades, lv, rix)
+            if every:
+                score, thr, err = sc, np.asarray(th, np.float64), e
+            else:
+                score[r], thr[r], err[r] = sc, th, e
+            bnd = steps.band(g, pre, vr, fe, thr if every else thr[r])
+            out.bands.append((idx if every else idx[r], bnd))
+        steps.stuck(g, slots, v, r, score, ix)
         transitions, st = steps.alert(g, slots, ts, pos, score, cfg.alerts.relearn_after)
-        steps.record(g, slots, score, err, thr, st)
-        steps.record_band(g, slots, r, bnd)
-        out.score[idx], out.error[idx], out.threshold[idx] = score, err, thr
-        out.firing[idx] = st == FIRING
-        out.state[idx] = st
-        out.ready[idx] = ready
+        cpos = steps.chart_pos(g, ix)
+        steps.record(g, slots, score, err, thr, st, ix, cpos)
+        steps.record_band(g, slots, r, bnd, ix, cpos)
+        oix = steps.span(idx)  # the batch's rows, as a slice when the round holds all of them in order
+        out.score[oix], out.error[oix], out.threshold[oix] = score, err, thr
+        out.firing[oix] = st == FIRING
+        out.state[oix] = st
+        out.ready[oix] = ready
         if transitions:
             for tr in transitions:
                 j = int(np.searchsorted(slots, tr.slot))  # validate left the slots sorted
@@ -297,12 +305,14 @@ class Engine:
                            (exp - g.a["ch_lo"][slot, cp]).tolist(), (exp + g.a["ch_hi"][slot, cp]).tolist())
 
     def state_counts(self) -> dict[str, int]:
+        """Streams per state. Safe from another thread (the gauge loop): a group growing meanwhile replaces
+        its arrays one by one, so each is read once and all are cut to the shortest (the slots they share)."""
         counts = {"warming": 0, "ready": 0, "ok": 0, "pending": 0, "firing": 0}
         for g in self.groups.values():
-            C = g.capacity
-            alive = g.a["alive"][:C]
-            ready = g.a["ready"][:C] & alive
-            st = g.alerts.a["state"][:C]
+            alive, ready, st = g.a["alive"], g.a["ready"], g.alerts.a["state"]
+            C = min(len(alive), len(ready), len(st))
+            alive, st = alive[:C], st[:C]
+            ready = ready[:C] & alive
             counts["warming"] += int((alive & ~ready).sum())
             counts["ready"] += int(ready.sum())
             counts["pending"] += int((ready & (st == PENDING)).sum())
