@@ -15,7 +15,7 @@ import numpy as np
 from ...alerts.state import AlertMachine, AlertRules
 from ...config import SentinelConfig
 from ...detect import level
-from ...detect.thresholds import SpotThresholds, make_thresholds
+from ...detect.thresholds import HeldTail, make_thresholds
 from ...model.bank import Bank
 from ...model.cells import Dims
 from ...slots import SlotArrays, Spec
@@ -68,8 +68,8 @@ class Group:
         self.thr = make_thresholds(cfg.detect.threshold)
         th = cfg.detect.threshold
         # the level statistic's own tail (sentinel.detect.level): SPOT, no moving average; and the pace of
-        # its sustained part
-        self.lthr = (SpotThresholds(th.risk, th.init_quantile, 0, th.max_peaks, sigma_floor=level.SIGMA_FLOOR)
+        # its sustained part. Fitted at training and only read between (HeldTail: the fit, not the peaks)
+        self.lthr = (HeldTail(th.risk, th.init_quantile, th.max_peaks, sigma_floor=level.SIGMA_FLOOR)
                      if cfg.detect.level_tail and m.level_weight > 0 else None)
         self.level_alpha = level.average_alpha(cfg.detect.level_halflife) if self.lthr is not None else 0.0
         self.alerts = AlertMachine(AlertRules.from_config(cfg.alerts))
