@@ -289,7 +289,7 @@ def run_one(streams: int, ticks: int, wal: str = "on", path: str = "columns", we
     from sentinel.runtime.daemon import Daemon
     from sentinel.runtime.memory import pin_mmap_threshold
 
-    malloc_pin = pin_mmap_threshold()  # as `sentinel run` does (SENTINEL_MALLOC_PIN=0: not)
+    malloc_pin = pin_mmap_threshold()  # as `sentinel run` does (only with SENTINEL_MALLOC_PIN=1)
     from tests.servers._proc import free_port
 
     torch.set_num_threads(1)  # as `sentinel run` does (model.score_threads)

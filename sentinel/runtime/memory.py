@@ -7,7 +7,10 @@ to 32 MiB), so after a few rounds of large numpy temporaries, blocks of several 
 heap and stay resident in it, fragmented, after the arrays that needed them are gone. Pinning the
 threshold turns the adjustment off. No-op off glibc (musl, macOS, Windows).
 
-``SENTINEL_MALLOC_PIN=0`` in the environment leaves malloc as it is.
+Off unless ``SENTINEL_MALLOC_PIN=1`` is in the environment: measured at 100k streams
+(benchmarks/README.md, "Memory per stream"), it saved 1,261 B RSS per stream but cost throughput:
+the bare step ran at 0.53x, end to end 0.94x (not yet profiled; a likely cause: every block of 4 MiB
+or more, such as a step slice's gate temporaries, is then a fresh mmap whose pages fault in each time).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ def _libc() -> ctypes.CDLL | None:
 
 def pin_mmap_threshold(nbytes: int = MMAP_THRESHOLD) -> bool:
     """Pin glibc's mmap threshold at ``nbytes`` (before the big allocations: at start). True if it was set."""
-    if os.environ.get("SENTINEL_MALLOC_PIN", "1") == "0":
+    if os.environ.get("SENTINEL_MALLOC_PIN", "0") != "1":
         return False
     libc = _libc()
     if libc is None:

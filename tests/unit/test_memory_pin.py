@@ -1,4 +1,4 @@
-"""sentinel.runtime.memory: the mmap-threshold pin is set on glibc, and the environment can turn it off."""
+"""sentinel.runtime.memory: the mmap-threshold pin is off unless the environment asks, then set on glibc."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import pytest
 from sentinel.runtime import memory
 
 
-def test_the_pin_is_set_where_glibc_is_and_off_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert memory.pin_mmap_threshold() is (memory._libc() is not None)
-    monkeypatch.setenv("SENTINEL_MALLOC_PIN", "0")
+def test_the_pin_is_off_unless_asked_and_set_where_glibc_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SENTINEL_MALLOC_PIN", raising=False)
     assert memory.pin_mmap_threshold() is False
+    monkeypatch.setenv("SENTINEL_MALLOC_PIN", "1")
+    assert memory.pin_mmap_threshold() is (memory._libc() is not None)
