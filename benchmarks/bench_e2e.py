@@ -287,6 +287,9 @@ def run_one(streams: int, ticks: int, wal: str = "on", path: str = "columns", we
 
     from sentinel.config import SentinelConfig
     from sentinel.runtime.daemon import Daemon
+    from sentinel.runtime.memory import pin_mmap_threshold
+
+    malloc_pin = pin_mmap_threshold()  # as `sentinel run` does (only with SENTINEL_MALLOC_PIN=1)
     from tests.servers._proc import free_port
 
     torch.set_num_threads(1)  # as `sentinel run` does (model.score_threads)
@@ -327,7 +330,7 @@ def run_one(streams: int, ticks: int, wal: str = "on", path: str = "columns", we
     alerts: list[tuple[float, str, str]] = []
     result: dict = {"streams": streams, "wal": wal, "path": path, "weight_dtype": cfg.model.weight_dtype,
                     "history_size": history_size, "history_dtype": cfg.streams.history_dtype, "max_streams": max_streams,
-                    "ingest_workers": ingest_workers}
+                    "ingest_workers": ingest_workers, "malloc_pin": int(malloc_pin)}
 
     counter = d.metrics.samples_ingested.labels("rx")
 
@@ -623,7 +626,7 @@ def main() -> None:
         print(" | ".join(f"{v:>13}" for v in vals))
     for r in rows:
         print(f"RESULT streams={r['streams']} wal={r['wal']} path={r['path']} weight_dtype={r['weight_dtype']} "
-              f"ingest_workers={r['ingest_workers']} workers_cpu_us_per_sample="
+              f"ingest_workers={r['ingest_workers']} malloc_pin={r.get('malloc_pin')} workers_cpu_us_per_sample="
               f"{r['workers_cpu_s'] / r['sustained_samples'] * 1e6:.2f} "
               f"samples_per_s={r['samples_per_s']} cpu_us_per_sample={r['cpu_s'] / r['sustained_samples'] * 1e6:.2f} "
               f"score_busy_s={r['score_busy_s']} score_cpu_s={r.get('score_cpu_s')} parse_busy_s={r['parse_busy_s']} sustained_s={r['sustained_s']} "

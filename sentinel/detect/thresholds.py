@@ -33,6 +33,7 @@ from ..slots import SlotArrays, Spec
 # 6 -> 2, event F1 0.90 -> 0.94, NAB 84.2 -> 84.6; SKAB FAR 12.3 -> 5.5 % with F1 0.65 -> 0.60 (the
 # recall that lived on the overconfident end). At 0: SKAB F1 0.49, simulator drift found 2/6.
 GAMMA_BOUNDS = (-0.2, 0.45)
+SLICE = 8192  # rows per slice of a per-stream window reduction (bounded temporaries, as Bank.step's)
 
 
 class _Slots(SlotArrays):
@@ -85,7 +86,11 @@ class SpotThresholds(_Slots):
         """Refit the GPD of ``idx`` by probability-weighted moments over their stored peaks."""
         if len(idx) == 0:
             return
-        P = np.sort(self.a["peaks"][idx].astype(np.float64), axis=1)  # NaNs sort last
+        self._fit_peaks(idx, self.a["peaks"][idx])
+
+    def _fit_peaks(self, idx: np.ndarray, peaks: np.ndarray) -> None:
+        """Fit the GPD of ``idx`` to ``peaks`` (``[len(idx), max_peaks]`` float32, NaN where empty)."""
+        P = np.sort(peaks.astype(np.float64), axis=1)  # NaNs sort last
         k = (~np.isnan(P)).sum(1).astype(np.float64)
         ranks = np.arange(P.shape[1])[None, :]
         valid = ranks < k[:, None]
@@ -200,11 +205,61 @@ class SpotThresholds(_Slots):
             pos = a["mpos"][s]
             a["mwin"][s, pos] = ev
             a["mpos"][s] = (pos + 1) % self.depth
-            with np.errstate(all="ignore"):
-                a["m"][s] = np.nanmean(a["mwin"][s], axis=1)
+            with np.errstate(all="ignore"):  # in slices: nanmean's temporaries are several [n, depth] copies
+                for i in range(0, len(s), SLICE):
+                    a["m"][s[i : i + SLICE]] = np.nanmean(a["mwin"][s[i : i + SLICE]], axis=1)
         # Refit where a peak arrived, and (DSPOT) where the moving mean moved the quantile.
         self._fit(ps)  # DSPOT's moving mean shifts the threshold by itself (threshold = z + m)
         return p, thr
+
+
+class HeldTail(SpotThresholds):
+    """A SPOT tail (no moving average) fitted once per training and then only read: the level
+    statistic's (:mod:`sentinel.detect.level`, ``Group.lthr``). It keeps the fitted parameters and
+    not the peaks (``max_peaks`` float32 per stream, 1 KB at 256): :meth:`calibrate` fits exactly as
+    :meth:`SpotThresholds.calibrate` with ``depth=0`` does, so :meth:`tail_probability` and
+    :meth:`threshold` give the same numbers; :meth:`update` scores without learning. A checkpoint
+    written while it was a :class:`SpotThresholds` restores: the arrays it no longer has are dropped."""
+
+    def __init__(self, risk: float = 1e-4, init_quantile: float = 0.98, max_peaks: int = 256,
+                 capacity: int = 64, sigma_floor: float = 1e-12):
+        super().__init__(risk, init_quantile, 0, max_peaks, capacity, sigma_floor)
+
+    def _arrays(self) -> Spec:
+        return {k: v for k, v in super()._arrays().items() if k in self.KEPT}
+
+    KEPT = ("t", "n", "nt", "gamma", "sigma", "z", "ready")
+
+    def calibrate(self, slots: np.ndarray, errors: list[np.ndarray]) -> None:
+        """Fit each slot's tail to its normal errors (one 1-d array per slot), as SPOT would; keep no peaks."""
+        self.ensure(int(np.max(slots)) + 1 if len(slots) else 0)
+        self.reset(slots)
+        a = self.a
+        slots = np.asarray(slots)
+        peaks = np.full((len(slots), self.max_peaks), np.nan, dtype=np.float32)
+        for i, (slot, e) in enumerate(zip(slots, errors, strict=True)):
+            x = np.asarray(e, dtype=np.float64)
+            x = x[np.isfinite(x)]
+            if len(x) < 8:
+                continue
+            t = float(np.quantile(x, self.init_quantile))
+            exc = x[x > t] - t
+            a["t"][slot], a["n"][slot], a["nt"][slot] = t, len(x), len(exc)
+            keep = exc[-self.max_peaks:]
+            peaks[i, : len(keep)] = keep
+            a["ready"][slot] = True
+        ok = a["ready"][slots]
+        if ok.any():
+            self._fit_peaks(slots[ok], peaks[ok])
+
+    def update(self, slots: np.ndarray, e: np.ndarray, learn: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """``(p, threshold)`` of ``e``; nothing is learned (the tail is held as fitted)."""
+        slots = np.asarray(slots)
+        return self.tail_probability(slots, np.asarray(e, dtype=np.float64)), self.threshold(slots)
+
+    def restore(self, arrays: dict[str, np.ndarray]) -> None:
+        super().restore({k: v for k, v in arrays.items() if k in self.a})
 
 
 class QuantileThresholds(_Slots):

@@ -17,6 +17,7 @@ from ..slots import grown
 from .cells import SPREAD_CLIP, Dims, cell_step, decode, level_input, tick_errors, tick_errors_dense
 
 STD_FLOOR = 1e-6
+STEP_SLICE = 8192  # Bank.step runs larger batches in slices of this many rows (bounded temporaries)
 
 #: ``model.weight_dtype`` -> the dtype the recurrent weights ``W`` are stored in.
 WEIGHT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -178,6 +179,21 @@ class Bank:
         """
         slots = np.asarray(slots, dtype=np.int64)
         n = len(slots)
+        if n <= STEP_SLICE:
+            return self._step(slots, x, hold)
+        # in slices, so that the step's temporaries (gates, window, errors: ~1 KB a row at H = 32) are those
+        # of STEP_SLICE rows, not of every stream at once; the whole batch's dense/NaN path is kept, so
+        # every row's result is the one an unsliced step gives
+        xr = x if isinstance(x, np.ndarray) else torch.as_tensor(x).cpu().numpy()
+        dense = not np.isnan(xr).any() and not self._dirty[slots].any()
+        out = [self._step(slots[i : i + STEP_SLICE], x[i : i + STEP_SLICE],
+                          None if hold is None else hold[i : i + STEP_SLICE], dense) for i in range(0, n, STEP_SLICE)]
+        return torch.cat([f for f, _e in out]), torch.cat([e for _f, e in out])
+
+    def _step(self, slots: np.ndarray, x: np.ndarray | Tensor, hold: np.ndarray | None = None,
+              dense: bool | None = None) -> tuple[Tensor, Tensor]:
+        """:meth:`step` of one slice; ``dense``: the whole batch's no-NaN path (None: this slice's)."""
+        n = len(slots)
         d = self.dims
         F = d.fields
         x_t = torch.as_tensor(x, dtype=self.dtype).to(self.device).reshape(n, 1, F)
@@ -200,7 +216,8 @@ class Bank:
         # missing fields per row, from the raw input (a numpy check is far cheaper than torch's here)
         xr = x if isinstance(x, np.ndarray) else x_t.cpu().numpy()
         nan_rows = np.isnan(xr).reshape(n, F).any(1)
-        dense = not nan_rows.any() and not self._dirty[slots].any()
+        if dense is None:
+            dense = not nan_rows.any() and not self._dirty[slots].any()
         xh = sel["xh"]
         xh[..., :F] = xn if not nan_rows.any() else torch.where(torch.isnan(xn), pred_prev, xn)
         c: Tensor | None

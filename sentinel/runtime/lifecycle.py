@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from ..config import SentinelConfig
+from . import memory
 from .daemon import Daemon
 from .logs import setup_logging
 
@@ -59,5 +60,6 @@ def main(cfg: SentinelConfig, config_path: str | None = None, shard: str | None 
     ``role``: ``all`` (this daemon), ``router`` or ``scorer`` (:mod:`sentinel.cluster`).
     """
     setup_logging(cfg.logging.level, cfg.logging.format)
+    memory.pin_mmap_threshold()  # only with SENTINEL_MALLOC_PIN=1: it costs throughput (sentinel.runtime.memory)
     torch.set_num_threads(cfg.model.score_threads)
     return asyncio.run(_amain(cfg, config_path, shard, overrides, role))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import operator
 import re
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,7 @@ from ..types import Sample, StreamKey
 from .bulk import Bulk
 from .fastpath import _fast_fields, _learn_layout
 
+_intern = sys.intern
 _NAN = NAN  # the one NaN object of missing values (Columns materialise the same)
 
 #: Bounds on what one input may make Sentinel hold (``streams.max_*``), counted under these reasons.
@@ -97,7 +99,7 @@ class _Head:
         self.refused = refused  # a bound this head breaks (its lines are rejected under this reason)
         self.key: StreamKey | None = None  # tagset mode
         self.order: tuple[str, ...] | None = None  # tagset mode: the stream's fields
-        self.keys: dict[str, StreamKey | None] = {}  # field mode: field -> key (None = refused)
+        self.keys: dict[str, StreamKey | None] | None = None  # field mode: field -> key (None = refused)
         self.rx: re.Pattern[str] | None = None  # tagset mode: the field layout last seen, as one regex
         self.perm: tuple[int, ...] | None = None  # stream field i <- layout value perm[i] (-1: missing)
 
@@ -162,7 +164,10 @@ class StreamSelector:
             refused = "tag_value_too_long"
         if refused is not None:
             return _Head(measurement, {}, False, refused)
-        labels = {k: v for k, v in tags if k not in sel.ignore_tags}
+        # interned: one str per distinct measurement, tag key and tag value, not one each per series (100k
+        # series `pump,site=s3,pump=p17` held 5 str each; the StreamKeys made from the labels share them)
+        measurement = _intern(measurement)
+        labels = {_intern(k): _intern(v) for k, v in tags if k not in sel.ignore_tags}
         ok = not sel.measurements or measurement in sel.measurements
         if ok and sel.tags:
             ok = all(labels.get(k) in allowed for k, allowed in sel.tags.items())
@@ -200,13 +205,16 @@ class StreamSelector:
                 v = fv[f]
                 if type(v) is str:
                     continue
-                key = h.keys.get(f, _MISSING)
+                keys = h.keys
+                if keys is None:  # made at first use: a tagset head never needs one (64 B a series)
+                    keys = h.keys = {}
+                key = keys.get(f, _MISSING)
                 if key is _MISSING:
                     labels = dict(h.labels)
                     labels[sel.field_label] = f
                     k = StreamKey.of(h.measurement, labels)
                     key = k if self._admit(k, (f,)) is not None else None
-                    h.keys[f] = key
+                    keys[f] = key
                 if key is None:
                     rej["max_streams"] = rej.get("max_streams", 0) + 1
                     continue
@@ -223,6 +231,7 @@ class StreamSelector:
                 rej["max_streams"] = rej.get("max_streams", 0) + 1
                 return
             h.key, h.order, order = key, got, got
+            h.labels = _NO_LABELS  # in the key now, and not read again (a dict of ~110 B a series)
         vals = []
         anyv = False
         for f in order:
@@ -406,6 +415,7 @@ class StreamSelector:
 
 
 _MISSING = StreamKey("\x00missing")
+_NO_LABELS: dict[str, str] = {}  # a tagset head's labels once its key holds them (never written)
 
 
 _by_ts = operator.attrgetter("ts")

@@ -180,7 +180,8 @@ def test_an_old_layout_checkpoint_restores_and_scores_as_before(was: str, now: s
     assert ch is not None and want_ch is not None and ch.lower is not None and ch.upper is not None
     np.testing.assert_array_equal(ch.lower, want_ch.lower)
     np.testing.assert_array_equal(ch.upper, want_ch.upper)
-    assert ch.lower[0] == [1012.75] and ch.upper[0] == [1014.0]
+    first = (CAP - T % CAP) % CAP  # the point at chart ring position 0 (the rings hold the last CAP)
+    assert ch.lower[first] == [1012.75] and ch.upper[first] == [1014.0]
     # a new-layout checkpoint restores too, and both keep appending where they were
     r2 = Engine(cfg(was))
     r2.restore(*e.snapshot())
@@ -248,3 +249,37 @@ def test_float16_an_outlying_first_value_is_not_kept_as_the_centre() -> None:
     got = g.history(np.arange(1), last=101)[1][0, :, 0]
     err = np.abs(got - v[0, :, 0])
     assert err[4:].max() < 0.05 * 0.01 + 2**-24 * 1000  # after the first check at 4 entries: float32-like
+
+
+def test_chart_rings_hold_no_more_than_the_history_and_a_checkpoint_with_120_entries_restores() -> None:
+    e = Engine(cfg())
+    keys = [KEY, StreamKey.of("pump", site="s1", pump="b"), StreamKey.of("pump", site="s1", pump="c")]
+    for i in range(CAP + 23):  # wrapped; the third stream starts late (its rings not yet full)
+        e.process([Sample(k, 5000.0 + i, ("value",), (20.0 + np.sin(i / 5) + j,)) for j, k in enumerate(keys)
+                   if j < 2 or i >= CAP - 10])
+    g = e.groups[1]
+    assert g.chart == CAP and g.a["ch_score"].shape[1] == CAP
+    rng = np.random.default_rng(1)
+    written = np.arange(CAP)[None, :] < g.a["hist_n"][:3, None]
+    g.a["ch_score"][:3] = np.where(written, rng.standard_normal((3, CAP)), np.nan)  # to tell positions apart
+    ch = e.chart_series(KEY)
+    assert ch is not None and len(ch.ts) == len(ch.score) == len(ch.state) == CAP
+    meta, tensors = e.snapshot()
+    C = int(meta["groups"]["1"]["capacity"])
+    n = g.a["hist_n"][:C]
+    old = dict(tensors)  # the rings as they were, 120 entries whatever history_size was
+    for k in [k for k in g.a if k.startswith("ch_")]:
+        x = np.full((C, 120, *g.a[k].shape[2:]), g.slots.spec[k][2], dtype=g.a[k].dtype)
+        for s in range(C):
+            for q in range(max(0, int(n[s]) - CAP), int(n[s])):
+                x[s, q % 120] = g.a[k][s, q % CAP]
+        old[f"g1.a.{k}"] = torch.from_numpy(x)
+    r = Engine(cfg())
+    r.restore(meta, old)
+    for k in [k for k in g.a if k.startswith("ch_")]:
+        np.testing.assert_array_equal(r.groups[1].a[k][:C], g.a[k][:C], err_msg=k)
+    for k in keys:
+        a, b = r.chart_series(k), e.chart_series(k)
+        assert a is not None and b is not None
+        for x, y in ((a.ts, b.ts), (a.score, b.score), (a.state, b.state), (a.expected, b.expected)):
+            np.testing.assert_array_equal(np.asarray(x, np.float64), np.asarray(y, np.float64))

@@ -15,7 +15,7 @@ import numpy as np
 from ...alerts.state import AlertMachine, AlertRules
 from ...config import SentinelConfig
 from ...detect import level
-from ...detect.thresholds import SpotThresholds, make_thresholds
+from ...detect.thresholds import HeldTail, make_thresholds
 from ...model.bank import Bank
 from ...model.cells import Dims
 from ...slots import SlotArrays, Spec
@@ -23,6 +23,7 @@ from ...types import StreamKey
 from . import ring
 
 F16_MAX = 65504.0
+CHART = 120  # the status page's chart: at most this many recent points (Group.chart)
 
 
 def band_offset(x: np.ndarray) -> np.ndarray:
@@ -56,7 +57,9 @@ class Group:
     def __init__(self, F: int, cfg: SentinelConfig, device: str):
         self.F = F
         self.cap = cfg.streams.history_size
-        self.chart = 120
+        # the chart rings: the last 120 verdicts, no more than the history ring holds (the chart's values come
+        # from it; at history_size 64 the other 56 entries were 840 B a stream never shown)
+        self.chart = min(CHART, self.cap)
         m = cfg.model
         # capacity 1, growing as streams come (slots.grown; D4: 64 slots preallocated per field count let a few
         # odd lines with 2..59 fields reserve hundreds of MB)
@@ -68,8 +71,8 @@ class Group:
         self.thr = make_thresholds(cfg.detect.threshold)
         th = cfg.detect.threshold
         # the level statistic's own tail (sentinel.detect.level): SPOT, no moving average; and the pace of
-        # its sustained part
-        self.lthr = (SpotThresholds(th.risk, th.init_quantile, 0, th.max_peaks, sigma_floor=level.SIGMA_FLOOR)
+        # its sustained part. Fitted at training and only read between (HeldTail: the fit, not the peaks)
+        self.lthr = (HeldTail(th.risk, th.init_quantile, th.max_peaks, sigma_floor=level.SIGMA_FLOOR)
                      if cfg.detect.level_tail and m.level_weight > 0 else None)
         self.level_alpha = level.average_alpha(cfg.detect.level_halflife) if self.lthr is not None else 0.0
         self.alerts = AlertMachine(AlertRules.from_config(cfg.alerts))
@@ -202,14 +205,30 @@ class Group:
         if cap != self.cap:
             raise ValueError(f"checkpoint history_size {cap} differs from the config's {self.cap}")
         legacy = "hist_ts" in arrays or ("hist_v" in arrays and arrays["hist_v"].dtype != self.a["hist_v"].dtype)
+        arrays = dict(arrays)
+        if "ch_lo" in arrays and arrays["ch_lo"].dtype != np.float16:  # the band's bounds, before they were offsets
+            for k, sign in (("ch_lo", 1.0), ("ch_hi", -1.0)):
+                arrays[k] = band_offset(sign * (arrays["ch_exp"][:C] - arrays[k][:C]))
+        for k, x in arrays.items():
+            if k.startswith("ch_") and k in self.a and x.ndim > 1 and x.shape[1] != self.chart:
+                arrays[k] = self._rechart(k, x[:C], arrays["hist_n"][:C])  # chart rings of another length
         for k in self.a:
             if k in arrays and not (legacy and k.startswith("hist_") and k not in ("hist_n", "hist_flag")):
                 self.a[k][:C] = arrays[k]  # else an array newer than the checkpoint (the band's): its default
         if legacy:
             self._convert_ring(C, arrays)
-        if "ch_lo" in arrays and arrays["ch_lo"].dtype != np.float16:  # the band's bounds, before they were offsets
-            for k, sign in (("ch_lo", 1.0), ("ch_hi", -1.0)):
-                self.a[k][:C] = band_offset(sign * (arrays["ch_exp"][:C] - arrays[k][:C]))
+
+    def _rechart(self, k: str, old: np.ndarray, n: np.ndarray) -> np.ndarray:
+        """A chart ring of another length (before it was capped at ``history_size``) as this one: the
+        newest ``min(both)`` entries, each at the position its count gives it here."""
+        W, c, C = old.shape[1], self.chart, len(old)
+        _shape, dtype, fill = self.slots.spec[k]
+        new = np.full((C, c, *old.shape[2:]), fill, dtype=dtype)
+        L = min(W, c)
+        q = np.asarray(n, np.int64)[:, None] - L + np.arange(L)[None, :]  # the entries' counts, oldest first
+        r, i = np.nonzero(q >= 0)
+        new[r, q[r, i] % c] = old[r, q[r, i] % W]
+        return new
 
     def _convert_ring(self, C: int, arrays: dict[str, np.ndarray]) -> None:
         cap, sl = self.cap, np.arange(C)

@@ -109,10 +109,12 @@ def restore(engine: Engine, meta: dict, tensors: dict[str, torch.Tensor]) -> Non
             if fence.shape != (C,):
                 raise ValueError(f"checkpoint fence of group {F} has shape {tuple(fence.shape)}, not ({C},)")
             engine.fences[F] = fence.numpy().astype(np.float64, copy=True)
+        names: dict[tuple[str, ...], tuple[str, ...]] = {}  # one tuple per distinct field list, not one per stream
         for slot, (ks, fs) in enumerate(zip(gm["keys"], gm["fields"], strict=True)):
             if ks is None:
                 continue
             key = StreamKey.parse(ks)
             g.keys[slot] = key
-            g.fields[slot] = tuple(fs)
+            f = tuple(fs)
+            g.fields[slot] = names.setdefault(f, f)
             engine.index[key] = (F, slot)
