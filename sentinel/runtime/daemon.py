@@ -51,7 +51,7 @@ from ..types import StreamKey
 from .checkpointer import Checkpointer
 from .durable import Durability
 from .engine import REJECT_REASONS, Engine
-from .engine.training import resolve_floors
+from .engine.training import tick_floors
 from .engine_thread import EngineThread
 from .factory import build_source, build_writeback
 from .ingest import IngestQueue
@@ -264,7 +264,7 @@ class Daemon:
             self.engine.reconfigure(running.model_copy(update={
                 k: getattr(self.engine.cfg, k) for k in ("server", "sources", "streams", "model", "state", "queues",
                                                          "fields")}))
-            resolve_floors(self.engine)  # alerts.resolve_for_ticks on the running streams (reconfigure sets it
+            tick_floors(self.engine)  # alerts.resolve_for_ticks / for_ticks on the running streams (reconfigure sets it
             # only with a false-alert budget)
 
         def sinks(running: SentinelConfig) -> list[str]:

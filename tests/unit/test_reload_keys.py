@@ -164,6 +164,23 @@ def test_alerts_resolve_for_ticks_reaches_the_running_streams(budget: str) -> No
     assert list(g.alerts.a["resolve_s"][:2]) == [5.0, 5.0]
 
 
+def test_alerts_for_ticks_reaches_the_running_streams() -> None:
+    """A reloaded ``alerts.for_ticks`` sets the pending floor of every running stream (1 Hz here: two
+    ticks less half a tick), not only of streams trained later."""
+    from tests.unit.test_engine import CONFIG, MIN_HISTORY, A, B, feed
+
+    text = CONFIG.replace("for_ticks: 0,", "for_ticks: 0, for_ticks_within: 30,").replace(
+        "resolve_for_ticks: 0}", "resolve_for_ticks: 0, false_alerts_per_day: null}")
+    old = load_config_text(text)
+    d = Daemon(old)
+    feed(d.engine, [A, B], 0, MIN_HISTORY + 8)
+    (g,) = d.engine.groups.values()
+    assert list(g.alerts.a["for_s"][:2]) == [0.0, 0.0]
+    out = reload_all(d.reloaders(), old, load_config_text(text.replace("for_ticks: 0,", "for_ticks: 2,", 1)))
+    assert out.ok and out.change.applied == ["alerts.for_ticks"], out.message
+    assert list(g.alerts.a["for_s"][:2]) == [1.5, 1.5]
+
+
 def test_train_progress_sets_the_level_of_the_training_log_and_applies_at_reload(
         caplog: pytest.LogCaptureFixture) -> None:
     """D6: ``train.progress`` was read nowhere, yet a reload reported it applied."""

@@ -275,10 +275,13 @@ def alert_levels(cfg: SentinelConfig, g: Group, slots: np.ndarray) -> None:
     g.alerts.set_levels(slots, enter)
 
 
-def resolve_floors(engine: Engine) -> None:
-    """Every trained stream's resolve floor from ``alerts.resolve_for_ticks`` (a reload of ``alerts``
-    applies it to the running streams, whether or not ``alerts.false_alerts_per_day`` is set)."""
+def tick_floors(engine: Engine) -> None:
+    """Every trained stream's resolve and pending floors from ``alerts.resolve_for_ticks`` and
+    ``alerts.for_ticks`` (a reload of ``alerts`` applies them to the running streams, whether or not
+    ``alerts.false_alerts_per_day`` is set)."""
+    a = engine.cfg.alerts
     for g in engine.groups.values():
         ready = np.flatnonzero(g.a["alive"][: g.capacity] & g.a["ready"][: g.capacity])
         iv = g.a["interval"][ready]
-        g.alerts.set_resolve_floor(ready, engine.cfg.alerts.resolve_for_ticks * np.where(iv > 0, iv, 0.0))
+        g.alerts.set_resolve_floor(ready, a.resolve_for_ticks * np.where(iv > 0, iv, 0.0))
+        g.alerts.set_for_floor(ready, for_floor(a.for_ticks, a.for_ticks_within, iv))
