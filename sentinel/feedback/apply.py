@@ -8,7 +8,10 @@ replaces the champion/challenger check), and its threshold is recalibrated on er
 include the window. *anomaly*: the window is flagged, so it is never learned as normal; where
 some of it had been taken as normal (a baseline shift relearned after ``alerts.relearn_after``,
 or an incident no alert caught) the stream retrains without it, accepted the same way: the
-operator's veto of a relearn. The record is what the quality report counts as a missed incident.
+operator's veto of a relearn. Each record also says whether an alert covered the window when the
+feedback came (``alerted``: any of its samples fell in an alert), so :func:`feedback_report`
+(``GET /api/v1/feedback/report``) counts the operator's verdicts: alerts marked false, incidents
+confirmed, incidents no alert caught.
 
 Every feedback is appended to ``Engine.feedback`` (plain dicts, bounded), which the checkpoint
 keeps.
@@ -33,6 +36,7 @@ def apply_feedback(engine: Any, fb: Feedback) -> dict[str, Any]:
     in_win = (ts >= fb.start) & (ts <= fb.end)
     samples = int(in_win.sum())
     retrain = False
+    alerted = bool(a["hist_flag"][slot, in_win].any())  # before this feedback changes the flags
     in_flight = bool(a["training"][slot])  # a job made before the feedback: it clears the request on return
     if fb.label == "normal":
         a["hist_flag"][slot, in_win] = False
@@ -47,10 +51,33 @@ def apply_feedback(engine: Any, fb: Feedback) -> dict[str, Any]:
             a["shifted"][slot] = False
             retrain = True
     log: list[dict] = engine.feedback
-    log.append(fb.as_dict())
+    log.append({**fb.as_dict(), "alerted": alerted})
     del log[:-MAX_KEEP]
     return {"id": fb.id, "stream": fb.stream, "label": fb.label, "samples": samples, "retrain": retrain,
-            "in_flight": in_flight}
+            "in_flight": in_flight, "alerted": alerted}
+
+
+def feedback_report(entries: list[dict[str, Any]]) -> dict[str, int]:
+    """The operator's verdicts on the detector, counted from the feedback records: ``false_alerts``
+    ("normal" on a window an alert covered), ``normal_windows`` (every "normal"), ``incidents``
+    (every "anomaly"), ``caught`` / ``missed`` (an "anomaly" whose window an alert covered / did not).
+    A record from before ``alerted`` was kept counts in the totals only.
+
+    >>> feedback_report([{"label": "normal", "alerted": True}, {"label": "anomaly", "alerted": False},
+    ...                  {"label": "anomaly", "alerted": True}, {"label": "anomaly"}])
+    {'false_alerts': 1, 'normal_windows': 1, 'incidents': 3, 'caught': 1, 'missed': 1}
+    """
+    out = {"false_alerts": 0, "normal_windows": 0, "incidents": 0, "caught": 0, "missed": 0}
+    for d in entries:
+        alerted = d.get("alerted")
+        if d.get("label") == "normal":
+            out["normal_windows"] += 1
+            out["false_alerts"] += alerted is True
+        elif d.get("label") == "anomaly":
+            out["incidents"] += 1
+            out["caught"] += alerted is True
+            out["missed"] += alerted is False
+    return out
 
 
 def request_retrain(engine: Any, stream: str) -> bool | None:

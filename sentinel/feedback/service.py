@@ -3,10 +3,13 @@
 ::
 
     POST /api/v1/feedback   {"stream", "from", "to", "label": "normal"|"anomaly", "comment"?}
-                            200 {"status":"success","data":{"id","stream","label","samples","retrain"}}
+                            200 {"status":"success","data":{"id","stream","label","samples","retrain","alerted"}}
                             400 bad request (the message names the key) | 404 unknown stream
     GET  /api/v1/feedback   {"status":"success","data":[feedback, ...]} (oldest first; the server's
                             built-in route, from the provider's ``feedback_list``)
+    GET  /api/v1/feedback/report
+                            {"status":"success","data":{"false_alerts","normal_windows","incidents","caught","missed"}}
+                            (the operator's verdicts counted: :func:`~.apply.feedback_report`)
 
 The routes sit on the one server, behind its authentication (``basic_auth_users`` of the
 ``--web.config.file``), as ``/-/reload`` does.
@@ -25,7 +28,7 @@ from typing import Any
 from aiohttp import web
 
 from ..metrics import Metrics
-from .apply import apply_feedback, feedback_ids, request_retrain
+from .apply import apply_feedback, feedback_ids, feedback_report, request_retrain
 from .record import Feedback, FeedbackError, parse_feedback
 
 log = logging.getLogger("sentinel.feedback")
@@ -112,4 +115,7 @@ class FeedbackService:
         return _json({"status": "success", "data": res})
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.post("/api/v1/feedback", self._post)]
+        return [web.post("/api/v1/feedback", self._post), web.get("/api/v1/feedback/report", self._report)]
+
+    async def _report(self, _request: web.Request) -> web.Response:
+        return _json({"status": "success", "data": feedback_report(self.entries())})

@@ -76,15 +76,26 @@ def test_post_feedback_with_auth_then_listed_and_counted(registry) -> None:
                     "feedback", "--url", h.url, "--stream", "pump,site=zz", "--from", "1", "--to", "2",
                     "--label", "normal", "--user", "ops", "--password", "pw"])
                 assert bad.exit_code == 2 and "unknown stream" in bad.output
+                # the verdicts counted: 10..19 now lies in flagged (alerting) entries, 20..29 does not
+                for lo, hi, label in ((15, 25, "anomaly"), (10, 12, "normal"), (30, 35, "anomaly")):
+                    async with s.post(url, json={**body, "from": lo, "to": hi, "label": label}, headers=auth) as r:
+                        assert (await r.json())["data"]["alerted"] == (label == "normal" or lo == 15)
+                async with s.get(url + "/report", headers=auth) as r:
+                    assert r.status == 200
+                    assert (await r.json())["data"] == {"false_alerts": 1, "normal_windows": 2, "incidents": 3,
+                                                        "caught": 1, "missed": 2}
+                async with s.get(url + "/report") as r:
+                    assert r.status == 401
         finally:
             await h.close()
 
     asyncio.run(main())
-    assert registry.get_sample_value("sentinel_feedback_total", {"label": "anomaly"}) == 1
-    assert registry.get_sample_value("sentinel_feedback_total", {"label": "normal"}) == 1
-    assert [f["label"] for f in e.feedback] == ["anomaly", "normal"]
+    assert registry.get_sample_value("sentinel_feedback_total", {"label": "anomaly"}) == 3
+    assert registry.get_sample_value("sentinel_feedback_total", {"label": "normal"}) == 2
+    assert [f["label"] for f in e.feedback] == ["anomaly", "normal", "anomaly", "normal", "anomaly"]
     _ts, _v, flags = e.groups[1].history(np.array([e.index[KEY][1]]))
-    assert np.flatnonzero(flags[0][-40:]).tolist() == list(range(10, 20))  # normal 20..29 stays unflagged
+    # anomaly 10..19, 15..25 and 30..35 flagged; normal 10..12 unflagged again
+    assert np.flatnonzero(flags[0][-40:]).tolist() == [*range(13, 26), *range(30, 36)]
 
 
 def test_cli_unreachable_daemon_exits_1() -> None:
