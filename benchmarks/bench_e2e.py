@@ -303,7 +303,7 @@ def run_one(streams: int, ticks: int, wal: str = "on", path: str = "columns", we
         "streams": {"max_streams": max_streams, "history_size": history_size, "history_lookback": 0,
                     **({"history_dtype": history_dtype} if history_dtype != "default" else {})},
         "train": {"min_history": 1_000_000, "retrain_interval": 0, "drift_retrain": False, "progress": False},
-        "alerts": {"for": 0, "cooldown": 0},
+        "alerts": {"for": 0, "for_ticks": 0, "cooldown": 0},
         "state": {"dir": str(tmp / "state"), "checkpoint_interval": 86400},
         "sinks": {"outbox": {"path": str(tmp / "outbox")}, "log_alerts": False},
         "logging": {"level": "error", "format": "text"},

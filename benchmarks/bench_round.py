@@ -43,7 +43,7 @@ def main() -> None:
     cfg = SentinelConfig.model_validate({
         "streams": {"history_size": 64, "history_lookback": 0, "max_streams": max(S, 1)},
         "train": {"min_history": 1_000_000, "retrain_interval": 0, "drift_retrain": False, "progress": False},
-        "alerts": {"for": 0, "cooldown": 0}})
+        "alerts": {"for": 0, "for_ticks": 0, "cooldown": 0}})
     e = Engine(cfg)
     table = SeriesTable()
     sid = np.array([table.id_of(StreamKey.of("pump", site=f"s{i % 16}", pump=f"p{i}"), ("temp",)) for i in range(S)])

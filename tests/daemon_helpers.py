@@ -63,7 +63,7 @@ def config_dict(tmp: Path, *, source: str = "none", streams: int = 8, port: int 
         "train": {"min_history": MIN_HISTORY, "min_history_span": 0, "epochs": 4, "bptt": 16, "segments": 2, "retrain_interval": 0,
                   "drift_retrain": False, "progress": False},
         "detect": {"threshold": {"method": "spot"}},
-        "alerts": {"for": 0, "resolve_for": 0, "cooldown": 0, "enter": 0.9, "exit": 0.7},  # above normal data
+        "alerts": {"for": 0, "for_ticks": 0, "resolve_for": 0, "cooldown": 0, "enter": 0.9, "exit": 0.7},  # above normal data
         "state": {"dir": str(tmp / "state"), "checkpoint_interval": "1h"},
         "sinks": {"outbox": {"path": str(tmp / "outbox"), "retry_initial": 0.05, "retry_max": 0.2,
                              "flush_timeout": 2}},
@@ -331,7 +331,7 @@ def fleet_config(port: int, hook: str, *, history_size: int, min_history: int) -
         "train": {"min_history": min_history, "min_history_span": 0, "epochs": 4, "bptt": 16, "segments": 2,
                   "retrain_interval": 0, "drift_retrain": False, "progress": False},
         "detect": {"threshold": {"method": "spot"}},
-        "alerts": {"for": 0, "resolve_for": 0, "cooldown": 0, "enter": 0.9, "exit": 0.7},
+        "alerts": {"for": 0, "for_ticks": 0, "resolve_for": 0, "cooldown": 0, "enter": 0.9, "exit": 0.7},
         "state": {"dir": "state", "checkpoint_interval": "1s"},
         "sinks": {"webhooks": [{"name": "hook", "url": hook}],
                   "outbox": {"path": "outbox", "retry_initial": 0.05, "retry_max": 0.2, "flush_timeout": 2}},

@@ -121,7 +121,7 @@ def test_sighup_reloads_a_valid_file_and_refuses_an_invalid_one(tmp_path: Path) 
 def test_sigterm_during_a_long_training_exits_without_waiting_for_it(tmp_path: Path) -> None:
     """The training worker is ended with the daemon; the job is re-issued after a restart."""
     path = tmp_path / "sentinel.yaml"
-    long_training = {"train": {"epochs": 100_000, "patience": 100_000}}
+    long_training = {"train": {"epochs": 100_000, "patience": 100_000, "progress": True}}  # jobs logged at info
     path.write_text(yaml.safe_dump(config_dict(tmp_path, source="simulator", streams=6, extra=long_training)))
     p = SentinelProcess(path, tmp_path / "sentinel.log")
     try:

@@ -52,7 +52,7 @@ def small_config(tmp: Path, sources: list[dict[str, Any]], *, webhook_url: str |
         "model": {"hidden": 8, "window": 4, "device": "cpu"},
         "train": {"min_history": 64, "min_history_span": 0, "epochs": 2, "bptt": 16, "segments": 2, "patience": 1,
                   "retrain_interval": 0, "drift_retrain": False, "progress": False},
-        "alerts": {"enter": 0.5, "exit": 0.4, "for": 0, "cooldown": 0},
+        "alerts": {"enter": 0.5, "exit": 0.4, "for": 0, "for_ticks": 0, "cooldown": 0},
         "state": {"dir": str(tmp / "state"), "checkpoint_interval": 3600},
         "sinks": {"outbox": {"path": str(tmp / "outbox"), "retry_initial": 0.05, "retry_max": 0.2}},
         "logging": {"level": "warning", "format": "text"},

@@ -159,7 +159,7 @@ def test_band_coverage_on_normal_data_is_what_the_threshold_risk_says(risk):
         "model": {"hidden": 8, "window": 4},
         "train": {"min_history": 256, "min_history_span": 0, "epochs": 15, "retrain_interval": 0,
                   "drift_retrain": False},
-        "alerts": {"for": 0, "false_alerts_per_day": None},
+        "alerts": {"for": 0, "for_ticks": 0, "false_alerts_per_day": None},
         "detect": {"threshold": {"risk": risk}},
     })
     e = Engine(cfg)

@@ -32,7 +32,7 @@ model: {{hidden: 8, window: 4}}
 train: {{min_history: {MIN_HISTORY}, min_history_span: 0, epochs: 2, bptt: 16, segments: 2, retrain_interval: 0,
          drift_retrain: false}}
 detect: {{threshold: {{method: spot}}}}
-alerts: {{for: 0, resolve_for: 0, resolve_for_ticks: 0}}
+alerts: {{for: 0, for_ticks: 0, resolve_for: 0, resolve_for_ticks: 0}}
 """
 ONE = [StreamKey.of("pump", pump=f"p{i:02d}") for i in range(24)]  # group F=1: 24 streams -> capacity 32
 TWO = [StreamKey.of("valve", valve=f"v{i}") for i in range(6)]  # group F=2

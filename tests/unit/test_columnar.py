@@ -122,7 +122,7 @@ CONFIG = """
 streams: {history_size: 64, max_gap_intervals: 5, rewarm_samples: 2, max_streams: 12, max_fields: 3}
 model: {hidden: 8, window: 4}
 train: {min_history: 100000, retrain_interval: 0, drift_retrain: false}
-alerts: {for: 0, resolve_for: 0, resolve_for_ticks: 0}
+alerts: {for: 0, for_ticks: 0, resolve_for: 0, resolve_for_ticks: 0}
 """
 
 

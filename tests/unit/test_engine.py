@@ -295,7 +295,7 @@ def test_a_sustained_shift_is_relearned_as_the_new_normal() -> None:
     """An alert that keeps firing on a shifted level for relearn_after (and 512 ticks) turns its samples
     into training data, retrains the stream, and resolves; before that it keeps firing (not absorbed)."""
     e = Engine(load_config_text(CONFIG.replace("history_size: 64", "history_size: 1024").replace(
-        "alerts: {for: 0, for_ticks: 0, resolve_for: 0, resolve_for_ticks: 0}", "alerts: {for: 0, resolve_for: 0, relearn_after: 600, "
+        "alerts: {for: 0, for_ticks: 0, resolve_for: 0, resolve_for_ticks: 0}", "alerts: {for: 0, for_ticks: 0, resolve_for: 0, relearn_after: 600, "
         "false_alerts_per_day: null}").replace("model: {hidden: 8, window: 4}",
                                                "model: {hidden: 8, window: 4, baseline_halflife: 64}"), source="t.yaml"))
     key = StreamKey.of("pump", pump="shift")

@@ -23,7 +23,7 @@ streams: {{history_size: 512, max_gap_intervals: 5, rewarm_samples: 4}}
 model: {{hidden: 8, window: 4}}
 train: {{min_history: {TRAIN}, min_history_span: 0, epochs: 4, bptt: 16, segments: 2, retrain_interval: 0, drift_retrain: false}}
 detect: {{level_tail: {str(level_tail).lower()}}}
-alerts: {{for: 0, resolve_for: 0, false_alerts_per_day: null}}
+alerts: {{for: 0, for_ticks: 0, resolve_for: 0, false_alerts_per_day: null}}
 """
 
 

@@ -21,7 +21,7 @@ fields: [value]
 streams: {history_size: 256, rewarm_samples: 4}
 model: {hidden: 8, window: 4}
 train: {min_history: 64, min_history_span: 0, epochs: 2, bptt: 16, segments: 2, retrain_interval: 0, drift_retrain: false, progress: false}
-alerts: {for: 0, resolve_for: 0}
+alerts: {for: 0, for_ticks: 0, resolve_for: 0}
 """
 MIN_HISTORY = 64
 T0 = 1_700_000_000
