@@ -116,7 +116,7 @@ def test_anomaly_feedback_keeps_the_window_out_of_training() -> None:
     e.process([Sample(KEY, float(i), ("pressure",), (float(i % 7),)) for i in range(50)])
     res = apply_feedback(e, Feedback(str(KEY), 10.0, 19.0, "anomaly", at=60.0))
     assert res == {"id": res["id"], "stream": str(KEY), "label": "anomaly", "samples": 10, "retrain": False,
-                   "in_flight": False}
+                   "in_flight": False, "alerted": False}
     _ts, _v, flags = e.groups[1].history(np.array([e.index[KEY][1]]))
     assert np.flatnonzero(flags[0][-50:]).tolist() == list(range(10, 20))
     with pytest.raises(KeyError):
