@@ -135,6 +135,8 @@ class AlertMachine(SlotArrays):
         st[over] = OK
         live = res & ~over
         since = a["since"][slots]
+        # a crossing counts only from after the resolve (a checkpoint from before kept the pending's `since`)
+        since = np.where(live & (since < a["resolved_at"][slots]), np.nan, since)
         since = np.where(live & above & np.isnan(since), now, since)
         since = np.where(live & below, np.nan, since)
         a["since"][slots] = since

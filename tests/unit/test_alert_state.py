@@ -233,3 +233,16 @@ def test_reopen_within_cooldown_waits_the_per_stream_floor_but_not_the_rules_for
     assert one(m, 60, 0.9) == [] and one(m, 61, 0.5) == []
     assert one(m, 62, 0.5) == [("firing", 62.0, 30.0)]  # held two ticks: the same alert re-opened
     assert int(m.a["fired"][0]) == 1
+
+
+def test_a_resolved_alert_restored_with_its_pendings_since_reopens_only_on_a_new_crossing() -> None:
+    """A checkpoint from before the re-open floor kept ``since`` of the pending that began the alert:
+    a score between exit and enter must not re-open it."""
+    m = AlertMachine(AlertRules(enter=0.5, exit=0.4, for_s=0, resolve_for_s=0, cooldown_s=600))
+    m.set_for_floor(np.array([0]), np.array([1.5]))
+    one(m, 0, 0.9)
+    one(m, 1, 0.9)
+    assert one(m, 2, 0.9) == [("firing", 2.0, 2.0)]
+    assert one(m, 3, 0.1)[0][0] == "resolved"
+    m.a["since"][0] = 0.0  # as an older checkpoint restores it
+    assert one(m, 10, 0.45) == [] and one(m, 11, 0.45) == [] and state(m) == RESOLVED
