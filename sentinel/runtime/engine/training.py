@@ -261,9 +261,7 @@ def for_floor(ticks: int, within: float, interval: np.ndarray) -> np.ndarray:
 def alert_levels(cfg: SentinelConfig, g: Group, slots: np.ndarray) -> None:
     """Per-stream enter level from ``alerts.false_alerts_per_day``, and the floors of
     ``alerts.resolve_for_ticks`` and ``alerts.for_ticks``, all from the stream's measured cadence."""
-    iv = g.a["interval"][slots]
-    g.alerts.set_resolve_floor(slots, cfg.alerts.resolve_for_ticks * np.where(iv > 0, iv, 0.0))
-    g.alerts.set_for_floor(slots, for_floor(cfg.alerts.for_ticks, cfg.alerts.for_ticks_within, iv))
+    iv = _floors(cfg, g, slots)
     budget = cfg.alerts.false_alerts_per_day
     if budget is None:
         return
@@ -279,9 +277,13 @@ def tick_floors(engine: Engine) -> None:
     """Every trained stream's resolve and pending floors from ``alerts.resolve_for_ticks`` and
     ``alerts.for_ticks`` (a reload of ``alerts`` applies them to the running streams, whether or not
     ``alerts.false_alerts_per_day`` is set)."""
-    a = engine.cfg.alerts
     for g in engine.groups.values():
-        ready = np.flatnonzero(g.a["alive"][: g.capacity] & g.a["ready"][: g.capacity])
-        iv = g.a["interval"][ready]
-        g.alerts.set_resolve_floor(ready, a.resolve_for_ticks * np.where(iv > 0, iv, 0.0))
-        g.alerts.set_for_floor(ready, for_floor(a.for_ticks, a.for_ticks_within, iv))
+        _floors(engine.cfg, g, np.flatnonzero(g.a["alive"][: g.capacity] & g.a["ready"][: g.capacity]))
+
+
+def _floors(cfg: SentinelConfig, g: Group, slots: np.ndarray) -> np.ndarray:
+    """Set ``slots``' resolve and pending floors from their cadence; returns that cadence."""
+    a, iv = cfg.alerts, g.a["interval"][slots]
+    g.alerts.set_resolve_floor(slots, a.resolve_for_ticks * np.where(iv > 0, iv, 0.0))
+    g.alerts.set_for_floor(slots, for_floor(a.for_ticks, a.for_ticks_within, iv))
+    return iv
