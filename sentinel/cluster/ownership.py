@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from nats.js.errors import KeyWrongLastSequenceError
+from nats.js.errors import KeyWrongLastSequenceError, NoKeysError
 
 from .js import kv_get
 
@@ -40,11 +40,16 @@ class Membership:
         await self.kv.put(f"member.{self.index}", json.dumps({"t": self.clock()}).encode())
 
     async def members(self) -> dict[int, float]:
-        """Registered scorer index -> its last heartbeat time."""
+        """Registered scorer index -> its last heartbeat time.
+
+        Only an empty bucket reads as no members. Any other failure (a timeout under load)
+        raises: read as ``{}``, it made N look like ``1 + own index``, and the scorer handed
+        over or "gained" partitions that nothing had moved.
+        """
         out: dict[int, float] = {}
         try:
             keys = await self.kv.keys()
-        except Exception:  # NoKeysError: an empty bucket
+        except NoKeysError:
             return out
         for k in keys:
             if k.startswith("member."):
@@ -92,9 +97,28 @@ class Owners:
                 continue  # someone else wrote in between: look again
             await asyncio.sleep(poll)
 
-    async def release(self, p: int, covered: int) -> None:
-        await self.kv.put(f"owner.{p}", json.dumps({"scorer": None, "covered": covered,
-                                                    "released_by": self.m.index}).encode())
+    async def release(self, p: int, covered: int) -> bool:
+        """Mark ``p`` free, if this scorer still holds it (a compare-and-set, like :meth:`claim`).
+
+        A scorer that already took ``p`` over (this one's heartbeat looked stale to it) keeps it:
+        writing ``scorer: null`` over its claim would let a third scorer claim ``p`` beside it.
+        Returns whether the key was released.
+        """
+        value = json.dumps({"scorer": None, "covered": covered, "released_by": self.m.index}).encode()
+        e = await kv_get(self.kv, f"owner.{p}")
+        holder = None if e is None else json.loads(e.value).get("scorer")
+        if holder not in (None, self.m.index):
+            log.warning("partition %d: scorer %s took it over before this scorer released it", p, holder)
+            return False
+        try:
+            if e is None:
+                await self.kv.create(f"owner.{p}", value)
+            else:
+                await self.kv.update(f"owner.{p}", value, last=e.revision)
+        except KeyWrongLastSequenceError:
+            log.warning("partition %d: claimed by another scorer while this one released it", p)
+            return False
+        return True
 
     async def holder(self, p: int) -> int | None:
         e = await kv_get(self.kv, f"owner.{p}")

@@ -178,21 +178,43 @@ class ScorerRole:
     # -- membership and handover ----------------------------------------------------------------
     async def run(self, daemon: Any) -> None:
         assert self.membership is not None and self.models is not None
+        period = min(1.0, self.ccfg.lease_ttl / 3)
         models = asyncio.create_task(self.models.run(daemon), name="model-watch")
+        # The heartbeat has its own task: a handover (scoring what is queued, a checkpoint
+        # write) can outlast lease_ttl, and a heartbeat stuck behind it made the other scorers
+        # take this one's partitions while it still consumed them.
+        beat = asyncio.create_task(self._heartbeats(period), name="scorer-heartbeat")
         try:
             while True:
-                await asyncio.sleep(min(1.0, self.ccfg.lease_ttl / 3))
+                await asyncio.sleep(period)
                 try:
-                    await self.membership.heartbeat()
                     n = await self.membership.n()
                 except Exception as e:
-                    log.warning("scorer heartbeat: %s", e)
+                    log.warning("scorer membership: %s", e)
                     continue
                 if n != self.n:
-                    await self._rebalance(daemon, n)
+                    try:
+                        await self._rebalance(daemon, n)
+                    except Exception:
+                        # A half-done handover cannot be retried in place (its consumers are
+                        # stopped): exit so the restart loads the partitions it owns from their
+                        # checkpoints and JetStream, instead of going on silently without them.
+                        log.exception("handover failed; restarting to reload this scorer's partitions")
+                        self.exit_requested.set()
+                        return
         finally:
-            models.cancel()
-            await asyncio.gather(models, return_exceptions=True)
+            for t in (models, beat):
+                t.cancel()
+            await asyncio.gather(models, beat, return_exceptions=True)
+
+    async def _heartbeats(self, period: float) -> None:
+        assert self.membership is not None
+        while True:
+            try:
+                await self.membership.heartbeat()
+            except Exception as e:
+                log.warning("scorer heartbeat: %s", e)
+            await asyncio.sleep(period)
 
     async def _rebalance(self, daemon: Any, n: int) -> None:
         want = set(owned(self.index, n, self.ccfg.partitions))
