@@ -30,7 +30,8 @@ class ScorerMetrics:
         self.owned = Gauge("partitions_owned", "Partitions this scorer owns.", namespace=NS, registry=registry)
         self.lag = Gauge("partition_lag_messages", "Messages of a partition not yet fetched.", ["partition"],
                          namespace=NS, registry=registry)
-        self.model_version = Gauge("partition_model_version", "Model version of a partition's published models.",
+        self.model_version = Gauge("partition_model_version", "Newest published model version a partition's streams were offered "
+                                   "(each kept its own weights where they did better on its history).",
                                    ["partition"], namespace=NS, registry=registry)
         self.checkpoint_seconds = Histogram("partition_checkpoint_seconds", "Writing one partition's checkpoint.",
                                             namespace=NS, registry=registry)

@@ -51,10 +51,13 @@ class ModelWatch:
                         if self.applied.get(p, 0) >= v:
                             continue
                         data = await self.nats.objects.get(model_object(v, p))
-                        n = await daemon.thread.call(apply_published, daemon.engine, bytes(data.data), daemon.clock())
-                        self.applied[p] = v
+                        c = await daemon.thread.call(apply_published, daemon.engine, bytes(data.data), daemon.clock())
+                        self.applied[p] = v  # offered once: a stream that kept its champion is not asked again
+                        # The newest version p's streams were offered and judged (champion/challenger):
+                        # a stream whose champion did better keeps it, and the log line counts those.
                         self.metrics.model_version.labels(str(p)).set(v)
-                        log.info("model version applied", extra={"partition": p, "version": v, "streams": n})
+                        log.info("model version applied", extra={"partition": p, "version": v,
+                                                                 "streams": c["success"], "kept_champion": c["rejected"]})
                     self.version = v
             except asyncio.CancelledError:
                 raise

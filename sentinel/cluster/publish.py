@@ -64,12 +64,17 @@ def loads_model(data: bytes) -> tuple[dict, dict[str, torch.Tensor]]:
     return json.loads(obj["meta"]), dict(obj["tensors"])
 
 
-def apply_published(engine: Any, data: bytes, now: float) -> int:
-    """On the engine thread: give this engine's streams of the partition the published weights."""
-    from ..runtime.engine.training import make_job
+def apply_published(engine: Any, data: bytes, now: float) -> dict[str, int]:
+    """On the engine thread: offer this engine's streams of the partition the published weights.
+
+    Returns :meth:`Engine.apply_training`'s counts summed over the groups (``success``: streams
+    that took the version; ``rejected``: streams whose champion did better on their history).
+    """
+    from ..model.train import challenge
+    from ..runtime.engine.training import make_job, train_settings
 
     meta, tensors = loads_model(data)
-    n = 0
+    counts: dict[str, int] = {"success": 0, "rejected": 0}
     for Fs, keys in meta["groups"].items():
         F = int(Fs)
         g = engine.groups.get(F)
@@ -87,14 +92,17 @@ def apply_published(engine: Any, data: bytes, now: float) -> int:
         idx = torch.tensor(rows, dtype=torch.long)
         # float32 at the read: a model published from a bank of bfloat16 weights has no numpy dtype
         p = {k: tensors[f"g{F}.{k}"].index_select(0, idx).float().numpy() for k in PARAMS}
-        nan = np.full(len(rows), np.nan)
-        res = TrainResult(params={k: p[k] for k in ("W", "b", "D", "d")}, mean=p["mean"], std=p["std"],
-                          val_loss=tensors[f"g{F}.val_loss"].index_select(0, idx).numpy()
-                          if f"g{F}.val_loss" in tensors else nan,
-                          champion_val_loss=nan, epochs=0, seconds=0.0, tag=job.tag,
+        weights = {k: p[k] for k in ("W", "b", "D", "d")}
+        # Champion/challenger as for a local training: both scored on this scorer's own recent
+        # history, and a stream keeps its weights where the published ones do worse.
+        val, champion_val = challenge(job, weights, p["mean"], p["std"], train_settings(engine.cfg))
+        res = TrainResult(params=weights, mean=p["mean"], std=p["std"], val_loss=val,
+                          champion_val_loss=champion_val, epochs=0, seconds=0.0, tag=job.tag,
                           cond=tensors[f"g{F}.cond"].index_select(0, idx).numpy() if f"g{F}.cond" in tensors else None)
-        n += engine.apply_training(job, res, now)["success"]
-    return n
+        c = engine.apply_training(job, res, now)
+        for k in counts:
+            counts[k] += int(c.get(k, 0))
+    return counts
 
 
 def _key(ks: str) -> Any:

@@ -133,6 +133,39 @@ def _val_loss(dims: Dims, p: dict[str, Tensor], Xtr: Tensor, Xval: Tensor, Mval:
         return (loss / cnt.clamp(min=1))[:, 0]
 
 
+def _held_back(job: TrainJob, p: dict[str, np.ndarray], mean: np.ndarray, std: np.ndarray, s: TrainSettings,
+               dev: torch.device) -> np.ndarray:
+    """Held-back error of weights ``p`` (normalised by their own ``mean``/``std``) on ``job``'s
+    history: the training part run from a zero state, then the tail scored."""
+    L = job.values.shape[1]
+    n_tr = L - max(1, round(L * s.val_fraction))
+    X = torch.from_numpy(normalise(job.values, mean, std, job.dims, ~job.loss_mask)).to(dev)
+    M = torch.from_numpy(job.loss_mask & ~np.isnan(job.values).all(-1)).to(dev)
+    tp = {k: torch.from_numpy(np.ascontiguousarray(p[k], dtype=np.float32)).to(dev) for k in PARAM_KEYS}
+    out = _val_loss(job.dims, tp, X[:, :n_tr], X[:, n_tr:], M[:, n_tr:], s.prediction_weight)
+    return out.cpu().numpy().astype(np.float64)
+
+
+def _champion_loss(job: TrainJob, std: np.ndarray, s: TrainSettings, dev: torch.device) -> np.ndarray:
+    """The champion's held-back error, converted into the units of a challenger normalised by ``std``
+    (NaN where a stream has no champion)."""
+    n, _, F = job.values.shape
+    if job.champion is None or job.has_champion is None or not job.has_champion.any():
+        return np.full(n, np.nan, dtype=np.float64)
+    cm, cs = job.champion["mean"], job.champion["std"]
+    scale = float(np.nanmean((cs / std) ** 2)) if F else 1.0
+    return np.where(job.has_champion, _held_back(job, job.champion, cm, cs, s, dev) * scale, np.nan)
+
+
+def challenge(job: TrainJob, params: dict[str, np.ndarray], mean: np.ndarray, std: np.ndarray,
+              s: TrainSettings, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """Weights trained elsewhere (a published model version) against ``job``'s champion, on the
+    job's own recent history: ``(challenger's held-back error, champion's in the same units)``,
+    as :class:`TrainResult` takes them, so the caller keeps whichever is better."""
+    dev = resolve_device(device)
+    return _held_back(job, params, mean, std, s, dev), _champion_loss(job, std, s, dev)
+
+
 def train(job: TrainJob, s: TrainSettings, device: str = "cpu",
           progress: Callable[[int, int, float], None] | None = None) -> TrainResult:
     """Train every stream of ``job`` at once; deterministic for a given job and ``s.seed``."""
@@ -153,17 +186,10 @@ def train(job: TrainJob, s: TrainSettings, device: str = "cpu",
     Mall = torch.from_numpy(job.loss_mask & ~np.isnan(job.values).all(-1)).to(dev)
     Xtr, Xval, Mtr, Mval = Xall[:, :n_tr], Xall[:, n_tr:], Mall[:, :n_tr], Mall[:, n_tr:]
 
-    # Champion's held-back error, converted into the challenger's normalised units.
-    champion_val = np.full(n, np.nan, dtype=np.float64)
+    champion_val = _champion_loss(job, std, s, dev)
     init = init_params(dims, job.seeds)
     if job.champion is not None and job.has_champion is not None and job.has_champion.any():
         hc = torch.from_numpy(job.has_champion)
-        cm, cs = job.champion["mean"], job.champion["std"]
-        Xc = torch.from_numpy(normalise(job.values, cm, cs, dims, held)).to(dev)
-        cp = {k: torch.from_numpy(job.champion[k]).to(dev) for k in PARAM_KEYS}
-        scale = float(np.nanmean((cs / std) ** 2)) if F else 1.0
-        cv = _val_loss(dims, cp, Xc[:, :n_tr], Xc[:, n_tr:], Mval, s.prediction_weight).cpu().numpy() * scale
-        champion_val = np.where(job.has_champion, cv, np.nan)
         for k in PARAM_KEYS:  # warm start from the champion
             init[k] = torch.where(hc.view(-1, *[1] * (init[k].dim() - 1)), torch.from_numpy(job.champion[k]), init[k])
 

@@ -103,6 +103,28 @@ def test_a_published_model_carries_the_multivariate_level_term() -> None:
     assert not torch.allclose(ps["cond"], torch.eye(3).expand(2, 3, 3))
     ps["val_loss"] = torch.zeros(2, dtype=torch.float64)
     data = dumps_model(1, 0, {3: ([str(k) for k in keys], ps)})
-    assert apply_published(scorer, data, 80.0) == 2
+    assert apply_published(scorer, data, 80.0) == {"success": 2, "rejected": 0}  # no champion yet
     got = scorer.groups[3].bank.t["cond"][[scorer.index[k][1] for k in keys]]
     torch.testing.assert_close(got, ps["cond"])
+
+
+def test_a_published_model_goes_through_champion_challenger_on_the_scorers_history() -> None:
+    """A published version worse than a stream's champion on the scorer's own recent history is
+    refused (the stream keeps its weights); one as good as the champion is taken."""
+    from sentinel.cluster.publish import apply_published, dumps_model
+
+    keys = KEYS[:2]
+    trainer, scorer = engine(), engine()
+    feed(trainer, keys, 0, 80, F=3)
+    feed(scorer, keys, 0, 80, F=3)  # the same history: the scorer's champions equal the trainer's weights
+    ps = trainer.groups[3].bank.params(np.array([trainer.index[k][1] for k in keys]))
+    ss = [scorer.index[k][1] for k in keys]
+    before = scorer.groups[3].bank.t["W"][ss].clone()
+    bad = {k: v.clone() for k, v in ps.items()}
+    bad["W"] = torch.randn_like(bad["W"], generator=torch.Generator().manual_seed(0)) * 3.0
+    assert apply_published(scorer, dumps_model(1, 0, {3: ([str(k) for k in keys], bad)}), 80.0) == {
+        "success": 0, "rejected": 2}
+    torch.testing.assert_close(scorer.groups[3].bank.t["W"][ss], before)
+    assert apply_published(scorer, dumps_model(2, 0, {3: ([str(k) for k in keys], ps)}), 81.0) == {
+        "success": 2, "rejected": 0}
+    torch.testing.assert_close(scorer.groups[3].bank.t["W"][ss].float(), ps["W"].float())
