@@ -133,12 +133,16 @@ def _val_loss(dims: Dims, p: dict[str, Tensor], Xtr: Tensor, Xval: Tensor, Mval:
         return (loss / cnt.clamp(min=1))[:, 0]
 
 
+def _n_train(L: int, s: TrainSettings) -> int:
+    """Samples of an ``L``-long history that train; the rest (at least one) is held back."""
+    return L - max(1, round(L * s.val_fraction))
+
+
 def _held_back(job: TrainJob, p: dict[str, np.ndarray], mean: np.ndarray, std: np.ndarray, s: TrainSettings,
                dev: torch.device) -> np.ndarray:
     """Held-back error of weights ``p`` (normalised by their own ``mean``/``std``) on ``job``'s
     history: the training part run from a zero state, then the tail scored."""
-    L = job.values.shape[1]
-    n_tr = L - max(1, round(L * s.val_fraction))
+    n_tr = _n_train(job.values.shape[1], s)
     X = torch.from_numpy(normalise(job.values, mean, std, job.dims, ~job.loss_mask)).to(dev)
     M = torch.from_numpy(job.loss_mask & ~np.isnan(job.values).all(-1)).to(dev)
     tp = {k: torch.from_numpy(np.ascontiguousarray(p[k], dtype=np.float32)).to(dev) for k in PARAM_KEYS}
@@ -174,8 +178,7 @@ def train(job: TrainJob, s: TrainSettings, device: str = "cpu",
     dims = job.dims
     n, L, F = job.values.shape
     torch.manual_seed(s.seed)
-    n_val = max(1, round(L * s.val_fraction))
-    n_tr = L - n_val
+    n_tr = _n_train(L, s)
     # Normalisers from every usable sample (the held-back tail included): a stream whose history
     # is shorter than the job's (left-padded) may have little or nothing in the training part.
     mean, std = normalisers(job.values, job.loss_mask)
